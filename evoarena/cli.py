@@ -1,0 +1,215 @@
+"""The ``evoarena`` command. Every subcommand is a thin call into the packages.
+
+Bad input (unknown env, strategy, key, value, file) prints one ``error:`` line and exits 2;
+``EVOARENA_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+EPILOG = "Agent specs: random | scripted:NAME | ckpt:PATH | human. See `evoarena envs` for worlds and strategies."
+
+
+def _kwargs(pairs: list[str] | None) -> dict[str, Any]:
+    """``["num_agents=3", "game=stag_hunt"]`` -> dict, values parsed as YAML."""
+    from evoarena.config import parse_overrides
+
+    out: dict[str, Any] = {}
+    for keys, value in parse_overrides(pairs):
+        out[".".join(keys)] = value
+    return out
+
+
+# --------------------------------------------------------------------------- envs
+
+
+def cmd_envs(args: argparse.Namespace) -> int:
+    from evoarena.agents import describe_strategy, list_strategies
+    from evoarena.envs import list_envs, make
+
+    table = Table(title="evoarena worlds")
+    for col in ("env id", "agents", "actions", "strategies"):
+        table.add_column(col)
+    for env_id in list_envs():
+        env = make(env_id)
+        acts = ", ".join(f"{a}: {env.action_space(a).n}" for a in env.possible_agents)
+        strategies = list_strategies(env_id)
+        table.add_row(env_id, ", ".join(env.possible_agents), acts, ", ".join(strategies))
+        env.close()
+    console.print(table)
+    if args.verbose:
+        for env_id in list_envs():
+            console.print(f"\n[bold]{env_id}[/bold]")
+            for s in list_strategies(env_id):
+                console.print(f"  scripted:{s:<24} {describe_strategy(env_id, s)}")
+    return 0
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from evoarena.bench import play, summarize
+
+    result = play(args.env, args.agents, episodes=args.episodes, seed=args.seed, env_kwargs=_kwargs(args.kw))
+    summary = summarize(result)
+    table = Table(title=f"{args.env}: {args.episodes} episodes, seed {args.seed}")
+    for col in ("seat", "agent", "mean return", "95% CI"):
+        table.add_column(col)
+    for seat, row in summary["seats"].items():
+        table.add_row(seat, row["agent"], f"{row['mean_return']:.3f}", f"+- {row['ci95']:.3f}")
+    console.print(table)
+    metrics = Table(title="metrics (mean over episodes)")
+    metrics.add_column("metric")
+    metrics.add_column("value")
+    for k, v in summary["metrics"].items():
+        metrics.add_row(k, f"{v:.4f}")
+    console.print(metrics)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+        console.print(f"wrote {args.json}")
+    return 0
+
+
+# --------------------------------------------------------------------------- play
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    from evoarena.agents import make_agent
+    from evoarena.agents.human import HumanAgent
+    from evoarena.bench import play
+    from evoarena.envs import make
+
+    env = make(args.env, **_kwargs(args.kw))
+    names = env.possible_agents
+    args.seat = args.seat or names[0]
+    if args.seat not in names:
+        raise ValueError(f"--seat {args.seat!r} is not an agent of {args.env}; choose from {names}")
+    others = list(args.vs)
+    if len(others) == 1:
+        others = others * (len(names) - 1)
+    if len(others) != len(names) - 1:
+        raise ValueError(f"{args.env} needs {len(names) - 1} opponent spec(s) for --vs, got {len(args.vs)}")
+    seats: dict[str, Any] = {}
+    it = iter(others)
+    for a in names:
+        seats[a] = HumanAgent() if a == args.seat else make_agent(next(it), args.env, seed=args.seed)
+    seats[args.seat].needs_action_names = True  # type: ignore[attr-defined]
+    for ep in range(args.episodes):
+        result = play(args.env, seats, episodes=1, seed=args.seed + ep, env_kwargs=_kwargs(args.kw), record=1)
+        console.print(result.transcripts[0])
+        console.print({a: float(result.returns[a][0]) for a in names}, result.metrics[0])
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evoarena", description=__doc__.splitlines()[0], epilog=EPILOG)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG)
+        p.set_defaults(func=fn)
+        commands[name] = fn
+        return p
+
+    p = add("envs", cmd_envs, "List the worlds: agents, action counts, scripted strategies.")
+    p.add_argument("-v", "--verbose", action="store_true", help="also describe every strategy")
+
+    p = add("evaluate", cmd_evaluate, "Play agents against each other and print mean return +- 95%% CI per seat.")
+    p.add_argument("env", help="env id, e.g. dilemma_v0")
+    p.add_argument("--agents", nargs="+", required=True, metavar="SPEC", help="one agent spec per seat")
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kw", nargs="*", metavar="KEY=VALUE", help="env keyword arguments, e.g. num_agents=3")
+    p.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+
+    p = add("play", cmd_play, "Play a world yourself in the terminal against agents.")
+    p.add_argument("env", help="env id, e.g. negotiation_v0")
+    p.add_argument("--vs", nargs="+", default=["random"], metavar="SPEC", help="opponent spec(s)")
+    p.add_argument("--seat", default=None, help="your agent name (default: the first agent)")
+    p.add_argument("--episodes", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kw", nargs="*", metavar="KEY=VALUE", help="env keyword arguments")
+
+    _add_training_commands(add)
+    return parser
+
+
+def _stage_command(stage: str) -> Callable[[argparse.Namespace], int]:
+    """A subcommand running one stage from a YAML config into a run folder."""
+
+    def run(args: argparse.Namespace) -> int:
+        from evoarena.config import load_config
+        from evoarena.training import runs
+        from evoarena.training.stages import STAGES
+
+        model, fn = STAGES[stage]
+        if args.resume:
+            run_dir = Path(args.resume)
+            cfg = load_config(run_dir / runs.CONFIG_FILE, model, args.set)
+        else:
+            if not args.config:
+                raise ValueError(f"evoarena {stage}: give a CONFIG file, or --resume RUN_DIR")
+            cfg = load_config(args.config, model, args.set)
+            run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
+        runs.create_run(run_dir, cfg, resume=bool(args.resume))
+        result = fn(cfg, run_dir, resume=bool(args.resume))
+        console.print(f"[bold]{stage}[/bold] done: {run_dir}")
+        if isinstance(result, dict) and result.get("summary"):
+            console.print(result["summary"])
+        return 0
+
+    return run
+
+
+def _add_training_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """Stage subcommands: each loads its config (validated before any work) and writes a run folder."""
+    helps = {
+        "pretrain": "Masked-LM pretraining of an encoder on world text (trains the tiny tokenizer).",
+        "finetune": "Supervised fine-tuning: NER on CoNLL files (task: ner) or behaviour cloning (task: bc).",
+        "train": "Multi-agent PPO in a world (learners, fixed opponents, pools, snapshots).",
+    }
+    for stage, help_ in helps.items():
+        p = add(stage, _stage_command(stage), help_)
+        p.add_argument("config", nargs="?", help="YAML config (see configs/)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set ppo.lr=1e-4 (repeatable)")
+        p.add_argument("--run-dir", help="run folder (default: runs/NAME from the config)")
+        p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        if os.environ.get("EVOARENA_DEBUG"):
+            raise
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

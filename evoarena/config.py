@@ -1,0 +1,492 @@
+"""Pydantic models of every YAML config, and the one loader (YAML + ``--set a.b=c`` overrides).
+
+Every model forbids unknown keys. Errors are :class:`ConfigError` and name the file, the key
+path, the bad value and what is allowed, before any work starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used: the message names file, key path, value and what is allowed."""
+
+
+class Strict(BaseModel):
+    """Base of all config models: unknown keys are rejected, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- policies
+
+
+class EncoderConfig(Strict):
+    """Which transformer encoder a policy uses and how it is trained."""
+
+    preset: Literal["tiny", "minilm"] | None = "tiny"  #: built-in encoder; None when ``path`` is given
+    path: str | None = None  #: any local Hugging Face model folder (encoder or decoder)
+    pooling: Literal["cls", "mean", "last"] = "mean"  #: how token states become one vector
+    max_length: int = Field(64, ge=8, le=4096)  #: tokens kept per text (longer texts are cut)
+    # preset: tiny (a BertConfig built locally)
+    hidden_size: int = Field(128, ge=8)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(2, ge=1)
+    intermediate_size: int = Field(512, ge=8)
+    vocab_size: int = Field(2000, ge=100)  #: WordPiece vocabulary trained by the pretrain stage
+    # training mode
+    train_mode: Literal["full", "lora", "frozen", "top_k"] = "full"
+    top_k: int = Field(1, ge=1)  #: with train_mode top_k: how many top layers are trained
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    autocast: Literal["auto", "bf16", "off"] = "auto"  #: auto = bf16 on CUDA, off on CPU
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EncoderConfig:
+        if self.path is not None:
+            self.__dict__["preset"] = None
+        elif self.preset is None:
+            raise ValueError("give either preset (tiny | minilm) or path (a local model folder)")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
+        return self
+
+
+class PolicyConfig(Strict):
+    """An actor-critic: encoder + pooling + policy head + value head, or an MLP on ``features``."""
+
+    kind: Literal["transformer", "mlp"] = "transformer"
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    head: Literal["linear", "scoring"] = "linear"  #: scoring: each action's text scored against the obs
+    head_hidden: int = Field(0, ge=0)  #: hidden width of the heads (0 = a single linear layer)
+    standardize: bool = False  #: standardise pooled features across the distinct inputs of a batch
+    mlp_hidden: list[int] = Field(default_factory=lambda: [64, 64])  #: kind mlp: hidden layer widths
+    init_from: str | None = None  #: a checkpoint folder whose weights start this policy
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_overrides(pairs: list[str] | None) -> list[tuple[list[str], Any]]:
+    """``["a.b=3", "c=[1,2]"]`` -> ``[(["a","b"], 3), (["c"], [1, 2])]``; values are parsed as YAML."""
+    out = []
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r}: expected KEY.PATH=VALUE, e.g. --set ppo.lr=3e-4")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {pair!r}: value is not valid YAML ({exc})") from None
+        out.append(([k for k in key.strip().split(".")], value))
+    return out
+
+
+def apply_overrides(data: dict[str, Any], pairs: list[str] | None) -> dict[str, Any]:
+    """A copy of ``data`` with each ``a.b=c`` override set (intermediate mappings are created)."""
+    data = copy.deepcopy(data)
+    for keys, value in parse_overrides(pairs):
+        node = data
+        for i, k in enumerate(keys[:-1]):
+            nxt = node.get(k)
+            if nxt is None:
+                nxt = node[k] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {'.'.join(keys)}: {'.'.join(keys[: i + 1])} is {nxt!r}, not a mapping")
+            node = nxt
+        node[keys[-1]] = value
+    return data
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """The field names allowed at the parent of ``loc`` in ``model``, if it can be resolved."""
+    cls: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+            return None
+        field = cls.model_fields.get(part)
+        if field is None:
+            return None
+        cls = field.annotation
+        for arg in getattr(cls, "__args__", ()):  # Optional[Model] / list[Model]
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                cls = arg
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        return sorted(cls.model_fields)
+    return None
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:
+    """One line per problem: ``source: key.path = value: what is wrong (allowed: ...)``."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        if err.get("type") == "extra_forbidden":
+            allowed = _allowed_keys(model, loc) or []
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lines.append(f"{source}: unknown key {path!r}{hint}; allowed here: {', '.join(allowed)}")
+        else:
+            value = err.get("input")
+            shown = f" = {value!r}" if not isinstance(value, dict) else ""
+            lines.append(f"{source}: {path}{shown}: {err.get('msg')}")
+    return "\n".join(lines)
+
+
+def validate_config(data: dict[str, Any], model: type[M], source: str = "<config>") -> M:
+    """Build ``model`` from ``data``; raise :class:`ConfigError` naming every bad key."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, model, source)) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML file; a clear error for a missing file or bad YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path, model: type[M], overrides: list[str] | None = None) -> M:
+    """Load YAML ``path`` into ``model`` after applying ``--set`` overrides."""
+    data = apply_overrides(read_yaml(path), overrides)
+    return validate_config(data, model, source=str(path))
+
+
+def dump_config(cfg: BaseModel) -> str:
+    """The resolved config as YAML (what a run folder's ``config.yaml`` holds)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- worlds and seats
+
+
+class EnvConfig(Strict):
+    """A world and its keyword arguments (checked by building it once before any work starts)."""
+
+    id: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _buildable(self) -> EnvConfig:
+        from evoarena.envs import make
+
+        make(self.id, **self.kwargs).close()
+        return self
+
+
+class OpponentConfig(Strict):
+    """One entry of an opponent pool: an agent spec, ``self`` (the learner) or ``snapshot``."""
+
+    agent: str  #: random | scripted:NAME | ckpt:PATH | self | snapshot (a frozen past learner)
+    weight: float = Field(1.0, gt=0)
+
+
+class SeatConfig(Strict):
+    """Who fills a seat: exactly one of a learner ``policy``, a fixed ``agent`` spec, or a ``pool``."""
+
+    policy: str | None = None
+    agent: str | None = None
+    pool: list[OpponentConfig] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SeatConfig:
+        given = [k for k in ("policy", "agent", "pool") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(f"a seat needs exactly one of policy, agent, pool; got {given or 'none'}")
+        return self
+
+
+# --------------------------------------------------------------------------- PPO
+
+
+class PPOConfig(Strict):
+    """PPO hyperparameters (CleanRL names). Every knob has its default here."""
+
+    lr: float = Field(3e-4, gt=0)
+    lr_decay: bool = True  #: linear decay to 0 over total_updates
+    adam_eps: float = Field(1e-5, gt=0)
+    gamma: float = Field(0.99, ge=0, le=1)
+    gae_lambda: float = Field(0.95, ge=0, le=1)
+    advantage: Literal["gae", "baseline"] = "gae"  #: baseline: return minus a running-mean return
+    baseline_momentum: float = Field(0.9, ge=0, lt=1)  #: EMA of the mean return (advantage: baseline)
+    normalize_advantage: bool = True
+    clip: float = Field(0.2, gt=0)
+    value_clip: float | None = Field(0.2, gt=0)  #: None: unclipped value loss
+    vf_coef: float = Field(0.5, ge=0)
+    ent_coef: float = Field(0.01, ge=0)
+    kl_coef: float = Field(0.0, ge=0)  #: KL(policy || reference) penalty; 0 disables it
+    target_kl: float | None = Field(None, gt=0)  #: stop the epochs of an update when approx KL exceeds it
+    max_grad_norm: float = Field(1.0, gt=0)
+    epochs: int = Field(4, ge=1)
+    minibatch_size: int = Field(256, ge=1)
+
+
+class LearnerConfig(Strict):
+    """A learner policy: its architecture and its PPO overrides (e.g. its own ent_coef)."""
+
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    ppo: dict[str, Any] = Field(default_factory=dict)  #: keys of PPOConfig overriding the stage's values
+    reference: str | None = None  #: checkpoint of the KL reference (default: policy.init_from, else the start)
+
+    @model_validator(mode="after")
+    def _known_overrides(self) -> LearnerConfig:
+        unknown = sorted(set(self.ppo) - set(PPOConfig.model_fields))
+        if unknown:
+            raise ValueError(f"unknown PPO keys {unknown}; allowed: {', '.join(sorted(PPOConfig.model_fields))}")
+        return self
+
+
+class EvalConfig(Strict):
+    """Evaluation during and after training: greedy learners against named opponents."""
+
+    every: int = Field(10, ge=0)  #: updates between evaluations (0: only at the end)
+    episodes: int = Field(200, ge=1)  #: per opponent and seat order
+    opponents: list[str] = Field(default_factory=list)  #: agent specs filling the non-learner seats
+    both_seats: bool = True  #: in two-player worlds also play with the seats swapped
+    seed: int = 1_000_000  #: evaluation contexts are seeds seed, seed+1, ... (common random numbers)
+    greedy: bool = True
+
+
+class TrainConfig(Strict):
+    """``evoarena train CONFIG``: multi-agent PPO in one world."""
+
+    name: str = "ppo"
+    seed: int = 0
+    env: EnvConfig
+    policies: dict[str, LearnerConfig]
+    seats: dict[str, SeatConfig]  #: agent name or pattern (``listener_*``) -> who fills it
+    shuffle_seats: bool = False  #: each episode, permute the seat configs among agents of the same role
+    num_envs: int = Field(64, ge=1)
+    episodes_per_update: int = Field(256, ge=1)
+    total_updates: int = Field(100, ge=1)
+    ppo: PPOConfig = Field(default_factory=PPOConfig)
+    snapshot_every: int = Field(0, ge=0)  #: updates between frozen snapshots of each learner (0: none)
+    snapshot_pool_size: int = Field(10, ge=1)
+    checkpoint_every: int = Field(10, ge=1)
+    transcript_every: int = Field(10, ge=0)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    threads: int = Field(0, ge=0)  #: torch CPU threads (0: leave torch's default)
+
+    @model_validator(mode="after")
+    def _seats_refer_to_policies(self) -> TrainConfig:
+        from fnmatch import fnmatch
+
+        from evoarena.envs import make
+
+        agents = make(self.env.id, **self.env.kwargs).possible_agents
+        for pattern, seat in self.seats.items():
+            if not any(fnmatch(a, pattern) for a in agents):
+                raise ValueError(f"seat {pattern!r} matches no agent of {self.env.id}; agents: {agents}")
+            if seat.policy and seat.policy not in self.policies:
+                raise ValueError(f"seat {pattern!r} names policy {seat.policy!r}; defined: {list(self.policies)}")
+        unseated = [a for a in agents if not any(fnmatch(a, p) for p in self.seats)]
+        if unseated:
+            raise ValueError(f"agents {unseated} of {self.env.id} have no seat; add them to seats")
+        if not any(s.policy for s in self.seats.values()):
+            raise ValueError("no seat is filled by a learner policy")
+        return self
+
+
+# --------------------------------------------------------------------------- pretrain and finetune
+
+
+def _existing_file(key: str, value: str) -> str:
+    """``value`` with ``~`` and ``$VARS`` expanded; a ValueError naming ``key`` when no such file exists."""
+    import os
+
+    path = os.path.expanduser(os.path.expandvars(value))
+    if not Path(path).is_file():
+        raise ValueError(f"{key} = {value!r}: no such file" + (f" ({path})" if path != value else ""))
+    return str(Path(path).resolve())
+
+
+class CorpusConfig(Strict):
+    """Text of the pretrain stage: observation texts and action names of the worlds, plus text files."""
+
+    envs: list[str] | None = None  #: worlds played at random to make text (default: every registered world)
+    episodes_per_env: int = Field(2000, ge=1)  #: random-play episodes per world (distinct texts are kept)
+    seed: int = 0  #: seed of the random play
+    text_files: list[str] = Field(default_factory=list)  #: extra UTF-8 files, one text per non-empty line
+    heldout_fraction: float = Field(0.05, gt=0, lt=0.5)  #: share of the distinct texts held out
+    max_heldout: int = Field(2000, ge=1)  #: at most this many held-out texts (perplexity is measured on them)
+
+    @model_validator(mode="after")
+    def _known_worlds_and_files(self) -> CorpusConfig:
+        from evoarena.envs import list_envs
+
+        unknown = [e for e in self.envs or [] if e not in list_envs()]
+        if unknown:
+            raise ValueError(f"envs: unknown world(s) {unknown}; known: {', '.join(list_envs())}")
+        if self.envs is not None and not self.envs and not self.text_files:
+            raise ValueError("no text: give at least one world in envs or a file in text_files")
+        self.__dict__["text_files"] = [_existing_file(f"text_files[{i}]", f) for i, f in enumerate(self.text_files)]
+        return self
+
+
+class PretrainConfig(Strict):
+    """``evoarena pretrain CONFIG``: masked-LM training of an encoder on world text (+ text files).
+
+    ``preset: tiny`` also trains its WordPiece tokenizer (``encoder.vocab_size``) on the training texts.
+    The checkpoint is a Hugging Face ``save_pretrained`` folder (masked-LM model + tokenizer) that
+    ``policy.init_from`` / ``ner.init_from`` of later stages accept.
+    """
+
+    name: str = "pretrain"
+    seed: int = 0
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    mask_prob: float = Field(0.15, gt=0, lt=1)  #: share of the tokens selected for prediction (BERT's 80/10/10)
+    steps: int = Field(3000, ge=1)  #: optimizer steps
+    batch_size: int = Field(128, ge=1)  #: texts per step
+    lr: float = Field(1e-3, gt=0)  #: AdamW peak learning rate (linear warmup, then linear decay to 0)
+    warmup_fraction: float = Field(0.06, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    eval_every: int = Field(250, ge=1)  #: steps between held-out evaluations
+    checkpoint_every: int = Field(500, ge=1)  #: steps between resumable training states
+    log_every: int = Field(25, ge=1)  #: steps between TensorBoard scalars
+    threads: int = Field(0, ge=0)  #: torch CPU threads (0: leave torch's default)
+
+
+class OptimConfig(Strict):
+    """AdamW with linear warmup and linear decay to 0, and the budget of a supervised loop."""
+
+    lr: float = Field(1e-4, gt=0)  #: peak learning rate
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_fraction: float = Field(0.1, ge=0, lt=1)  #: share of the steps spent warming up
+    max_grad_norm: float = Field(1.0, gt=0)
+    batch_size: int = Field(32, ge=1)  #: sentences (ner) or distinct examples (bc) per step
+    epochs: int = Field(3, ge=1)
+    max_steps: int | None = Field(None, ge=1)  #: stop after this many steps (also sets the schedule length)
+
+
+class NERDataConfig(Strict):
+    """CoNLL column files (IOB1 or IOB2 tags, converted to IOB2). Paths may use ``~`` and ``$VARS``."""
+
+    data_dir: str | None = None  #: folder the file names below are relative to (default: the working dir)
+    train: str = "train.txt"
+    valid: str | None = "valid.txt"
+    test: str | None = "test.txt"
+    column: int = -1  #: tag column (default: the last)
+    max_train_sentences: int | None = Field(None, ge=1)  #: use only the first N training sentences
+    max_eval_sentences: int | None = Field(None, ge=1)  #: use only the first N valid/test sentences
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> NERDataConfig:
+        import os
+
+        base = Path(os.path.expanduser(os.path.expandvars(self.data_dir))) if self.data_dir else None
+        for key in ("train", "valid", "test"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            full = str(base / value) if base is not None else value
+            self.__dict__[key] = _existing_file(key, full)
+        return self
+
+
+class NERConfig(Strict):
+    """``task: ner``: an encoder + a linear token-classification head (label on each word's first piece)."""
+
+    data: NERDataConfig = Field(default_factory=NERDataConfig)
+    encoder: EncoderConfig = Field(default_factory=lambda: EncoderConfig(preset="minilm", max_length=128))
+    init_from: str | None = None  #: a pretrain checkpoint / HF folder whose weights and tokenizer start the encoder
+    dropout: float = Field(0.1, ge=0, lt=1)  #: dropout before the classification head
+    eval_batch_size: int = Field(128, ge=1)
+
+
+class BCConfig(Strict):
+    """``task: bc``: behaviour cloning of a scripted expert into one policy per cloned role.
+
+    Demonstrations: episode ``i`` (seed ``seed + i``) seats the expert in one agent's seat and
+    ``opponents[i % n]`` in the others, the expert's seat cycling over the agents; with no opponents
+    the expert fills every seat. Decisions of the expert's seats whose role is cloned and that have
+    more than one legal action become ``(text, mask, action, return)`` examples.
+    """
+
+    env: EnvConfig
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    expert: str  #: agent spec of the expert, e.g. scripted:conceder
+    opponents: list[str] = Field(default_factory=list)  #: agent specs facing the expert (empty: expert everywhere)
+    clone: list[str] | None = None  #: roles to clone (default: every role the expert plays)
+    train_episodes: int = Field(20_000, ge=1)
+    heldout_episodes: int = Field(1_000, ge=1)  #: episodes (other seeds) whose decisions measure action accuracy
+    eval_episodes: int = Field(500, ge=1)  #: games per opponent and expert seat in the in-game evaluation
+    eval_seed: int = 1_000_000  #: evaluation seeds are eval_seed, eval_seed+1, ... (distinct from training)
+    gamma: float = Field(0.99, ge=0, le=1)  #: discount of the returns the value head learns
+    value_coef: float = Field(0.5, ge=0)  #: weight of the value-head MSE next to the cross-entropy
+    tokenizer_from: str | None = None  #: take only the tokenizer of this folder (random weights; ablations)
+
+    @model_validator(mode="after")
+    def _valid_specs(self) -> BCConfig:
+        from evoarena.envs import make
+
+        for key, spec in [("expert", self.expert), *((f"opponents[{i}]", s) for i, s in enumerate(self.opponents))]:
+            if spec in ("self", "snapshot", "human"):
+                raise ValueError(f"{key} = {spec!r}: behaviour cloning needs a fixed agent spec "
+                                 "(random | scripted:NAME | ckpt:PATH)")
+        from evoarena.agents import make_agent
+
+        for key, spec in [("expert", self.expert), *((f"opponents[{i}]", s) for i, s in enumerate(self.opponents))]:
+            try:
+                make_agent(spec, self.env.id)
+            except Exception as exc:
+                raise ValueError(f"{key} = {spec!r}: {exc}") from None
+        env = make(self.env.id, **self.env.kwargs)
+        roles = sorted({env.role(a) for a in env.possible_agents})
+        env.close()
+        bad = [r for r in self.clone or [] if r not in roles]
+        if bad:
+            raise ValueError(f"clone: unknown role(s) {bad} of {self.env.id}; roles: {', '.join(roles)}")
+        if self.clone is not None and not self.clone:
+            raise ValueError(f"clone: give at least one role of {self.env.id} ({', '.join(roles)})")
+        if self.policy.kind != "transformer":
+            raise ValueError("policy.kind: behaviour cloning trains a transformer policy")
+        return self
+
+
+class FinetuneConfig(Strict):
+    """``evoarena finetune CONFIG``: supervised fine-tuning, ``task: ner`` or ``task: bc``."""
+
+    name: str = "finetune"
+    seed: int = 0
+    task: Literal["ner", "bc"]
+    ner: NERConfig | None = None  #: required with task ner
+    bc: BCConfig | None = None  #: required with task bc
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    eval_every: int = Field(0, ge=0)  #: steps between evaluations on the held-out data (0: after each epoch)
+    checkpoint_every: int = Field(0, ge=0)  #: steps between resumable training states (0: after each epoch)
+    log_every: int = Field(25, ge=1)  #: steps between TensorBoard scalars
+    threads: int = Field(0, ge=0)  #: torch CPU threads (0: leave torch's default)
+
+    @model_validator(mode="after")
+    def _task_section(self) -> FinetuneConfig:
+        other = "bc" if self.task == "ner" else "ner"
+        if getattr(self, self.task) is None:
+            raise ValueError(f"task {self.task} needs a '{self.task}:' section")
+        if getattr(self, other) is not None:
+            raise ValueError(f"task {self.task} does not use the '{other}:' section; remove it")
+        return self

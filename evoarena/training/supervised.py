@@ -1,0 +1,139 @@
+"""Pieces shared by the supervised stages (pretrain, finetune): AdamW with a linear warmup/decay schedule,
+a rich progress bar, torch threads, and resumable training states written atomically.
+
+A training state is a folder (``stages/NN_STAGE/state/``) holding ``model.safetensors`` (the module's
+weights, shared tensors stored once), ``optimizer.pt`` (loaded with ``weights_only=True``),
+``trainer_state.json`` (step, epoch, history, any JSON the loop keeps) and, when given, tokenizer files.
+It is written to a temporary sibling and renamed into place, so ``--resume`` never sees half a state.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from evoarena.training import runs
+
+STATE_WEIGHTS = "model.safetensors"
+STATE_OPTIMIZER = "optimizer.pt"
+STATE_JSON = "trainer_state.json"
+
+
+def set_threads(threads: int) -> None:
+    """``torch.set_num_threads(threads)`` when ``threads`` > 0 (0 leaves torch's default)."""
+    if threads > 0:
+        torch.set_num_threads(int(threads))
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warmup over ``warmup`` steps to 1, then linear decay to 0 at ``total`` (step is 0-based)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; no weight decay on biases and norm weights (1-d tensors)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+@contextmanager
+def progress_bar(description: str, total: int, completed: int = 0) -> Iterator[Any]:
+    """A rich progress bar on stderr; yields ``update(advance=1, info="...")``."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                        console=Console(stderr=True))
+    with progress:
+        task = progress.add_task(description, total=total, completed=completed, info="")
+
+        def update(advance: int = 1, info: str | None = None) -> None:
+            if info is None:
+                progress.update(task, advance=advance)
+            else:
+                progress.update(task, advance=advance, info=info)
+
+        yield update
+
+
+class Timer:
+    """Wall-clock seconds since creation (plus ``offset``, the time spent before a resume)."""
+
+    def __init__(self, offset: float = 0.0) -> None:
+        self.start = time.perf_counter() - offset
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.start
+
+
+# --------------------------------------------------------------------------- resumable states
+
+
+def save_state(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+               state: dict[str, Any], tokenizer: Any = None) -> Path:
+    """Write a resumable training state folder atomically (see the module docstring)."""
+    from safetensors.torch import save_model
+
+    folder = Path(folder)
+    tmp = runs.temp_dir_for(folder)
+    try:
+        save_model(model, str(tmp / STATE_WEIGHTS))
+        torch.save(optimizer.state_dict(), tmp / STATE_OPTIMIZER)
+        (tmp / STATE_JSON).write_text(json.dumps(state, indent=1, default=float))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        runs.replace_dir(tmp, folder)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_state(folder: str | Path) -> dict[str, Any] | None:
+    """The ``trainer_state.json`` of a state folder, or None when there is no complete state."""
+    path = Path(folder) / STATE_JSON
+    if not path.is_file() or not (Path(folder) / STATE_WEIGHTS).is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def load_state(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+    """Load weights (and optimizer state) of a state folder into ``model`` / ``optimizer``; returns the JSON."""
+    from safetensors.torch import load_model
+
+    folder = Path(folder)
+    state = read_state(folder)
+    if state is None:
+        raise FileNotFoundError(f"{folder}: no complete training state to resume from")
+    load_model(model, str(folder / STATE_WEIGHTS), strict=True, device=str(next(model.parameters()).device))
+    if optimizer is not None:
+        optimizer.load_state_dict(torch.load(folder / STATE_OPTIMIZER, map_location="cpu", weights_only=True))
+    return state

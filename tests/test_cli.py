@@ -1,0 +1,69 @@
+"""The evoarena command: tables, JSON, --help everywhere, one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from evoarena.cli import build_parser, main
+
+
+def run_cli(*args, stdin=""):
+    return subprocess.run([sys.executable, "-m", "evoarena.cli", *args], input=stdin, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_help_on_every_subcommand(capsys):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert {"envs", "evaluate", "play"} <= set(sub.choices)
+    for name in sub.choices:
+        with pytest.raises(SystemExit) as exc:
+            main([name, "--help"])
+        assert exc.value.code == 0
+        assert "usage: evoarena " + name in capsys.readouterr().out
+
+
+def test_envs_lists_worlds_and_strategies(capsys):
+    assert main(["envs", "-v"]) == 0
+    out = capsys.readouterr().out
+    for word in ("negotiation_v0", "signaling_v0", "dilemma_v0", "tit_for_tat", "boulware", "literal"):
+        assert word in out
+
+
+def test_evaluate_table_and_json(tmp_path, capsys):
+    out_file = tmp_path / "res.json"
+    code = main(["evaluate", "dilemma_v0", "--agents", "scripted:tit_for_tat", "scripted:always_defect",
+                 "--episodes", "10", "--json", str(out_file)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "19.000" in out and "24.000" in out and "cooperation_rate" in out
+    data = json.loads(out_file.read_text())
+    assert data["seats"]["player_1"]["mean_return"] == 24.0
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [(["evaluate", "nope_v0", "--agents", "random"], ["nope_v0", "dilemma_v0"]),
+     (["evaluate", "dilemma_v0", "--agents", "scripted:tft", "random"], ["'tft'", "tit_for_tat"]),
+     (["evaluate", "dilemma_v0", "--agents", "random", "random", "--kw", "num_agents=9"], ["num_agents", "9"]),
+     (["evaluate", "signaling_v0", "--agents", "random", "random", "--kw", "num_candidates=1"],
+      ["num_candidates", "1"]),
+     (["evaluate", "dilemma_v0", "--agents", "ckpt:/no/such/folder", "random"], ["/no/such/folder"])],
+)
+def test_errors_are_one_line_exit_2(args, words):
+    res = run_cli(*args)
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    assert res.stderr.startswith("error: ")
+    for w in words:
+        assert w in res.stderr
+
+
+def test_human_play_in_terminal():
+    # The human is player_0 of the dilemma and always types 1 (defect) against always_cooperate.
+    res = run_cli("play", "dilemma_v0", "--vs", "scripted:always_cooperate", stdin="x\n" + "1\n" * 20)
+    assert res.returncode == 0, res.stderr
+    assert "legal actions" in res.stdout and "is not a legal action" in res.stdout
+    assert "100.0" in res.stdout
