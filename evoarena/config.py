@@ -238,6 +238,7 @@ class PPOConfig(Strict):
     vf_coef: float = Field(0.5, ge=0)
     ent_coef: float = Field(0.01, ge=0)
     kl_coef: float = Field(0.0, ge=0)  #: KL(policy || reference) penalty; 0 disables it
+    log_kl_ref: bool = True  #: keep the reference and log KL to it even when kl_coef is 0
     target_kl: float | None = Field(None, gt=0)  #: stop the epochs of an update when approx KL exceeds it
     max_grad_norm: float = Field(1.0, gt=0)
     epochs: int = Field(4, ge=1)

@@ -255,11 +255,13 @@ def make_policy(cfg: PolicyConfig, num_actions: int, num_features: int, env_id: 
                        hf_config=hf_config)
 
 
-def env_spaces(env_id: str, agent: str | None = None) -> tuple[str, str, int, int]:
-    """``(agent, role, num_actions, num_features)`` of ``agent`` (default: the first) in world ``env_id``."""
+def env_spaces(env_id: str, agent: str | None = None, env_kwargs: dict[str, Any] | None = None
+               ) -> tuple[str, str, int, int]:
+    """``(agent, role, num_actions, num_features)`` of ``agent`` (default: the first) in world ``env_id``
+    built with ``env_kwargs`` (action counts and feature sizes depend on them)."""
     from evoarena.envs import make
 
-    env = make(env_id)
+    env = make(env_id, **(env_kwargs or {}))
     try:
         agents = list(env.possible_agents)
         if agent is None:
@@ -274,14 +276,14 @@ def env_spaces(env_id: str, agent: str | None = None) -> tuple[str, str, int, in
     return agent, role, num_actions, num_features
 
 
-def build_policy(cfg: PolicyConfig, env_id: str, agent: str | None = None, tokenizer=None
-                 ) -> ActorCritic | MLPPolicy:
+def build_policy(cfg: PolicyConfig, env_id: str, agent: str | None = None, tokenizer=None,
+                 env_kwargs: dict[str, Any] | None = None) -> ActorCritic | MLPPolicy:
     """The policy of ``cfg`` for ``agent`` (default: the first agent) of world ``env_id``.
 
     Action count and feature size come from the world's spaces. With ``cfg.init_from`` the weights
     (and, when no ``tokenizer`` is given, the tokenizer) start from that checkpoint or HF folder.
     """
-    agent, role, num_actions, num_features = env_spaces(env_id, agent)
+    agent, role, num_actions, num_features = env_spaces(env_id, agent, env_kwargs)
     if cfg.init_from and tokenizer is None and cfg.kind == "transformer":
         from evoarena.policies.io import init_tokenizer
 

@@ -153,7 +153,7 @@ def build_learner(cfg: TrainConfig, name: str, agents: list[str]) -> Any:
             raise ValueError(f"policies.{name}.policy.init_from {init} was trained for {policy.env_id}, "
                              f"not {cfg.env.id}")
         return policy
-    return build_policy(lc.policy, cfg.env.id, agent=agent)
+    return build_policy(lc.policy, cfg.env.id, agent=agent, env_kwargs=cfg.env.kwargs)
 
 
 def prepare_for_rl(policy: Any) -> Any:
@@ -217,7 +217,8 @@ def ppo_update(policy: Any, optimizer: torch.optim.Optimizer, batch: LearnerBatc
                 with torch.no_grad():
                     ref_logits, _ = reference.forward_obs(obs)
                 kl_ref = masked_kl(logits, ref_logits.float(), mask).mean()
-                loss = loss + pc.kl_coef * kl_ref
+                if pc.kl_coef > 0:
+                    loss = loss + pc.kl_coef * kl_ref
             if not torch.isfinite(loss):
                 nan_skipped += 1
                 optimizer.zero_grad(set_to_none=True)
@@ -230,7 +231,7 @@ def ppo_update(policy: Any, optimizer: torch.optim.Optimizer, batch: LearnerBatc
             for k, v in (("policy_loss", pg_loss), ("value_loss", v_loss), ("entropy", entropy),
                          ("approx_kl", approx_kl), ("clipfrac", clipfrac), ("kl_ref", kl_ref),
                          ("grad_norm", grad_norm)):
-                sums[k] += float(v)
+                sums[k] += float(v.detach()) if torch.is_tensor(v) else float(v)
             count += 1
             epoch_kl.append(float(approx_kl))
         epochs_run += 1
@@ -411,7 +412,7 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
     pcs = {name: learner_ppo(cfg, lc) for name, lc in cfg.policies.items()}
     references = {}
     for name, lc in cfg.policies.items():
-        if pcs[name].kl_coef > 0:
+        if pcs[name].kl_coef > 0 or pcs[name].log_kl_ref:
             ref_dir = stage / "reference" / name
             if not (ref_dir / "policy.json").is_file():
                 src = lc.reference
@@ -520,7 +521,8 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
                     del pool[:-cfg.snapshot_pool_size]
             if cfg.eval.every and update % cfg.eval.every == 0 and update < cfg.total_updates:
                 run_eval(update)
-            if update % cfg.checkpoint_every == 0 or update == cfg.total_updates or stop.requested:
+            if not nan_this and (update % cfg.checkpoint_every == 0 or update == cfg.total_updates
+                                 or stop.requested):
                 checkpoint(update)
             info = " ".join(f"{k}={v:.3f}" for k, v in last_summary.items())
             bar.update(task, completed=update,

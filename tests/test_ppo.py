@@ -1,0 +1,183 @@
+"""Multi-agent PPO end to end: every world on the tiny encoder, resume after SIGINT and SIGKILL on one
+TensorBoard step axis, documented tags, the KL penalty, NaN handling, determinism, and agents with a
+single legal action never queried."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from evoarena.config import TrainConfig, validate_config
+from evoarena.training import ppo as ppo_mod
+from evoarena.training.ppo import TrainingError, run_ppo
+
+TINY = {"kind": "transformer", "encoder": {"preset": "tiny", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                                           "intermediate_size": 64, "vocab_size": 400}}
+MLP = {"kind": "mlp", "mlp_hidden": [32]}
+
+WORLDS = {
+    "dilemma_v0": {"env": {"id": "dilemma_v0", "kwargs": {"rounds": 5}},
+                   "policies": {"main": {"policy": TINY}},
+                   "seats": {"player_0": {"policy": "main"},
+                             "player_1": {"pool": [{"agent": "scripted:tit_for_tat"}, {"agent": "self"},
+                                                   {"agent": "snapshot"}]}},
+                   "snapshot_every": 1, "eval": {"every": 1, "episodes": 4, "opponents": ["scripted:always_defect"]}},
+    "signaling_v0": {"env": {"id": "signaling_v0", "kwargs": {"vocab": "symbols"}},
+                     "policies": {"speaker": {"policy": TINY, "ppo": {"ent_coef": 0.05}},
+                                  "listener": {"policy": {**TINY, "head": "scoring", "standardize": True}}},
+                     "seats": {"speaker": {"policy": "speaker"}, "listener_*": {"policy": "listener"}},
+                     "eval": {"every": 1, "episodes": 4}},
+    "negotiation_v0": {"env": {"id": "negotiation_v0"}, "policies": {"main": {"policy": TINY}},
+                       "seats": {"player_0": {"policy": "main"}, "player_1": {"agent": "scripted:conceder"}},
+                       "shuffle_seats": True, "eval": {"every": 1, "episodes": 4}},
+}
+
+
+def make_cfg(data, **over):
+    base = {"seed": 0, "num_envs": 4, "episodes_per_update": 4, "total_updates": 2, "checkpoint_every": 1,
+            "transcript_every": 1, "ppo": {"minibatch_size": 32, "epochs": 1}}
+    return validate_config({**base, **data, **over}, TrainConfig)
+
+
+def scalars(run_dir):
+    acc = EventAccumulator(str(Path(run_dir) / "tb"), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+@pytest.mark.parametrize("world", list(WORLDS))
+def test_short_run_each_world(world, tmp_path):
+    cfg = make_cfg(WORLDS[world])
+    res = run_ppo(cfg, tmp_path, progress=False)
+    assert res["updates"] == 2 and res["decisions"] > 0 and np.isfinite(res["final_eval"]["score"])
+    acc = scalars(tmp_path)
+    tags = set(acc.Tags()["scalars"])
+    learners = list(cfg.policies)
+    for name in learners:
+        for t in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance",
+                  "kl_ref", "lr"):
+            assert f"train/{name}/{t}" in tags, t
+        assert f"rollout/{name}/episode_return" in tags and f"rollout/{name}/episode_length" in tags
+    for t in ("perf/env_seconds", "perf/forward_seconds", "perf/learn_seconds", "perf/decisions_per_second",
+              "eval/score"):
+        assert t in tags
+    assert any(t.startswith("episodes/transcript") for t in acc.Tags()["tensors"])
+    results = json.loads((tmp_path / "results.json").read_text())["ppo"]
+    assert results["final_eval"]["score"] == res["final_eval"]["score"]
+    assert (tmp_path / "stages/01_ppo/checkpoint/policies" / learners[0] / "model.safetensors").is_file()
+    assert (tmp_path / "stages/01_ppo/best/trainer_state.json").is_file()
+
+
+def test_single_legal_action_agents_never_queried(tmp_path, monkeypatch):
+    cfg = make_cfg({**WORLDS["negotiation_v0"], "policies": {"main": {"policy": MLP}}}, total_updates=1)
+    asked = []
+    from evoarena.policies.actor_critic import BasePolicy
+
+    original = BasePolicy.act
+
+    def counting_act(self, obs_list, *a, **kw):
+        asked.extend(int(np.sum(o["action_mask"])) for o in obs_list)
+        return original(self, obs_list, *a, **kw)
+
+    monkeypatch.setattr(BasePolicy, "act", counting_act)
+    res = run_ppo(cfg, tmp_path, progress=False)
+    assert asked and min(asked) > 1
+    assert res["decisions"] <= len(asked)  # rollout decisions + greedy evaluation decisions
+
+
+def test_same_seed_same_first_update(tmp_path):
+    cfg = make_cfg({**WORLDS["dilemma_v0"], "policies": {"main": {"policy": MLP}}}, total_updates=1)
+    runs = []
+    for i in range(2):
+        run_ppo(cfg, tmp_path / str(i), progress=False)
+        acc = scalars(tmp_path / str(i))
+        runs.append({t: acc.Scalars(t)[0].value for t in acc.Tags()["scalars"] if t.startswith("train/")})
+    assert runs[0] == runs[1] and runs[0]
+
+
+def kl_after_training(tmp_path, kl_coef):
+    data = {"env": {"id": "dilemma_v0", "kwargs": {"rounds": 10}}, "policies": {"main": {"policy": MLP}},
+            "seats": {"player_0": {"policy": "main"}, "player_1": {"agent": "scripted:always_defect"}},
+            "eval": {"every": 0, "episodes": 2}}
+    cfg = make_cfg(data, total_updates=6, episodes_per_update=16, num_envs=16,
+                   ppo={"lr": 0.02, "lr_decay": False, "epochs": 4, "minibatch_size": 64, "kl_coef": kl_coef,
+                        "ent_coef": 0.0})
+    run_ppo(cfg, tmp_path / f"kl{kl_coef}", progress=False)
+    return [e.value for e in scalars(tmp_path / f"kl{kl_coef}").Scalars("train/main/kl_ref")]
+
+
+def test_kl_penalty_keeps_policy_near_reference(tmp_path):
+    free = kl_after_training(tmp_path, 0.0)
+    held = kl_after_training(tmp_path, 5.0)
+    assert free[-1] > 0.05  # without the penalty the policy drifts from where it started
+    assert held[-1] < free[-1] / 4
+
+
+def test_nan_losses_stop_after_three_updates(tmp_path, monkeypatch):
+    import torch
+
+    calls = {"n": 0}
+    original = ppo_mod.clipped_policy_loss
+
+    def sometimes_nan(*a, **kw):
+        loss, cf, kl = original(*a, **kw)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] > 1 else loss), cf, kl
+
+    monkeypatch.setattr(ppo_mod, "clipped_policy_loss", sometimes_nan)
+    cfg = make_cfg({**WORLDS["dilemma_v0"], "policies": {"main": {"policy": MLP}}}, total_updates=8,
+                   ppo={"minibatch_size": 1000, "epochs": 1})
+    with pytest.raises(TrainingError, match="3 updates in a row"):
+        run_ppo(cfg, tmp_path, progress=False)
+    state = json.loads((tmp_path / "stages/01_ppo/checkpoint/trainer_state.json").read_text())
+    assert state["update"] == 1  # the last good checkpoint is kept
+    acc = scalars(tmp_path)
+    assert [e.value for e in acc.Scalars("train/main/nan_skipped")][1:] == [1.0, 1.0, 1.0]
+    assert torch.isfinite(torch.tensor([e.value for e in acc.Scalars("train/main/value_loss")][:1])).all()
+
+
+def _wait_for_update(stage, update, proc, timeout=240):
+    state = stage / "checkpoint" / "trainer_state.json"
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if state.is_file() and json.loads(state.read_text())["update"] >= update:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    raise AssertionError("no checkpoint in time")
+
+
+@pytest.mark.parametrize("how", ["sigint", "sigkill"])
+def test_interrupt_and_resume_one_step_axis(tmp_path, how):
+    data = {**WORLDS["dilemma_v0"], "policies": {"main": {"policy": MLP}}, "eval": {"every": 0, "episodes": 2},
+            "seed": 0, "num_envs": 4, "episodes_per_update": 4, "total_updates": 30, "checkpoint_every": 2,
+            "ppo": {"minibatch_size": 64, "epochs": 1}}
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(yaml.safe_dump(data))
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "evoarena.cli", "train", str(cfg_file), "--run-dir", str(run_dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    _wait_for_update(run_dir / "stages/01_ppo", 4, proc)
+    proc.send_signal(signal.SIGINT if how == "sigint" else signal.SIGKILL)
+    out, _ = proc.communicate(timeout=120)
+    if how == "sigint":
+        assert proc.returncode == 130, out
+        assert f"evoarena train --resume {run_dir}" in out
+    state = json.loads((run_dir / "stages/01_ppo/checkpoint/trainer_state.json").read_text())
+    assert 4 <= state["update"] < 30
+    res = subprocess.run([sys.executable, "-m", "evoarena.cli", "train", "--resume", str(run_dir)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    final = json.loads((run_dir / "stages/01_ppo/checkpoint/trainer_state.json").read_text())
+    assert final["update"] == 30 and final["episodes"] == 30 * 4
+    steps = [e.step for e in scalars(run_dir).Scalars("train/main/policy_loss")]
+    assert steps == list(range(1, 31))  # one monotonic axis, no step twice
