@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -103,7 +104,7 @@ def test_save_load_round_trip_gives_identical_actions_and_values(tmp_path, tok, 
     opt.step()  # non-trivial weights and optimizer state
     before = policy.act(obs, greedy=True)
 
-    folder = save_checkpoint(tmp_path / "ckpt", policy, trainer_state={"step": 7, "lr": 1e-3},
+    folder = save_checkpoint(tmp_path / "ckpt", policy, trainer_state={"step": np.int64(7), "lr": 1e-3},
                              optimizer_state=opt.state_dict(), extra_files={"notes/readme.txt": b"hi"})
     loaded = load_policy(folder, device="cpu")
     after = loaded.act(obs, greedy=True)
@@ -326,6 +327,17 @@ def test_dedupe_encoding_matches_encoding_each_text_alone(tok):
     assert len(ids) == enc.max_length  # long texts are cut
 
 
+def test_cpu_bf16_autocast_returns_float32_close_to_float32(tok):
+    torch.manual_seed(0)
+    enc32 = build_encoder(EncoderConfig(**TINY, autocast="off"), tokenizer=tok)
+    enc16 = build_encoder(EncoderConfig(**TINY, autocast="bf16"), tokenizer=tok)
+    enc16.load_state_dict(enc32.state_dict())
+    texts = synthetic_texts(6)
+    a, b = enc32.encode(texts), enc16.encode(texts)
+    assert b.dtype == torch.float32 and not torch.equal(a, b)  # bf16 really ran
+    torch.testing.assert_close(b, a, rtol=0.1, atol=0.1)
+
+
 @pytest.mark.parametrize("pooling", ["cls", "mean", "last"])
 def test_pooling_ignores_padding(tok, pooling):
     enc = build_encoder(EncoderConfig(**TINY, pooling=pooling), tokenizer=tok)
@@ -480,6 +492,12 @@ def test_build_policy_reads_per_agent_spaces_and_plays_a_world(tmp_path, tok):
         assert o["action_mask"][a] == 1
     meta = read_policy_json(save_checkpoint(tmp_path / "c", policy))
     assert meta["agent"] == env.possible_agents[-1] and meta["env_id"] == env_id
+    twin = copy.deepcopy(policy)  # trainers snapshot policies by deep copy
+    np.testing.assert_array_equal(twin.act([o], greedy=True).actions, policy.act([o], greedy=True).actions)
+    # without a tokenizer, preset tiny trains one on the worlds' text: world words are known
+    own = build_policy(tiny_cfg(), env_id)
+    for agent in env.possible_agents:
+        assert "[UNK]" not in own.tokenizer.tokenize(obs[agent]["text"])
 
 
 @pytest.mark.skipif(_worlds() is None, reason="the worlds do not import yet")
@@ -493,3 +511,19 @@ def test_world_corpus_is_deterministic_and_holds_texts_and_action_names():
     env = envs.make(envs.list_envs()[0])
     env.reset(seed=0)
     assert set(env.action_names(env.possible_agents[0])) <= set(a)
+
+
+@pytest.mark.skipif(_worlds() is None or "signaling_v0" not in _worlds().list_envs(), reason="no signaling world")
+def test_env_kwargs_shape_the_policy_and_are_recorded(tmp_path):
+    from evoarena.policies import build_policy
+
+    envs = _worlds()
+    kwargs = {"num_candidates": 3}
+    listener = envs.make("signaling_v0", **kwargs).possible_agents[-1]
+    cfg = PolicyConfig(kind="mlp", encoder=EncoderConfig(device="cpu"))
+    policy = build_policy(cfg, "signaling_v0", agent=listener, env_kwargs=kwargs)
+    default = build_policy(cfg, "signaling_v0", agent=listener)
+    assert policy.num_actions == envs.make("signaling_v0", **kwargs).action_space(listener).n
+    assert policy.num_actions != default.num_actions
+    loaded = load_policy(save_checkpoint(tmp_path / "c", policy))
+    assert loaded.env_kwargs == kwargs and loaded.num_actions == policy.num_actions

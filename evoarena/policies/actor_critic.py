@@ -79,6 +79,7 @@ class BasePolicy(nn.Module):
         self.env_id = env_id
         self.agent = agent
         self.role = role if role is not None else agent
+        self.env_kwargs: dict[str, Any] = {}  #: the world's keyword arguments (recorded in checkpoints)
         self.tokenizer = None
         self.encoder: TextEncoder | None = None
 
@@ -289,6 +290,7 @@ def build_policy(cfg: PolicyConfig, env_id: str, agent: str | None = None, token
 
         tokenizer = init_tokenizer(cfg.init_from)
     policy = make_policy(cfg, num_actions, num_features, env_id, agent, role, tokenizer)
+    policy.env_kwargs = dict(env_kwargs or {})
     if cfg.init_from:
         from evoarena.policies.io import init_weights_from
 

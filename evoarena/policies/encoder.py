@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,9 @@ from evoarena.config import EncoderConfig
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 MAX_CACHE_ENTRIES = 200_000  #: token-id and frozen-output caches are cleared when they grow past this
-DEFAULT_CHUNK = 256  #: texts per forward pass inside one ``encode`` call
+DEFAULT_CHUNK = 1024  #: at most this many texts per forward pass inside one ``encode`` call
+CPU_CHUNK_TOKENS = 2048  #: and at most this many (padded) tokens: small chunks are faster on CPU
+GPU_CHUNK_TOKENS = 65536
 
 # (query, value) projection names of common architectures, tried in order by ``lora_target_modules``;
 # single names are fused qkv projections.
@@ -78,6 +81,15 @@ def train_wordpiece(texts: Sequence[str], vocab_size: int):
         tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
         sep_token="[SEP]", mask_token="[MASK]", model_max_length=4096,
     )
+
+
+@lru_cache(maxsize=4)
+def default_tiny_tokenizer(vocab_size: int):
+    """The WordPiece tokenizer of ``preset: tiny`` when none is given: trained on :func:`world_corpus`
+    (cached per process; the same corpus and size always give the same vocabulary)."""
+    from evoarena.policies.corpus import world_corpus
+
+    return train_wordpiece(world_corpus(), vocab_size)
 
 
 def ensure_pad_token(tokenizer) -> None:
@@ -174,8 +186,8 @@ class TextEncoder(nn.Module):
                                or config.d_model)
         limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
         self.max_length = min(cfg.max_length, int(limit)) if limit else cfg.max_length
-        self.is_tiny = cfg.preset == "tiny"
         self.chunk_size = DEFAULT_CHUNK
+        self.chunk_tokens: int | None = None  #: padded-token budget of a chunk (None: by device)
         ensure_pad_token(tokenizer)
         self.pad_id = int(tokenizer.pad_token_id)
         self._empty_id = next(
@@ -223,7 +235,7 @@ class TextEncoder(nn.Module):
         targets = lora_target_modules(model)
         lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=targets, bias="none",
-                          fan_in_fan_out=any(t in ("c_attn",) for t in targets))
+                          fan_in_fan_out="c_attn" in targets)  # GPT-2 Conv1D stores W transposed
         with warnings.catch_warnings():  # peft calls a deprecated transformers property
             warnings.simplefilter("ignore", FutureWarning)
             return get_peft_model(model, lcfg)
@@ -309,8 +321,13 @@ class TextEncoder(nn.Module):
             return torch.zeros(0, self.hidden_size, device=self._device)
         ids = self.token_ids(texts)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        parts = [self._forward_ids([ids[i] for i in order[s: s + self.chunk_size]])
-                 for s in range(0, len(order), self.chunk_size)]
+        parts, start = [], 0
+        budget = self.chunk_tokens or (GPU_CHUNK_TOKENS if self._device.type == "cuda" else CPU_CHUNK_TOKENS)
+        for end in range(1, len(order) + 1):  # sorted by length: a chunk is padded to its last text
+            full = end == len(order) or (end + 1 - start) * len(ids[order[end]]) > budget
+            if full or end - start >= self.chunk_size:
+                parts.append(self._forward_ids([ids[i] for i in order[start:end]]))
+                start = end
         out = torch.cat(parts) if len(parts) > 1 else parts[0]
         inv = torch.empty(len(order), dtype=torch.long)
         inv[torch.tensor(order)] = torch.arange(len(order))
@@ -360,9 +377,7 @@ def build_encoder(cfg: EncoderConfig, tokenizer=None, hf_config: dict[str, Any] 
     device = resolve_device(cfg.device)
     if cfg.preset == "tiny":
         if tokenizer is None:
-            from evoarena.policies.corpus import world_corpus
-
-            tokenizer = train_wordpiece(world_corpus(), cfg.vocab_size)
+            tokenizer = default_tiny_tokenizer(cfg.vocab_size)
         if hf_config is not None:
             model = _model_from_config(hf_config, tiny=True)
         else:

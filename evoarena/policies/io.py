@@ -91,6 +91,7 @@ def policy_metadata(policy: BasePolicy) -> dict[str, Any]:
         "policy_class": type(policy).__name__,
         "policy_config": policy.cfg.model_dump(mode="json"),
         "env_id": policy.env_id,
+        "env_kwargs": getattr(policy, "env_kwargs", {}),
         "agent": policy.agent,
         "role": policy.role,
         "num_actions": policy.num_actions,
@@ -101,6 +102,15 @@ def policy_metadata(policy: BasePolicy) -> dict[str, Any]:
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
+
+
+def _json_default(value: Any) -> Any:
+    """numpy scalars/arrays, tensors and paths in trainer state become plain JSON values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"trainer_state value {value!r} of type {type(value).__name__} is not JSON serialisable")
 
 
 def _check_extra_name(name: str) -> None:
@@ -119,10 +129,10 @@ def _write_contents(folder: Path, policy: BasePolicy, trainer_state: dict[str, A
     meta = policy_metadata(policy)
     meta["weights_bytes"] = weights.stat().st_size
     meta["weights_sha256"] = _sha256(weights)
-    (folder / POLICY_JSON).write_text(json.dumps(meta, indent=2, sort_keys=False))
+    (folder / POLICY_JSON).write_text(json.dumps(meta, indent=2, default=_json_default))
     if policy.tokenizer is not None:
         policy.tokenizer.save_pretrained(str(folder))
-    (folder / TRAINER_STATE).write_text(json.dumps(trainer_state or {}, indent=2))
+    (folder / TRAINER_STATE).write_text(json.dumps(trainer_state or {}, indent=2, default=_json_default))
     if optimizer_state is not None:
         torch.save(optimizer_state, folder / OPTIMIZER)
     for name, data in (extra_files or {}).items():
@@ -268,6 +278,7 @@ def load_policy(folder: str | Path, device: str = "auto") -> ActorCritic | MLPPo
     except Exception as exc:
         raise CheckpointError(f"{weights}: cannot load the weights into the architecture of policy.json "
                               f"({type(exc).__name__}: {exc})") from None
+    policy.env_kwargs = dict(meta.get("env_kwargs") or {})
     if policy.encoder is not None:
         policy.encoder.clear_cache()
     return policy.eval()
