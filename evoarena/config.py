@@ -70,6 +70,8 @@ class PolicyConfig(Strict):
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     head: Literal["linear", "scoring"] = "linear"  #: scoring: each action's text scored against the obs
     head_hidden: int = Field(0, ge=0)  #: hidden width of the heads (0 = a single linear layer)
+    head_gain: float = Field(0.01, gt=0)  #: init gain of the last policy layer (0.01: near-uniform start;
+    #: ~1: a random input-dependent start, which breaks the symmetry of emergent-communication games)
     standardize: bool = False  #: standardise pooled features across the distinct inputs of a batch
     mlp_hidden: list[int] = Field(default_factory=lambda: [64, 64])  #: kind mlp: hidden layer widths
     init_from: str | None = None  #: a checkpoint folder whose weights start this policy
@@ -313,15 +315,28 @@ class TrainConfig(Strict):
 
 # --------------------------------------------------------------------------- pretrain and finetune
 
+from pydantic import ValidationInfo, field_validator  # noqa: E402  (the section above is not ours to edit)
 
-def _existing_file(key: str, value: str) -> str:
-    """``value`` with ``~`` and ``$VARS`` expanded; a ValueError naming ``key`` when no such file exists."""
+
+def _existing_file(key: str | None, value: str) -> str:
+    """``value`` with ``~`` and ``$VARS`` expanded, made absolute; a ValueError (naming ``key`` when given)
+    when no such file exists."""
     import os
 
     path = os.path.expanduser(os.path.expandvars(value))
     if not Path(path).is_file():
-        raise ValueError(f"{key} = {value!r}: no such file" + (f" ({path})" if path != value else ""))
+        raise ValueError((f"{key} = {value!r}: " if key else "") + f"no such file {str(Path(path).absolute())!r}")
     return str(Path(path).resolve())
+
+
+def _existing_folder(key: str | None, value: str | None) -> str | None:
+    """``value`` with ``~`` expanded; a ValueError (naming ``key`` when given) when it is not a folder."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise ValueError((f"{key} = {value!r}: " if key else "") + f"no such folder {str(path.absolute())!r}")
+    return str(path)
 
 
 class CorpusConfig(Strict):
@@ -343,8 +358,12 @@ class CorpusConfig(Strict):
             raise ValueError(f"envs: unknown world(s) {unknown}; known: {', '.join(list_envs())}")
         if self.envs is not None and not self.envs and not self.text_files:
             raise ValueError("no text: give at least one world in envs or a file in text_files")
-        self.__dict__["text_files"] = [_existing_file(f"text_files[{i}]", f) for i, f in enumerate(self.text_files)]
         return self
+
+    @field_validator("text_files")
+    @classmethod
+    def _files_exist(cls, files: list[str]) -> list[str]:
+        return [_existing_file(f"text_files[{i}]", f) for i, f in enumerate(files)]
 
 
 class PretrainConfig(Strict):
@@ -388,25 +407,23 @@ class NERDataConfig(Strict):
     """CoNLL column files (IOB1 or IOB2 tags, converted to IOB2). Paths may use ``~`` and ``$VARS``."""
 
     data_dir: str | None = None  #: folder the file names below are relative to (default: the working dir)
-    train: str = "train.txt"
-    valid: str | None = "valid.txt"
-    test: str | None = "test.txt"
+    train: str = Field("train.txt", validate_default=True)
+    valid: str | None = Field("valid.txt", validate_default=True)  #: None: no validation split
+    test: str | None = Field("test.txt", validate_default=True)  #: None: no test split
     column: int = -1  #: tag column (default: the last)
     max_train_sentences: int | None = Field(None, ge=1)  #: use only the first N training sentences
     max_eval_sentences: int | None = Field(None, ge=1)  #: use only the first N valid/test sentences
 
-    @model_validator(mode="after")
-    def _files_exist(self) -> NERDataConfig:
+    @field_validator("train", "valid", "test")
+    @classmethod
+    def _file_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
         import os
 
-        base = Path(os.path.expanduser(os.path.expandvars(self.data_dir))) if self.data_dir else None
-        for key in ("train", "valid", "test"):
-            value = getattr(self, key)
-            if value is None:
-                continue
-            full = str(base / value) if base is not None else value
-            self.__dict__[key] = _existing_file(key, full)
-        return self
+        if value is None:
+            return None
+        base = info.data.get("data_dir")
+        full = str(Path(os.path.expanduser(os.path.expandvars(base))) / value) if base else value
+        return _existing_file(None, full)
 
 
 class NERConfig(Strict):
@@ -417,6 +434,11 @@ class NERConfig(Strict):
     init_from: str | None = None  #: a pretrain checkpoint / HF folder whose weights and tokenizer start the encoder
     dropout: float = Field(0.1, ge=0, lt=1)  #: dropout before the classification head
     eval_batch_size: int = Field(128, ge=1)
+
+    @field_validator("init_from")
+    @classmethod
+    def _folder_exists(cls, value: str | None) -> str | None:
+        return _existing_folder(None, value)
 
 
 class BCConfig(Strict):
@@ -438,35 +460,60 @@ class BCConfig(Strict):
     eval_episodes: int = Field(500, ge=1)  #: games per opponent and expert seat in the in-game evaluation
     eval_seed: int = 1_000_000  #: evaluation seeds are eval_seed, eval_seed+1, ... (distinct from training)
     gamma: float = Field(0.99, ge=0, le=1)  #: discount of the returns the value head learns
-    value_coef: float = Field(0.5, ge=0)  #: weight of the value-head MSE next to the cross-entropy
+    value_coef: float = Field(0.5, ge=0)  #: weight of the value MSE (divided by the returns' variance)
+    value_detach: bool = True  #: the value loss trains the value head only (True) or the encoder too (False)
     tokenizer_from: str | None = None  #: take only the tokenizer of this folder (random weights; ablations)
 
-    @model_validator(mode="after")
-    def _valid_specs(self) -> BCConfig:
+    @field_validator("expert")
+    @classmethod
+    def _fixed_expert(cls, spec: str, info: ValidationInfo) -> str:
+        return _fixed_agent(None, spec, info.data.get("env"))
+
+    @field_validator("opponents")
+    @classmethod
+    def _fixed_opponents(cls, specs: list[str], info: ValidationInfo) -> list[str]:
+        return [_fixed_agent(f"opponents[{i}]", s, info.data.get("env")) for i, s in enumerate(specs)]
+
+    @field_validator("clone")
+    @classmethod
+    def _known_roles(cls, roles: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        env = info.data.get("env")
+        if roles is None or env is None:
+            return roles
         from evoarena.envs import make
 
-        for key, spec in [("expert", self.expert), *((f"opponents[{i}]", s) for i, s in enumerate(self.opponents))]:
-            if spec in ("self", "snapshot", "human"):
-                raise ValueError(f"{key} = {spec!r}: behaviour cloning needs a fixed agent spec "
-                                 "(random | scripted:NAME | ckpt:PATH)")
-        from evoarena.agents import make_agent
+        world = make(env.id, **env.kwargs)
+        known = sorted({world.role(a) for a in world.possible_agents})
+        world.close()
+        bad = [r for r in roles if r not in known]
+        if bad or not roles:
+            raise ValueError(f"{'unknown role(s) ' + str(bad) if bad else 'no role given'}; roles of {env.id}: "
+                             f"{', '.join(known)}")
+        return roles
 
-        for key, spec in [("expert", self.expert), *((f"opponents[{i}]", s) for i, s in enumerate(self.opponents))]:
-            try:
-                make_agent(spec, self.env.id)
-            except Exception as exc:
-                raise ValueError(f"{key} = {spec!r}: {exc}") from None
-        env = make(self.env.id, **self.env.kwargs)
-        roles = sorted({env.role(a) for a in env.possible_agents})
-        env.close()
-        bad = [r for r in self.clone or [] if r not in roles]
-        if bad:
-            raise ValueError(f"clone: unknown role(s) {bad} of {self.env.id}; roles: {', '.join(roles)}")
-        if self.clone is not None and not self.clone:
-            raise ValueError(f"clone: give at least one role of {self.env.id} ({', '.join(roles)})")
+    @model_validator(mode="after")
+    def _transformer_policy(self) -> BCConfig:
         if self.policy.kind != "transformer":
             raise ValueError("policy.kind: behaviour cloning trains a transformer policy")
+        _existing_folder("policy.init_from", self.policy.init_from)
+        _existing_folder("policy.encoder.path", self.policy.encoder.path)
+        _existing_folder("tokenizer_from", self.tokenizer_from)
         return self
+
+
+def _fixed_agent(key: str | None, spec: str, env: EnvConfig | None) -> str:
+    """``spec`` if it names a fixed agent of world ``env`` (random | scripted:NAME | ckpt:PATH)."""
+    where = f"{key} = {spec!r}: " if key else ""
+    if spec in ("self", "snapshot", "human"):
+        raise ValueError(f"{where}behaviour cloning needs a fixed agent (random | scripted:NAME | ckpt:PATH)")
+    if env is not None:
+        from evoarena.agents import make_agent
+
+        try:
+            make_agent(spec, env.id)
+        except Exception as exc:
+            raise ValueError(f"{where}{exc}") from None
+    return spec
 
 
 class FinetuneConfig(Strict):

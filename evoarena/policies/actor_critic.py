@@ -172,7 +172,7 @@ class MLPPolicy(BasePolicy):
             return layers, width
 
         pl, pw = trunk()
-        self.policy_net = nn.Sequential(*pl, _init_linear(nn.Linear(pw, self.num_actions), 0.01))
+        self.policy_net = nn.Sequential(*pl, _init_linear(nn.Linear(pw, self.num_actions), cfg.head_gain))
         vl, vw = trunk()
         self.value_net = nn.Sequential(*vl, _init_linear(nn.Linear(vw, 1), 1.0))
         self.to(resolve_device(cfg.encoder.device))
@@ -199,10 +199,10 @@ class ActorCritic(BasePolicy):
         hsize, hh = self.encoder.hidden_size, cfg.head_hidden
         self.head = cfg.head
         if cfg.head == "linear":
-            self.policy_head = head_mlp(hsize, hh, self.num_actions, 0.01)
+            self.policy_head = head_mlp(hsize, hh, self.num_actions, cfg.head_gain)
         else:
             self.score_dim = hh if hh > 0 else hsize
-            self.obs_proj = head_mlp(hsize, hh, self.score_dim, 0.01)
+            self.obs_proj = head_mlp(hsize, hh, self.score_dim, cfg.head_gain)
             self.act_proj = head_mlp(hsize, hh, self.score_dim, 1.0)
         self.value_head = head_mlp(hsize, hh, 1, 1.0)
         self.to(self.encoder.device)
