@@ -325,7 +325,8 @@ def _existing_file(key: str | None, value: str) -> str:
 
     path = os.path.expanduser(os.path.expandvars(value))
     if not Path(path).is_file():
-        raise ValueError((f"{key} = {value!r}: " if key else "") + f"no such file {str(Path(path).absolute())!r}")
+        where = f"{key} = {value!r}: " if key else ""
+        raise ValueError(f"{where}no such file {str(Path(path).absolute())!r}")
     return str(Path(path).resolve())
 
 
@@ -378,7 +379,7 @@ class PretrainConfig(Strict):
     seed: int = 0
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
-    mask_prob: float = Field(0.15, gt=0, lt=1)  #: share of the tokens selected for prediction (BERT's 80/10/10)
+    mask_prob: float = Field(0.15, gt=0, lt=1)  #: share of tokens predicted (BERT's 80/10/10 replacement)
     steps: int = Field(3000, ge=1)  #: optimizer steps
     batch_size: int = Field(128, ge=1)  #: texts per step
     lr: float = Field(1e-3, gt=0)  #: AdamW peak learning rate (linear warmup, then linear decay to 0)
@@ -431,7 +432,7 @@ class NERConfig(Strict):
 
     data: NERDataConfig = Field(default_factory=NERDataConfig)
     encoder: EncoderConfig = Field(default_factory=lambda: EncoderConfig(preset="minilm", max_length=128))
-    init_from: str | None = None  #: a pretrain checkpoint / HF folder whose weights and tokenizer start the encoder
+    init_from: str | None = None  #: pretrain checkpoint / HF folder: weights and tokenizer of the encoder
     dropout: float = Field(0.1, ge=0, lt=1)  #: dropout before the classification head
     eval_batch_size: int = Field(128, ge=1)
 
@@ -453,10 +454,10 @@ class BCConfig(Strict):
     env: EnvConfig
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     expert: str  #: agent spec of the expert, e.g. scripted:conceder
-    opponents: list[str] = Field(default_factory=list)  #: agent specs facing the expert (empty: expert everywhere)
+    opponents: list[str] = Field(default_factory=list)  #: agents facing the expert (empty: expert everywhere)
     clone: list[str] | None = None  #: roles to clone (default: every role the expert plays)
     train_episodes: int = Field(20_000, ge=1)
-    heldout_episodes: int = Field(1_000, ge=1)  #: episodes (other seeds) whose decisions measure action accuracy
+    heldout_episodes: int = Field(1_000, ge=1)  #: episodes (other seeds) measuring held-out action accuracy
     eval_episodes: int = Field(500, ge=1)  #: games per opponent and expert seat in the in-game evaluation
     eval_seed: int = 1_000_000  #: evaluation seeds are eval_seed, eval_seed+1, ... (distinct from training)
     gamma: float = Field(0.99, ge=0, le=1)  #: discount of the returns the value head learns
@@ -487,8 +488,8 @@ class BCConfig(Strict):
         world.close()
         bad = [r for r in roles if r not in known]
         if bad or not roles:
-            raise ValueError(f"{'unknown role(s) ' + str(bad) if bad else 'no role given'}; roles of {env.id}: "
-                             f"{', '.join(known)}")
+            what = f"unknown role(s) {bad}" if bad else "no role given"
+            raise ValueError(f"{what}; roles of {env.id}: {', '.join(known)}")
         return roles
 
     @model_validator(mode="after")
@@ -537,4 +538,16 @@ class FinetuneConfig(Strict):
             raise ValueError(f"task {self.task} needs a '{self.task}:' section")
         if getattr(self, other) is not None:
             raise ValueError(f"task {self.task} does not use the '{other}:' section; remove it")
+        if self.bc is not None:
+            lo = demo_seed_base(self.seed)
+            hi = lo + self.bc.train_episodes + self.bc.heldout_episodes
+            elo, ehi = self.bc.eval_seed, self.bc.eval_seed + self.bc.eval_episodes
+            if lo < ehi and elo < hi:
+                raise ValueError(f"bc.eval_seed = {elo}: the evaluation seeds [{elo}, {ehi}) overlap the "
+                                 f"demonstration seeds [{lo}, {hi}) of seed {self.seed}; choose another")
         return self
+
+
+def demo_seed_base(seed: int) -> int:
+    """The first episode seed of a behaviour-cloning run's demonstrations (training, then held-out)."""
+    return 10_000_000 * seed

@@ -52,13 +52,17 @@ def test_evaluate_table_and_json(tmp_path, capsys):
       ["num_candidates", "1"]),
      (["evaluate", "dilemma_v0", "--agents", "ckpt:/no/such/folder", "random"], ["/no/such/folder"])],
 )
-def test_errors_are_one_line_exit_2(args, words):
-    res = run_cli(*args)
-    assert res.returncode == 2, res.stderr
-    assert "Traceback" not in res.stderr
-    assert res.stderr.startswith("error: ")
+def test_errors_are_one_line_exit_2(args, words, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
     for w in words:
-        assert w in res.stderr
+        assert w in err
+
+
+def test_error_in_a_real_process_has_no_traceback():
+    res = run_cli("evaluate", "dilemma_v0", "--agents", "scripted:tft", "random")
+    assert res.returncode == 2 and res.stderr.startswith("error: ") and "Traceback" not in res.stderr
 
 
 def test_human_play_in_terminal():

