@@ -164,13 +164,14 @@ def pretrained(tmp_path_factory) -> Path:
     return run / "stages/01_pretrain/checkpoint"
 
 
-def bc_cfg(pretrained: Path, **bc_over) -> FinetuneConfig:
+def bc_cfg(pretrained: Path, optim: dict | None = None, **bc_over) -> FinetuneConfig:
     bc = {"env": {"id": "dilemma_v0", "kwargs": {"rounds": 10}}, "expert": "scripted:tit_for_tat",
           "opponents": ["random"], "policy": {"init_from": str(pretrained), "encoder": SMALL_ENCODER},
           "train_episodes": 300, "heldout_episodes": 40, "eval_episodes": 50}
     bc.update(bc_over)
     return validate_config({"name": "bc", "task": "bc", "threads": 1, "bc": bc, "eval_every": 10,
-                            "checkpoint_every": 20, "optim": {"lr": 2e-3, "batch_size": 64, "epochs": 16}},
+                            "checkpoint_every": 20,
+                            "optim": optim or {"lr": 2e-3, "batch_size": 64, "epochs": 16}},
                            FinetuneConfig)
 
 
@@ -202,7 +203,8 @@ def test_bc_clones_tit_for_tat_into_a_playable_checkpoint(tmp_path, pretrained):
 
 
 def test_bc_resume_gives_the_uninterrupted_weights(tmp_path, pretrained, monkeypatch):
-    cfg = bc_cfg(pretrained, train_episodes=60, heldout_episodes=10, eval_episodes=4, value_detach=False)
+    cfg = bc_cfg(pretrained, optim={"lr": 2e-3, "batch_size": 64, "max_steps": 30}, train_episodes=60,
+                 heldout_episodes=10, eval_episodes=4, value_detach=False)
     full = run_finetune(cfg, runs.create_run(tmp_path / "full", cfg))
     import evoarena.policies.io as io  # the stage imports save_checkpoint from here at call time
 

@@ -23,6 +23,9 @@ class PolicyAgent:
         self.greedy = greedy
         self.name = name or f"policy:{policy.env_id or '?'}/{policy.role or policy.agent or '?'}"
         self.generator = torch.Generator()
+        cfg = getattr(policy, "cfg", None)
+        #: matches and rollouts add ``obs["action_names"]`` for agents that read them (scoring heads)
+        self.needs_action_names = bool(cfg is not None and cfg.kind == "transformer" and cfg.head == "scoring")
         self.reset(seed)
 
     def reset(self, seed: int | None = None) -> None:

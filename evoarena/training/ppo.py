@@ -280,8 +280,6 @@ def evaluate(cfg: TrainConfig, learners: dict[str, Any], agents: list[str], role
             if who.startswith("learner:"):
                 name = who.split(":", 1)[1]
                 objs[a] = PolicyAgent(learners[name], greedy=cfg.eval.greedy, seed=cfg.eval.seed, name=name)
-                objs[a].needs_action_names = learners[name].cfg.head == "scoring" and \
-                    learners[name].cfg.kind == "transformer"
             else:
                 objs[a] = who
         res = play(cfg.env.id, objs, episodes=cfg.eval.episodes, seed=cfg.eval.seed, env_kwargs=cfg.env.kwargs,
