@@ -13,8 +13,11 @@ Checks (exit code 1 if one fails): perplexity >= 5x lower; the cloned listener's
 speaker >= 0.95 (or within 0.02 of the literal pair's own); the cloned negotiator's mean score within 0.1
 of conceder's on the same 4,000 evaluation games.
 
-Expect (2 shared cores, 1 thread): perplexity ~250 -> < 2; listener accuracy ~0.99; negotiation held-out
-action accuracy ~0.96-0.97 and a score within 0.1 of conceder's 6.2; ~1 hour in all.
+Measured (2 shared cores, 1 thread): perplexity 253.1 -> 1.664 (152x; 9.3 min); signaling: listener
+clone 0.9995 accuracy with the literal speaker (literal pair 0.9995), speaker clone 0.9475, both cloned
+0.942 (8.4 min); negotiation (60k episodes x 6 epochs): held-out action accuracy 0.9965, clone 6.154 vs
+conceder 6.251 over the same 4,000 games (12.5 min); with the config's 30k x 10 epochs: 0.9997 and
+6.215 vs 6.251 (15.7 min).
 """
 
 from __future__ import annotations
