@@ -16,8 +16,8 @@ of conceder's on the same 4,000 evaluation games.
 Measured (2 shared cores, 1 thread): perplexity 253.1 -> 1.664 (152x; 9.3 min); signaling: listener
 clone 0.9995 accuracy with the literal speaker (literal pair 0.9995), speaker clone 0.9475, both cloned
 0.942 (8.4 min); negotiation (60k episodes x 6 epochs): held-out action accuracy 0.9965, clone 6.154 vs
-conceder 6.251 over the same 4,000 games (12.5 min); with the config's 30k x 10 epochs: 0.9997 and
-6.215 vs 6.251 (15.7 min).
+conceder 6.251 over the same 4,000 games (12.5 min); with the config's 30k x 7 epochs: 0.993 and
+6.171 vs 6.251 (12.5 min).
 """
 
 from __future__ import annotations
