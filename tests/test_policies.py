@@ -362,6 +362,51 @@ def test_standardize_gives_zero_mean_unit_std_over_distinct_inputs(tok):
     assert torch.isfinite(seen[-1]).all() and seen[-1].abs().sum() > 0
 
 
+@pytest.mark.parametrize("kind", ["linear", "scoring"])
+def test_calibrated_statistics_make_outputs_independent_of_the_batch(tmp_path, tok, kind):
+    policy = policy_of(kind, tok, standardize=True, head_gain=1.0).eval()
+    obs = [make_obs(t, [1] * NUM_ACTIONS, seed=i) for i, t in enumerate(synthetic_texts(40, seed=3))]
+
+    def logits(batch):
+        with torch.no_grad():
+            return policy.forward_obs(batch)[0]
+
+    alone = torch.cat([logits([o]) for o in obs[:5]])
+    assert not torch.allclose(logits(obs)[:5], logits(obs[:5]), atol=1e-3)  # batch statistics: depends
+    policy.calibrate(obs)
+    assert policy.std_ready.item() == 1
+    full = logits(obs)
+    torch.testing.assert_close(logits(obs[:5]), full[:5], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(torch.cat([logits([o]) for o in obs[:5]]), full[:5], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(alone, full[:5], atol=1e-3)  # a lone observation was unstandardised before
+    policy.batch_stats = True  # supervised training: back to each batch's own statistics
+    assert not torch.allclose(logits(obs[:5]), full[:5], atol=1e-3)
+    policy.batch_stats = False
+    save_checkpoint(tmp_path / "ck", policy)
+    back = load_policy(tmp_path / "ck")
+    with torch.no_grad():
+        torch.testing.assert_close(back.forward_obs(obs[:3])[0], full[:3], rtol=1e-4, atol=1e-4)
+
+
+def test_checkpoint_without_statistics_loads_and_uses_batch_statistics(tmp_path, tok):
+    policy = policy_of("linear", tok, standardize=True, head_gain=1.0).eval()
+    save_checkpoint(tmp_path / "ck", policy)
+    from safetensors.torch import load_file, save_file
+
+    weights = tmp_path / "ck" / "model.safetensors"
+    state = {k: v for k, v in load_file(str(weights)).items() if k not in ("std_ready", "obs_stats")}
+    save_file(state, str(weights))  # as written before statistics were stored
+    meta = json.loads((tmp_path / "ck" / "policy.json").read_text())
+    meta["weights_bytes"] = weights.stat().st_size
+    meta["weights_sha256"] = ckpt_io._sha256(weights)
+    (tmp_path / "ck" / "policy.json").write_text(json.dumps(meta))
+    back = load_policy(tmp_path / "ck")
+    assert back.std_ready.item() == 0
+    obs = obs_batch(6)
+    with torch.no_grad():
+        torch.testing.assert_close(back.forward_obs(obs)[0], policy.forward_obs(obs)[0])
+
+
 def test_training_modes_choose_the_trainable_parameters(tok):
     frozen = make_policy(tiny_cfg(encoder={"train_mode": "frozen"}), NUM_ACTIONS, NUM_FEATURES, tokenizer=tok)
     assert sum(p.numel() for p in frozen.encoder.parameters() if p.requires_grad) == 0

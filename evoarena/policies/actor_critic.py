@@ -13,6 +13,13 @@ one interface:
 Heads of :class:`ActorCritic`: ``linear`` (one logit per action) or ``scoring`` (each action text is
 encoded by the same encoder and scored against the observation: ``<W_o h_obs, W_a h_act> / sqrt(d)``).
 Observation and action texts of a batch go through the encoder in one call, each distinct text once.
+
+Standardisation (``standardize: true``): pooled features are standardised per feature. While
+``batch_stats`` is on (supervised training sets it), or before statistics were stored, the mean and
+std come from the batch's distinct texts. :meth:`ActorCritic.calibrate` stores them from a set of
+observations (saved with the weights), and from then on every batch uses the stored ones, so an
+observation's output does not depend on the rest of its batch (a single ``evoarena play`` move, a
+rollout step and a PPO minibatch all see the same function).
 """
 
 from __future__ import annotations
@@ -153,6 +160,19 @@ class BasePolicy(nn.Module):
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
+    @property
+    def standardizes(self) -> bool:
+        """Whether the policy standardises features (and so has statistics to :meth:`calibrate`)."""
+        return False
+
+    def calibrate(self, obs_list: Sequence[dict[str, Any]], max_texts: int = 8192, seed: int = 0) -> None:
+        """Store standardisation statistics from ``obs_list`` (no-op for policies that do not standardise)."""
+
+    @staticmethod
+    def optional_state_keys() -> tuple[str, ...]:
+        """State-dict keys a checkpoint may lack (written by later versions; defaults are kept)."""
+        return ()
+
 
 class MLPPolicy(BasePolicy):
     """``kind: mlp``: separate Tanh MLPs for policy and value, reading ``features`` only (CleanRL style)."""
@@ -205,14 +225,58 @@ class ActorCritic(BasePolicy):
             self.obs_proj = head_mlp(hsize, hh, self.score_dim, cfg.head_gain)
             self.act_proj = head_mlp(hsize, hh, self.score_dim, 1.0)
         self.value_head = head_mlp(hsize, hh, 1, 1.0)
+        #: use the batch's own statistics even when stored ones exist (supervised training)
+        self.batch_stats = False
+        if cfg.standardize:
+            self.register_buffer("std_ready", torch.zeros(()))  # 1 once calibrate() stored statistics
+            self.register_buffer("obs_stats", torch.zeros(2, hsize))  # rows: mean, std
+            if cfg.head == "scoring":
+                self.register_buffer("act_stats", torch.zeros(2, hsize))
         self.to(self.encoder.device)
+
+    @property
+    def standardizes(self) -> bool:
+        return bool(self.cfg.standardize)
+
+    @staticmethod
+    def optional_state_keys() -> tuple[str, ...]:
+        return ("std_ready", "obs_stats", "act_stats")
+
+    def _standardize(self, x: torch.Tensor, which: str) -> torch.Tensor:
+        """``x`` standardised with the stored statistics ``which``, or over its own rows (see module doc)."""
+        if self.batch_stats or not bool(self.std_ready):
+            return standardize(x)
+        stats = getattr(self, which)
+        return (x - stats[0]) / (stats[1] + STD_EPS)
+
+    @torch.no_grad()
+    def calibrate(self, obs_list: Sequence[dict[str, Any]], max_texts: int = 8192, seed: int = 0) -> None:
+        """Store the mean and std of the pooled features of ``obs_list``'s distinct texts (a random sample
+        of at most ``max_texts``; for the scoring head also of the distinct action texts)."""
+        if not self.cfg.standardize:
+            return
+
+        def stats(texts: list[str]) -> torch.Tensor:
+            if len(texts) > max_texts:
+                pick = np.random.default_rng(seed).choice(len(texts), max_texts, replace=False)
+                texts = [texts[i] for i in sorted(pick)]
+            feats = self.encoder.encode(texts).float()
+            if feats.shape[0] < 2:
+                raise ValueError(f"{self.where()}: calibrate needs at least 2 distinct texts, got {feats.shape[0]}")
+            return torch.stack([feats.mean(0), feats.std(0, unbiased=False)])
+
+        self.obs_stats.copy_(stats(list(dict.fromkeys(o["text"] for o in obs_list))))
+        if self.head == "scoring":
+            names = dict.fromkeys(n for o in obs_list for n in o.get("action_names") or ())
+            self.act_stats.copy_(stats(list(names)))
+        self.std_ready.fill_(1.0)
 
     def _split_standardize(self, feats: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
         """Per-row features of the texts indexed by ``inv``, standardised over their distinct texts."""
         if not self.cfg.standardize:
             return feats[inv]
         uniq, local = torch.unique(inv, return_inverse=True)
-        return standardize(feats[uniq])[local]
+        return self._standardize(feats[uniq], "obs_stats")[local]
 
     def _forward(self, obs_list):
         B = len(obs_list)
@@ -240,7 +304,7 @@ class ActorCritic(BasePolicy):
             uniq, local = torch.unique(act_inv, return_inverse=True)  # score each distinct action text once
             h_act = feats[uniq]
             if self.cfg.standardize:
-                h_act = standardize(h_act)
+                h_act = self._standardize(h_act, "act_stats")
             scores = self.obs_proj(h_obs) @ self.act_proj(h_act).T / math.sqrt(self.score_dim)  # [B, U]
             logits = scores.gather(1, local.view(B, self.num_actions))
         return logits.float().masked_fill(~mask, MASKED_LOGIT), values.float(), mask

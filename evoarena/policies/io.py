@@ -274,7 +274,10 @@ def load_policy(folder: str | Path, device: str = "auto") -> ActorCritic | MLPPo
     except EncoderLoadError as exc:
         raise CheckpointError(f"{folder}: cannot rebuild the encoder: {exc}") from None
     try:
-        load_model(policy, str(weights), strict=True, device=str(policy.device))
+        missing, unexpected = load_model(policy, str(weights), strict=False, device=str(policy.device))
+        missing = [k for k in missing if k not in policy.optional_state_keys()]
+        if missing or unexpected:
+            raise RuntimeError(f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
     except Exception as exc:
         raise CheckpointError(f"{weights}: cannot load the weights into the architecture of policy.json "
                               f"({type(exc).__name__}: {exc})") from None

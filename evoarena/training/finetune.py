@@ -647,6 +647,7 @@ def _train_role(cfg: FinetuneConfig, role: str, demos: Demos, held: Demos, state
             optimizer.load_state_dict(saved)
         if record.get("done"):
             return policy, record
+    policy.batch_stats = True  # standardisation over each batch while training; calibrated at the end
     return_var = return_stats(demos)[1]
     value_ids = {id(p) for p in policy.value_head.parameters()}
     clip_groups = [[p for p in policy.parameters() if id(p) not in value_ids],
@@ -711,9 +712,15 @@ def _train_role(cfg: FinetuneConfig, role: str, demos: Demos, held: Demos, state
                 update(1)
     if hook is not None:
         hook.remove()
+    heldout = history[-1]
+    if policy.standardizes:  # store the statistics: from now on every batch (even of one) sees the same
+        policy.batch_stats = False
+        policy.calibrate(demos.obs(np.arange(n)), seed=cfg.seed)
+        heldout = {**heldout_accuracy(policy, held), "step": step, "calibrated": True}
+        writer.add_scalar(f"eval/heldout/{role}/action_accuracy_calibrated", heldout["action_accuracy"], step)
     record = {"step": step, "history": history, "train_wall_s": timer(), "done": True,
               "epochs": step / steps_per_epoch, "distinct_examples": n, "decisions": demos.decisions,
-              "heldout": history[-1]}
+              "heldout": heldout}
     save_checkpoint(state_dir, policy, record, optimizer.state_dict())
     return policy, record
 

@@ -473,6 +473,14 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
                 pc = pcs[name]
                 if len(batch) == 0:
                     continue
+                if learners[name].standardizes:
+                    # statistics of this rollout's texts, fixed for the update: every minibatch (and
+                    # the next rollout) sees the same function, so ratios start at exactly 1
+                    ref = references.get(name)
+                    if ref is not None and not bool(ref.std_ready):
+                        ref.calibrate(batch.obs, seed=cfg.seed)  # once: the reference stays fixed
+                    learners[name].calibrate(batch.obs, seed=cfg.seed + update)
+                    batch.refresh(learners[name])
                 if pc.advantage == "baseline":
                     base = state["baselines"].get(name)
                     if base is None:  # first update: the batch's own mean return starts the running mean

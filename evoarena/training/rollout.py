@@ -58,6 +58,20 @@ class LearnerBatch:
         self.rewards.append(0.0)
         return len(self.actions) - 1
 
+    @torch.no_grad()
+    def refresh(self, policy: Any, chunk: int = 2048) -> None:
+        """Recompute the log-probs and values of the recorded decisions under ``policy`` as it is now
+        (after new standardisation statistics were stored, so that PPO ratios start at exactly 1)."""
+        logp, values = [], []
+        for s in range(0, len(self), chunk):
+            obs = self.obs[s:s + chunk]
+            logits, v = policy.forward_obs(obs)
+            lp = torch.log_softmax(logits.float(), dim=-1)
+            acts = torch.as_tensor(self.actions[s:s + chunk], device=lp.device)
+            logp.extend(lp.gather(1, acts[:, None]).squeeze(1).cpu().tolist())
+            values.extend(v.float().cpu().tolist())
+        self.logp, self.values = logp, values
+
     def finish(self, gamma: float, lam: float, mode: str = "gae", baseline: float = 0.0) -> None:
         """Advantages and returns per stream: GAE, or (mode ``baseline``) return minus ``baseline``."""
         n = len(self)
