@@ -245,6 +245,10 @@ class PPOConfig(Strict):
     max_grad_norm: float = Field(1.0, gt=0)
     epochs: int = Field(4, ge=1)
     minibatch_size: int = Field(256, ge=1)
+    #: standardize policies: "stored" = statistics of each rollout's texts, fixed during the update
+    #: (ratios start at 1); "batch" = each forward's own batch (a rollout step standardises within
+    #: one phase of the episodes); "auto" = stored when the policy arrives with statistics (cloned)
+    standardize_stats: Literal["auto", "stored", "batch"] = "auto"
 
 
 class LearnerConfig(Strict):

@@ -416,6 +416,8 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
                 src = lc.reference
                 save_checkpoint(ref_dir, load_policy(src) if src else learners[name])
             references[name] = prepare_for_rl(frozen_copy(load_policy(ref_dir, device="cpu")))
+    stored_stats = {name: policy.standardizes and (pcs[name].standardize_stats == "stored" or (
+        pcs[name].standardize_stats == "auto" and bool(policy.std_ready))) for name, policy in learners.items()}
     optimizers = {}
     for name, policy in learners.items():
         params = [p for p in policy.parameters() if p.requires_grad]
@@ -473,7 +475,7 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
                 pc = pcs[name]
                 if len(batch) == 0:
                     continue
-                if learners[name].standardizes:
+                if stored_stats[name]:
                     # statistics of this rollout's texts, fixed for the update: every minibatch (and
                     # the next rollout) sees the same function, so ratios start at exactly 1
                     ref = references.get(name)
