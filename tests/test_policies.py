@@ -407,6 +407,26 @@ def test_checkpoint_without_statistics_loads_and_uses_batch_statistics(tmp_path,
         torch.testing.assert_close(back.forward_obs(obs)[0], policy.forward_obs(obs)[0])
 
 
+def test_a_loaded_encoder_switches_training_mode_and_keeps_its_outputs(tmp_path, tok):
+    policy = policy_of("linear", tok)
+    save_checkpoint(tmp_path / "ck", policy)
+    obs = obs_batch(6)
+    with torch.no_grad():
+        before = policy.forward_obs(obs)[0]
+    for mode, trained in (("frozen", 0), ("top_k", 1)):
+        back = load_policy(tmp_path / "ck")
+        back.encoder.set_train_mode(EncoderConfig(**{**TINY, "train_mode": mode}))
+        enc_trainable = [n for n, p in back.encoder.named_parameters() if p.requires_grad]
+        layers = {n.split("layer.")[1].split(".")[0] for n in enc_trainable if "layer." in n}
+        assert len(layers) == trained, (mode, layers)
+        assert all(p.requires_grad for p in back.policy_head.parameters())
+        with torch.no_grad():
+            torch.testing.assert_close(back.forward_obs(obs)[0], before)
+        assert back.encoder.cfg.train_mode == mode
+        with pytest.raises(EncoderLoadError, match="only an encoder trained in full"):
+            back.encoder.set_train_mode(EncoderConfig(**{**TINY, "train_mode": "top_k"}))
+
+
 def test_training_modes_choose_the_trainable_parameters(tok):
     frozen = make_policy(tiny_cfg(encoder={"train_mode": "frozen"}), NUM_ACTIONS, NUM_FEATURES, tokenizer=tok)
     assert sum(p.numel() for p in frozen.encoder.parameters() if p.requires_grad) == 0

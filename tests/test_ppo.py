@@ -142,6 +142,31 @@ def test_standardizing_learner_starts_every_update_at_ratio_one(tmp_path, monkey
         assert load_policy(ck).std_ready.item() == 0
 
 
+def test_config_train_mode_applies_to_a_checkpoint_start(tmp_path):
+    """init_from a checkpoint + encoder.train_mode frozen: only the heads learn, and the mode is recorded."""
+    import torch
+
+    from evoarena.policies import load_policy, read_policy_json, save_checkpoint
+    from evoarena.policies.actor_critic import build_policy
+    from evoarena.policies.encoder import train_wordpiece
+
+    pcfg = validate_config({"policy": TINY}, ppo_mod.LearnerConfig).policy
+    tok = train_wordpiece(["pool 1 book 2 hat", "my values 1 2 3", "they offered me"], 200)
+    start = build_policy(pcfg, "negotiation_v0", agent="player_0", tokenizer=tok)
+    save_checkpoint(tmp_path / "start", start)
+    policy = {**TINY, "init_from": str(tmp_path / "start"), "encoder": {**TINY["encoder"], "train_mode": "frozen"}}
+    cfg = make_cfg({**WORLDS["negotiation_v0"], "policies": {"main": {"policy": policy}}}, total_updates=1,
+                   ppo={"minibatch_size": 16, "epochs": 1, "lr": 0.01})
+    run_ppo(cfg, tmp_path / "run", progress=False)
+    ck = tmp_path / "run/stages/01_ppo/checkpoint/policies/main"
+    assert read_policy_json(ck)["policy_config"]["encoder"]["train_mode"] == "frozen"
+    end = load_policy(ck)
+    s0, s1 = start.state_dict(), end.state_dict()
+    enc = [k for k in s0 if k.startswith("encoder.")]
+    assert enc and all(torch.equal(s0[k], s1[k]) for k in enc)
+    assert any(not torch.equal(s0[k], s1[k]) for k in s0 if k.startswith("policy_head."))
+
+
 def kl_after_training(tmp_path, kl_coef):
     data = {"env": {"id": "dilemma_v0", "kwargs": {"rounds": 10}}, "policies": {"main": {"policy": MLP}},
             "seats": {"player_0": {"policy": "main"}, "player_1": {"agent": "scripted:always_defect"}},

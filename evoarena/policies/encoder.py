@@ -27,6 +27,7 @@ from torch import nn
 from evoarena.config import EncoderConfig
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+TRAIN_MODE_KEYS = ("train_mode", "top_k", "lora_r", "lora_alpha", "lora_dropout")  #: how an encoder is trained
 MAX_CACHE_ENTRIES = 200_000  #: token-id and frozen-output caches are cleared when they grow past this
 DEFAULT_CHUNK = 1024  #: at most this many texts per forward pass inside one ``encode`` call
 CPU_CHUNK_TOKENS = 2048  #: and at most this many (padded) tokens: small chunks are faster on CPU
@@ -239,6 +240,21 @@ class TextEncoder(nn.Module):
         with warnings.catch_warnings():  # peft calls a deprecated transformers property
             warnings.simplefilter("ignore", FutureWarning)
             return get_peft_model(model, lcfg)
+
+    def set_train_mode(self, cfg: EncoderConfig) -> None:
+        """Switch a fully trained encoder (e.g. one loaded from a checkpoint) to ``cfg.train_mode``
+        (frozen, top_k, lora; with their knobs from ``cfg``)."""
+        if self.train_mode != "full":
+            raise EncoderLoadError(f"train_mode {cfg.train_mode!r}: only an encoder trained in full can "
+                                   f"switch mode; this one is {self.train_mode!r}")
+        if cfg.train_mode == "full":
+            return
+        self.cfg = self.cfg.model_copy(update={k: getattr(cfg, k) for k in TRAIN_MODE_KEYS})
+        self.model = self._apply_train_mode(self.model, self.cfg).to(self._device)
+        self.train_mode = self.cfg.train_mode
+        self._frozen.clear()
+        if self.train_mode == "frozen":
+            self.model.eval()
 
     @property
     def device(self) -> torch.device:

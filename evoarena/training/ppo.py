@@ -31,6 +31,7 @@ from evoarena.agents.match import play
 from evoarena.config import LearnerConfig, PPOConfig, SeatConfig, TrainConfig
 from evoarena.envs import make
 from evoarena.policies.actor_critic import build_policy
+from evoarena.policies.encoder import TRAIN_MODE_KEYS
 from evoarena.policies.io import load_optimizer_state, load_policy, save_checkpoint
 from evoarena.training import runs
 from evoarena.training.ppo_math import (
@@ -152,6 +153,10 @@ def build_learner(cfg: TrainConfig, name: str, agents: list[str]) -> Any:
         if policy.env_id != cfg.env.id:
             raise ValueError(f"policies.{name}.policy.init_from {init} was trained for {policy.env_id}, "
                              f"not {cfg.env.id}")
+        enc = lc.policy.encoder
+        if policy.encoder is not None and enc.model_fields_set & set(TRAIN_MODE_KEYS):
+            policy.encoder.set_train_mode(enc)  # e.g. train only the heads of a cloned policy
+            policy.cfg = policy.cfg.model_copy(update={"encoder": policy.encoder.cfg})
         return policy
     return build_policy(lc.policy, cfg.env.id, agent=agent, env_kwargs=cfg.env.kwargs)
 
