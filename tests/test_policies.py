@@ -427,6 +427,24 @@ def test_a_loaded_encoder_switches_training_mode_and_keeps_its_outputs(tmp_path,
             back.encoder.set_train_mode(EncoderConfig(**{**TINY, "train_mode": "top_k"}))
 
 
+@pytest.mark.parametrize("kind", ["linear", "scoring", "mlp"])
+def test_soften_keeps_the_greedy_action_and_raises_entropy(tok, kind):
+    policy = policy_of(kind, tok, head_gain=2.0) if kind != "mlp" else policy_of(kind, tok)
+    obs = obs_batch(8)
+    with torch.no_grad():
+        before = policy.forward_obs(obs)[0]
+        policy.soften(4.0)
+        after = policy.forward_obs(obs)[0]
+    mask = policy.action_masks(obs)
+    assert torch.equal(before.argmax(-1), after.argmax(-1))
+
+    def entropy(logits):
+        logp = torch.log_softmax(logits, -1)
+        return -(logp.exp() * logp).masked_fill(~mask, 0).sum(-1)
+
+    assert bool((entropy(after) > entropy(before)).all())
+
+
 def test_training_modes_choose_the_trainable_parameters(tok):
     frozen = make_policy(tiny_cfg(encoder={"train_mode": "frozen"}), NUM_ACTIONS, NUM_FEATURES, tokenizer=tok)
     assert sum(p.numel() for p in frozen.encoder.parameters() if p.requires_grad) == 0

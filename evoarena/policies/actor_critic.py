@@ -160,6 +160,18 @@ class BasePolicy(nn.Module):
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
+    def last_policy_layer(self) -> nn.Linear:
+        """The layer whose outputs are the logits (or scale the scores)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def soften(self, temperature: float) -> None:
+        """Divide every logit by ``temperature`` (scales the last policy layer; argmax unchanged)."""
+        layer = self.last_policy_layer()
+        layer.weight.div_(temperature)
+        if layer.bias is not None:
+            layer.bias.div_(temperature)
+
     @property
     def standardizes(self) -> bool:
         """Whether the policy standardises features (and so has statistics to :meth:`calibrate`)."""
@@ -196,6 +208,9 @@ class MLPPolicy(BasePolicy):
         vl, vw = trunk()
         self.value_net = nn.Sequential(*vl, _init_linear(nn.Linear(vw, 1), 1.0))
         self.to(resolve_device(cfg.encoder.device))
+
+    def last_policy_layer(self) -> nn.Linear:
+        return self.policy_net[-1]
 
     def _forward(self, obs_list):
         x = self.features_tensor(obs_list)
@@ -237,6 +252,9 @@ class ActorCritic(BasePolicy):
     @property
     def standardizes(self) -> bool:
         return bool(self.cfg.standardize)
+
+    def last_policy_layer(self) -> nn.Linear:
+        return (self.policy_head if self.head == "linear" else self.obs_proj)[-1]
 
     @staticmethod
     def optional_state_keys() -> tuple[str, ...]:

@@ -408,6 +408,9 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
         learners, optim_states, state, snapshots = load_training_checkpoint(stage)
     else:
         learners = {name: build_learner(cfg, name, agents) for name in cfg.policies}
+        for name, lc in cfg.policies.items():
+            if lc.init_temperature != 1.0:
+                learners[name].soften(lc.init_temperature)
         optim_states, state = {}, {"update": 0, "decisions": 0, "episodes": 0, "nan_streak": 0,
                                    "baselines": {}, "best_score": None, "evals": []}
     for policy in learners.values():
