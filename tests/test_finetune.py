@@ -182,8 +182,11 @@ def test_bc_clones_tit_for_tat_into_a_playable_checkpoint(tmp_path, pretrained):
     role = res["roles"]["player"]
     assert role["history"][0]["action_accuracy"] < 0.7, res["summary"]
     assert role["heldout_action_accuracy"] > 0.95, res["summary"]
-    # the value head starts at the mean return (MSE = the returns' variance) and must do better than that;
-    # the margin is modest: returns against a random opponent are mostly unpredictable (one run: 0.905x)
+    # the value head starts at the mean return (MSE = the returns' variance) and must do better than that
+    # (an unlearned head stays at ~1.0x). Seen: 0.87x when this test runs alone, 0.905x inside the full
+    # suite: the WordPiece trainer is not deterministic within a process, so the tokenizer (and with it
+    # this figure) depends on which tests trained tokenizers before; returns against a random opponent
+    # are mostly unpredictable, so the margin is modest.
     assert role["heldout_value_mse"] < 0.95 * role["history"][0]["value_mse"]
     assert res["eval_games"] == 2 * 50 and abs(res["clone_score"] - res["expert_score"]) < 1.0
 
