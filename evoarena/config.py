@@ -256,7 +256,7 @@ class LearnerConfig(Strict):
 
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     ppo: dict[str, Any] = Field(default_factory=dict)  #: keys of PPOConfig overriding the stage's values
-    reference: str | None = None  #: checkpoint of the KL reference (default: policy.init_from, else the start)
+    reference: str | None = None  #: checkpoint of the KL reference (default: the learner as the stage starts)
     #: divide the starting policy's logits by this (a fresh start only): the greedy action is unchanged,
     #: but a sharp behaviour-cloned policy samples its alternatives often enough for PPO to try them
     init_temperature: float = Field(1.0, gt=0)

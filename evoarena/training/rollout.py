@@ -64,11 +64,8 @@ class LearnerBatch:
         (after new standardisation statistics were stored, so that PPO ratios start at exactly 1)."""
         logp, values = [], []
         for s in range(0, len(self), chunk):
-            obs = self.obs[s:s + chunk]
-            logits, v = policy.forward_obs(obs)
-            lp = torch.log_softmax(logits.float(), dim=-1)
-            acts = torch.as_tensor(self.actions[s:s + chunk], device=lp.device)
-            logp.extend(lp.gather(1, acts[:, None]).squeeze(1).cpu().tolist())
+            lp, _, v = policy.evaluate(self.obs[s:s + chunk], torch.as_tensor(self.actions[s:s + chunk]))
+            logp.extend(lp.float().cpu().tolist())
             values.extend(v.float().cpu().tolist())
         self.logp, self.values = logp, values
 
