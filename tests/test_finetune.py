@@ -14,7 +14,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from evoarena.cli import main
 from evoarena.config import FinetuneConfig, PretrainConfig, validate_config
 from evoarena.training import runs
-from evoarena.training.finetune import generate_demos, run_finetune
+from evoarena.training.bc import generate_demos
+from evoarena.training.finetune import run_finetune
 
 CONLL_DIR = Path(os.environ.get("EVOARENA_CONLL_DIR",
                                 Path(__file__).resolve().parents[2] / "shared/data/conll2003"))
@@ -58,7 +59,7 @@ def test_ner_on_real_conll_slice_rises_far_above_untrained(tmp_path):
 
     from evoarena.config import PolicyConfig
     from evoarena.policies.actor_critic import build_policy
-    from evoarena.training.finetune import init_encoder_weights
+    from evoarena.training.supervised import init_encoder_weights
 
     ckpt = run / "stages/01_finetune/checkpoint"
     hf = AutoModelForTokenClassification.from_pretrained(str(ckpt), local_files_only=True)
@@ -117,14 +118,14 @@ def test_ner_accepts_iob1_and_iob2_and_resumes_exactly(tmp_path, monkeypatch):
 
     # crash right after the first training state, resume: the same weights as the uninterrupted run
     # (with one tokenizer: WordPiece training breaks frequency ties differently from run to run)
-    import evoarena.training.finetune as finetune
+    import evoarena.training.ner as ner_stage
 
-    tokenizer = finetune._ner_tokenizer(ner_cfg({"data_dir": str(tmp_path / "iob1")}).ner,
-                                        read_conll(tmp_path / "iob1/train.txt"))
-    monkeypatch.setattr(finetune, "_ner_tokenizer", lambda ner, sentences: tokenizer)
+    tokenizer = ner_stage._ner_tokenizer(ner_cfg({"data_dir": str(tmp_path / "iob1")}).ner,
+                                          read_conll(tmp_path / "iob1/train.txt"))
+    monkeypatch.setattr(ner_stage, "_ner_tokenizer", lambda ner, sentences: tokenizer)
     cfg = ner_cfg({"data_dir": str(tmp_path / "iob1")}, **over)
     first = run_finetune(cfg, runs.create_run(tmp_path / "first", cfg))
-    real_save = finetune.save_state
+    real_save = ner_stage.save_state
 
     def save_then_crash(folder, model, optimizer, state, tokenizer=None):
         real_save(folder, model, optimizer, state, tokenizer)
@@ -132,10 +133,10 @@ def test_ner_accepts_iob1_and_iob2_and_resumes_exactly(tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     cut = runs.create_run(tmp_path / "cut", cfg)
-    monkeypatch.setattr(finetune, "save_state", save_then_crash)
+    monkeypatch.setattr(ner_stage, "save_state", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         run_finetune(cfg, cut)
-    monkeypatch.setattr(finetune, "save_state", real_save)
+    monkeypatch.setattr(ner_stage, "save_state", real_save)
     res = run_finetune(cfg, cut, resume=True)
     assert res["steps"] == first["steps"]
     a = load_file(str(tmp_path / "first/stages/01_finetune/checkpoint/model.safetensors"))

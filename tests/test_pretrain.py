@@ -47,7 +47,7 @@ def test_pretrain_lowers_perplexity_logs_tags_and_starts_a_policy(tmp_path):
 
     # the checkpoint starts a policy: every encoder weight is copied, the tokenizer is the pretrained one
     from evoarena.policies.actor_critic import build_policy
-    from evoarena.training.finetune import init_encoder_weights
+    from evoarena.training.supervised import init_encoder_weights
 
     ckpt = run / "stages/01_pretrain/checkpoint"
     pcfg = PolicyConfig(init_from=str(ckpt), encoder=cfg.encoder)

@@ -1,5 +1,6 @@
-"""Pieces shared by the supervised stages (pretrain, finetune): AdamW with a linear warmup/decay schedule,
-a rich progress bar, torch threads, and resumable training states written atomically.
+"""Pieces shared by the supervised stages (pretrain, finetune: ner and bc): AdamW with a linear warmup/decay
+schedule, a rich progress bar, torch threads, resumable training states written atomically, and loading
+an encoder's weights from a checkpoint with every weight checked (:func:`init_encoder_weights`).
 
 A training state is a folder (``stages/NN_STAGE/state/``) holding ``model.safetensors`` (the module's
 weights, shared tensors stored once), ``optimizer.pt`` (loaded with ``weights_only=True``),
@@ -71,7 +72,9 @@ def progress_bar(description: str, total: int, completed: int = 0) -> Iterator[A
                         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
                         console=Console(stderr=True))
     with progress:
-        task = progress.add_task(description, total=total, completed=completed, info="")
+        from evoarena.training.runs import progress_label
+
+        task = progress.add_task(progress_label(description), total=total, completed=completed, info="")
 
         def update(advance: int = 1, info: str | None = None) -> None:
             if info is None:
@@ -138,3 +141,26 @@ def load_state(folder: str | Path, model: nn.Module,
     if optimizer is not None:
         optimizer.load_state_dict(torch.load(folder / STATE_OPTIMIZER, map_location="cpu", weights_only=True))
     return state
+
+
+# --------------------------------------------------------------------------- encoder weights
+
+
+def init_encoder_weights(model: nn.Module, folder: str | Path) -> dict[str, Any]:
+    """``io.init_weights_from`` for any module with an ``encoder`` (a policy, a token classifier), checking
+    that EVERY encoder weight was found: a mismatch (hidden size, layers, max_length, vocab) is an error."""
+    from evoarena.policies.io import POLICY_JSON, CheckpointError, _norm_key, init_weights_from
+
+    info = init_weights_from(model, folder)  # type: ignore[arg-type]
+    loaded = set(info["loaded"])
+    if (Path(folder) / POLICY_JSON).is_file():
+        wanted = [_norm_key(k) for k in model.state_dict() if k.startswith("encoder.")]
+    else:
+        wanted = [_norm_key(k) for k in model.encoder.base_model().state_dict()]  # type: ignore[union-attr]
+    missing = [k for k in wanted if k not in loaded and "lora_" not in k]
+    if missing:
+        raise CheckpointError(
+            f"{folder}: init_from has no weight of matching name and shape for {len(missing)} encoder "
+            f"tensor(s), e.g. {missing[:3]}; the encoder settings (hidden_size, num_layers, num_heads, "
+            "intermediate_size, max_length) must be those the checkpoint was trained with")
+    return info

@@ -1,0 +1,498 @@
+"""The finetune stage's ``task: bc``, behaviour cloning: ``run_bc(cfg, run_dir, resume)`` -> results dict.
+
+Scripted (or any fixed) experts play a world against the configured opponents; the expert seats'
+decisions with more than one legal action become ``(text, action mask, action, return)`` examples, one
+dataset per cloned role. Identical examples are stored once with a count and the loss weights each by its
+count (the same objective as the raw stream, fewer encoder passes); the encoder additionally encodes each
+distinct text once per batch. The policy head and encoder of an ``ActorCritic`` learn the expert's actions
+(masked cross-entropy) and the value head its discounted returns (MSE, per agent decision as PPO counts
+them). Reports held-out action accuracy and the greedy clone's in-game score next to the expert's on the
+same evaluation seeds. One checkpoint per cloned role (``checkpoint/`` with one role, else
+``checkpoint/<role>/``), usable as ``ckpt:PATH`` and as PPO ``init_from``.
+
+TensorBoard tags (per cloned role): ``finetune/<role>/{loss,policy_loss,value_mse,accuracy,lr}``,
+``perf/<role>/examples_per_s``, ``eval/heldout/<role>/{action_accuracy,value_mse}``, and after training
+``eval/<opponent>/<seat>/{clone_score,expert_score}``, ``eval/all/{clone_score,expert_score}``.
+
+Resume: a training state is written every ``checkpoint_every`` steps (or after every epoch); ``--resume``
+continues from it (the demonstrations are regenerated: they are a deterministic function of the config).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from evoarena.config import FinetuneConfig, demo_seed_base
+from evoarena.training import runs
+from evoarena.training.finetune import STAGE, STAGE_INDEX
+from evoarena.training.supervised import (
+    Timer,
+    adamw,
+    init_encoder_weights,
+    lr_factor,
+    progress_bar,
+    set_lr,
+)
+
+VAR_FLOOR = 0.01  #: the value MSE is divided by max(variance of the returns, this)
+
+
+@dataclass
+class Demos:
+    """Demonstrations of one role: distinct ``(text, mask, action[, action names])`` with their counts and
+    mean discounted returns; ``decisions`` counts them with repeats."""
+
+    role: str
+    texts: list[str]
+    masks: np.ndarray
+    actions: np.ndarray
+    counts: np.ndarray
+    returns: np.ndarray
+    names: list[list[str]] | None
+    decisions: int
+    episodes: int
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def obs(self, idx: Any) -> list[dict[str, Any]]:
+        """Observation dicts (``text``, ``action_mask``, ``action_names``) of examples ``idx``."""
+        out = []
+        for i in idx:
+            o: dict[str, Any] = {"text": self.texts[i], "action_mask": self.masks[i]}
+            if self.names is not None:
+                o["action_names"] = self.names[i]
+            out.append(o)
+        return out
+
+
+class _DemoBuilder:
+    def __init__(self, role: str, need_names: bool) -> None:
+        self.role = role
+        self.need_names = need_names
+        self.index: dict[tuple, int] = {}
+        self.texts: list[str] = []
+        self.masks: list[np.ndarray] = []
+        self.actions: list[int] = []
+        self.names: list[list[str]] = []
+        self.counts: list[int] = []
+        self.ret_sums: list[float] = []
+        self.decisions = 0
+
+    def add(self, text: str, mask: np.ndarray, action: int, names: list[str] | None, ret: float) -> None:
+        key = (text, action, mask.tobytes(), tuple(names) if names is not None else None)
+        i = self.index.get(key)
+        if i is None:
+            i = self.index[key] = len(self.texts)
+            self.texts.append(text)
+            self.masks.append(np.asarray(mask, dtype=np.int8).copy())
+            self.actions.append(int(action))
+            if self.need_names:
+                self.names.append(list(names or []))
+            self.counts.append(0)
+            self.ret_sums.append(0.0)
+        self.counts[i] += 1
+        self.ret_sums[i] += ret
+        self.decisions += 1
+
+    def build(self, episodes: int) -> Demos:
+        counts = np.asarray(self.counts, dtype=np.float64)
+        return Demos(self.role, self.texts, np.stack(self.masks) if self.masks else np.zeros((0, 0), np.int8),
+                     np.asarray(self.actions, dtype=np.int64), counts.astype(np.float32),
+                     (np.asarray(self.ret_sums) / np.maximum(counts, 1)).astype(np.float32),
+                     self.names if self.need_names else None, self.decisions, episodes)
+
+
+def cloned_roles(bc: Any) -> list[str]:
+    """The roles ``bc`` clones: ``bc.clone``, else every role of the world (the expert plays them all)."""
+    from evoarena.envs import make
+
+    env = make(bc.env.id, **bc.env.kwargs)
+    roles = list(dict.fromkeys(env.role(a) for a in env.possible_agents))
+    env.close()
+    return list(bc.clone) if bc.clone else roles
+
+
+def expert_seating(agents: list[str], n_opponents: int, episode: int) -> tuple[str | None, int]:
+    """``(expert seat, opponent index)`` of demonstration ``episode``: the opponent cycles fastest, then the
+    expert's seat over the agents; ``(None, -1)`` without opponents (the expert fills every seat)."""
+    if n_opponents == 0:
+        return None, -1
+    return agents[(episode // n_opponents) % len(agents)], episode % n_opponents
+
+
+def generate_demos(bc: Any, episodes: int, seed0: int, roles: list[str], need_names: bool,
+                   update: Any = None) -> dict[str, Demos]:
+    """Play ``episodes`` episodes (seeds ``seed0 + i``) and collect the expert seats' decisions per role.
+
+    A decision's return is ``R_k + gamma * G_{k+1}`` over that agent's decisions, ``R_k`` being the rewards
+    it receives from decision ``k`` up to its next decision (as PPO's per-agent streams count them).
+    """
+    from evoarena.agents import make_agent
+    from evoarena.envs import make
+
+    env = make(bc.env.id, **bc.env.kwargs)
+    agents = list(env.possible_agents)
+    role_of = {a: env.role(a) for a in agents}
+    expert = make_agent(bc.expert, bc.env.id, seed=seed0 + 1)
+    opponents = [make_agent(s, bc.env.id, seed=seed0 + 2 + i) for i, s in enumerate(bc.opponents)]
+    builders = {r: _DemoBuilder(r, need_names) for r in roles}
+    gamma = bc.gamma
+    try:
+        for ep in range(episodes):
+            ex_seat, oi = expert_seating(agents, len(opponents), ep)
+            seats = {a: expert if ex_seat is None or a == ex_seat else opponents[oi] for a in agents}
+            recorded = {a for a in agents if seats[a] is expert and role_of[a] in builders}
+            obs, _ = env.reset(seed=seed0 + ep)
+            traj: dict[str, list[list[Any]]] = {a: [] for a in recorded}  # [text, mask, action, names, r]
+            while env.agents:
+                actions = {}
+                for a in env.agents:
+                    o = obs[a]
+                    legal = np.flatnonzero(o["action_mask"])
+                    if len(legal) == 1:
+                        actions[a] = int(legal[0])
+                        continue
+                    act = int(seats[a].act(o))
+                    actions[a] = act
+                    if a in recorded:
+                        names = env.action_names(a) if need_names else None
+                        traj[a].append([o["text"], o["action_mask"], act, names, 0.0])
+                obs, rewards, _, _, _ = env.step(actions)
+                for a, r in rewards.items():
+                    if a in traj and traj[a]:
+                        traj[a][-1][4] += float(r)
+            for a, steps in traj.items():
+                g = 0.0
+                for text, mask, act, names, r in reversed(steps):
+                    g = r + gamma * g
+                    builders[role_of[a]].add(text, mask, act, names, g)
+            if update is not None:
+                update(1)
+    finally:
+        env.close()
+    return {r: b.build(episodes) for r, b in builders.items()}
+
+
+def build_clone_policy(bc: Any, role: str) -> Any:
+    """A fresh ``ActorCritic`` of ``bc.policy`` for ``role`` (weights from ``init_from``, tokenizer from
+    ``init_from`` or ``tokenizer_from``); the spaces come from the world built with ``bc.env.kwargs``."""
+    from evoarena.envs import make
+    from evoarena.policies.actor_critic import make_policy
+    from evoarena.policies.io import init_tokenizer
+
+    env = make(bc.env.id, **bc.env.kwargs)
+    agent = next(a for a in env.possible_agents if env.role(a) == role)
+    num_actions = int(env.action_space(agent).n)
+    num_features = int(env.observation_space(agent)["features"].shape[0])
+    env.close()
+    pcfg = bc.policy
+    source = pcfg.init_from or bc.tokenizer_from
+    tokenizer = init_tokenizer(source) if source else None
+    policy = make_policy(pcfg.model_copy(update={"init_from": None}), num_actions, num_features, bc.env.id,
+                         agent, role, tokenizer=tokenizer)
+    if pcfg.init_from:
+        init_encoder_weights(policy, pcfg.init_from)
+    policy.cfg = pcfg
+    return policy
+
+
+def return_stats(demos: Demos) -> tuple[float, float]:
+    """Count-weighted mean and variance of the demonstrations' returns."""
+    w = demos.counts.astype(np.float64)
+    mean = float((w * demos.returns).sum() / max(w.sum(), 1.0))
+    var = float((w * (demos.returns - mean) ** 2).sum() / max(w.sum(), 1.0))
+    return mean, var
+
+
+def action_head_for_cloning(policy: Any) -> None:
+    """Re-initialise the last layer of the action head (``policy_head``, or ``obs_proj`` of the scoring
+    head) with gain 1. Policies start it at gain 0.01 for a near-uniform first PPO policy, which leaves the
+    encoder almost no gradient: cloning then stalls at the majority action (measured on the signaling
+    speaker: 27% held-out accuracy after 300 steps at gain 0.01, 88% at gain 1)."""
+    for name in ("policy_head", "obs_proj"):
+        head = getattr(policy, name, None)
+        if head is not None and isinstance(head[-1], nn.Linear):
+            nn.init.orthogonal_(head[-1].weight, 1.0)
+            nn.init.zeros_(head[-1].bias)
+
+
+def bc_losses(policy: Any, demos: Demos, idx: np.ndarray, value_coef: float, return_var: float = 1.0
+              ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Count-weighted masked cross-entropy + ``value_coef`` x count-weighted value MSE / ``return_var`` on
+    examples ``idx`` (dividing by the returns' variance, floored at :data:`VAR_FLOOR`, keeps the value term
+    O(1) whatever the reward scale, so it cannot drown the policy's gradient)."""
+    logits, values = policy.forward_obs(demos.obs(idx))
+    dev = logits.device
+    actions = torch.as_tensor(demos.actions[idx], device=dev)
+    w = torch.as_tensor(demos.counts[idx], device=dev)
+    w = w / w.sum()
+    ret = torch.as_tensor(demos.returns[idx], device=dev)
+    logp = torch.log_softmax(logits, -1).gather(1, actions[:, None]).squeeze(1)
+    pi_loss = -(w * logp).sum()
+    v_loss = (w * (values - ret) ** 2).sum()
+    loss = pi_loss + value_coef * v_loss / max(return_var, VAR_FLOOR)
+    acc = float((w * (logits.detach().argmax(-1) == actions).float()).sum())
+    parts = {"policy_loss": float(pi_loss.detach()), "value_mse": float(v_loss.detach()), "accuracy": acc}
+    return loss, parts
+
+
+@torch.no_grad()
+def heldout_accuracy(policy: Any, demos: Demos, batch_size: int = 512) -> dict[str, float]:
+    """Greedy action accuracy and value MSE over the held-out decisions (repeats counted)."""
+    was = policy.training
+    policy.eval()
+    right, se, total = 0.0, 0.0, float(demos.counts.sum())
+    for s in range(0, len(demos), batch_size):
+        idx = np.arange(s, min(len(demos), s + batch_size))
+        logits, values = policy.forward_obs(demos.obs(idx))
+        w = demos.counts[idx]
+        right += float((w * (logits.argmax(-1).cpu().numpy() == demos.actions[idx])).sum())
+        se += float((w * (values.cpu().numpy() - demos.returns[idx]) ** 2).sum())
+    policy.train(was)
+    return {"action_accuracy": right / max(total, 1.0), "value_mse": se / max(total, 1.0),
+            "decisions": int(total)}
+
+
+def _train_role(cfg: FinetuneConfig, role: str, demos: Demos, held: Demos, state_dir: Path, writer: Any,
+                resume: bool) -> tuple[Any, dict[str, Any]]:
+    """Clone ``role``: returns the trained policy and its training record (resuming from ``state_dir``)."""
+    from evoarena.policies.io import load_optimizer_state, load_policy, load_trainer_state, save_checkpoint
+
+    bc, opt = cfg.bc, cfg.optim
+    assert bc is not None
+    record: dict[str, Any] = {}
+    if resume and (state_dir / "policy.json").is_file():
+        policy = load_policy(state_dir, device=bc.policy.encoder.device)
+        policy.cfg = bc.policy
+        record = load_trainer_state(state_dir)
+    else:
+        policy = build_clone_policy(bc, role)
+        action_head_for_cloning(policy)
+        with torch.no_grad():  # the value head starts at the mean return: it can only improve on that
+            policy.value_head[-1].weight.zero_()
+            policy.value_head[-1].bias.fill_(return_stats(demos)[0])
+    policy.train()
+    optimizer = adamw(policy, opt.lr, opt.weight_decay)
+    if record:
+        saved = load_optimizer_state(state_dir)
+        if saved is not None:
+            optimizer.load_state_dict(saved)
+        if record.get("done"):
+            return policy, record
+    policy.batch_stats = True  # standardisation over each batch while training; calibrated at the end
+    return_var = return_stats(demos)[1]
+    value_ids = {id(p) for p in policy.value_head.parameters()}
+    clip_groups = [[p for p in policy.parameters() if id(p) not in value_ids],
+                   list(policy.value_head.parameters())]
+    hook = None
+    if bc.value_detach:  # the value head regresses on the policy's features without reshaping them
+        hook = policy.value_head.register_forward_pre_hook(lambda _m, args: (args[0].detach(), *args[1:]))
+    n = len(demos)
+    steps_per_epoch = math.ceil(n / opt.batch_size)
+    total = opt.max_steps or steps_per_epoch * opt.epochs
+    warmup = int(opt.warmup_fraction * total)
+    step = int(record.get("step", 0))
+    history: list[dict[str, Any]] = record.get("history", [])
+    timer = Timer(float(record.get("train_wall_s", 0.0)))
+    eval_every = cfg.eval_every or steps_per_epoch
+    ckpt_every = cfg.checkpoint_every or steps_per_epoch
+    if step == 0:
+        m = heldout_accuracy(policy, held)
+        history.append({"step": 0, "examples": 0, "wall_s": 0.0, **m})
+        writer.add_scalar(f"eval/heldout/{role}/action_accuracy", m["action_accuracy"], 0)
+    tag = f"finetune/{role}"
+    sums = {"loss": 0.0, "policy_loss": 0.0, "value_mse": 0.0, "accuracy": 0.0}
+    k = 0
+    with progress_bar(f"clone {role} ({cfg.name})", total, completed=step) as update:
+        while step < total:
+            epoch, b0 = divmod(step, steps_per_epoch)
+            perm = np.random.default_rng([cfg.seed, 3, epoch]).permutation(n)
+            for b in range(b0, steps_per_epoch):
+                if step >= total:
+                    break
+                idx = perm[b * opt.batch_size: (b + 1) * opt.batch_size]
+                set_lr(optimizer, opt.lr * lr_factor(step, total, warmup))
+                loss, parts = bc_losses(policy, demos, idx, bc.value_coef, return_var)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                for group in clip_groups:  # the value head's gradient never scales down the policy's
+                    torch.nn.utils.clip_grad_norm_(group, opt.max_grad_norm)
+                optimizer.step()
+                step += 1
+                k += 1
+                sums["loss"] += float(loss.detach())
+                for key, v in parts.items():
+                    sums[key] += v
+                if step % cfg.log_every == 0 or step == total:
+                    for key, v in sums.items():
+                        writer.add_scalar(f"{tag}/{key}", v / k, step)
+                    writer.add_scalar(f"{tag}/lr", optimizer.param_groups[0]["lr"], step)
+                    rate = step * opt.batch_size / max(timer(), 1e-9)
+                    writer.add_scalar(f"perf/{role}/examples_per_s", rate, step)
+                    update(0, info=f"loss {sums['loss'] / k:.3f} acc {sums['accuracy'] / k:.3f}")
+                    sums = dict.fromkeys(sums, 0.0)
+                    k = 0
+                if step % eval_every == 0 or step == total:
+                    m = heldout_accuracy(policy, held)
+                    history.append({"step": step, "examples": step * opt.batch_size, "wall_s": timer(), **m})
+                    writer.add_scalar(f"eval/heldout/{role}/action_accuracy", m["action_accuracy"], step)
+                    writer.add_scalar(f"eval/heldout/{role}/value_mse", m["value_mse"], step)
+                    update(0, info=f"held-out accuracy {m['action_accuracy']:.4f}")
+                if step % ckpt_every == 0 and step < total:
+                    state = {"step": step, "history": history, "train_wall_s": timer()}
+                    save_checkpoint(state_dir, policy, state, optimizer.state_dict())
+                update(1)
+    if hook is not None:
+        hook.remove()
+    heldout = history[-1]
+    if policy.standardizes:  # store the statistics: from now on every batch (even of one) sees the same
+        policy.batch_stats = False
+        policy.calibrate(demos.obs(np.arange(n)), seed=cfg.seed)
+        heldout = {**heldout_accuracy(policy, held), "step": step, "calibrated": True}
+        writer.add_scalar(f"eval/heldout/{role}/action_accuracy_calibrated", heldout["action_accuracy"], step)
+    record = {"step": step, "history": history, "train_wall_s": timer(), "done": True,
+              "epochs": step / steps_per_epoch, "distinct_examples": n, "decisions": demos.decisions,
+              "heldout": heldout}
+    save_checkpoint(state_dir, policy, record, optimizer.state_dict())
+    return policy, record
+
+
+def _clone_agent(policy: Any, role: str) -> Any:
+    from evoarena.agents.learned import PolicyAgent
+
+    return PolicyAgent(policy, greedy=True, seed=0, name=f"bc:{role}")
+
+
+def evaluate_clones(bc: Any, policies: dict[str, Any], episodes: int | None = None,
+                    seed: int | None = None) -> list[dict[str, Any]]:
+    """In-game evaluation on the fixed evaluation seeds: clone vs expert in the same seats and contexts.
+
+    With opponents: for every opponent and every seat of a cloned role, the greedy clone and then the
+    expert play ``episodes`` games in that seat against the opponent. Without: each cloned role's seats
+    are taken by its clone (the others by the expert), and all clones together when several roles are
+    cloned; the expert fills every seat for the reference. ``score`` is the mean return of the seats in
+    question; the world's metrics are averaged over the games.
+    """
+    from evoarena.agents.match import play
+    from evoarena.envs import make
+
+    episodes = episodes or bc.eval_episodes
+    seed = bc.eval_seed if seed is None else seed
+    env = make(bc.env.id, **bc.env.kwargs)
+    agents = list(env.possible_agents)
+    role_of = {a: env.role(a) for a in agents}
+    env.close()
+    clones = {r: _clone_agent(p, r) for r, p in policies.items()}
+    rows = []
+
+    def match(seats: dict[str, Any], scored: list[str]) -> dict[str, Any]:
+        res = play(bc.env.id, seats, episodes=episodes, seed=seed, env_kwargs=bc.env.kwargs)
+        score = float(np.mean([res.returns[a].mean() for a in scored]))
+        return {"score": score, "metrics": res.mean_metrics(),
+                "returns": {a: float(res.returns[a].mean()) for a in scored}}
+
+    if bc.opponents:
+        for opp in bc.opponents:
+            for seat in agents:
+                if role_of[seat] not in clones:
+                    continue
+                c = match({a: clones[role_of[seat]] if a == seat else opp for a in agents}, [seat])
+                e = match({a: bc.expert if a == seat else opp for a in agents}, [seat])
+                rows.append({"opponent": opp, "seat": seat, "games": episodes, "clone_score": c["score"],
+                             "expert_score": e["score"], "clone_metrics": c["metrics"],
+                             "expert_metrics": e["metrics"]})
+        return rows
+    configs = [(f"clone {r}", [r]) for r in clones]
+    if len(clones) > 1:
+        configs.append(("clone " + " + ".join(clones), list(clones)))
+    expert = match(dict.fromkeys(agents, bc.expert), agents)
+    for label, rs in configs:
+        seats = {a: clones[role_of[a]] if role_of[a] in rs else bc.expert for a in agents}
+        scored = [a for a in agents if role_of[a] in rs]
+        c = match(seats, scored)
+        rows.append({"opponent": label, "seat": ",".join(scored), "games": episodes,
+                     "clone_score": c["score"],
+                     "expert_score": float(np.mean([expert["returns"][a] for a in scored])),
+                     "clone_metrics": c["metrics"], "expert_metrics": expert["metrics"]})
+    return rows
+
+
+def run_bc(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
+    """``task: bc`` (see the module docstring)."""
+    from evoarena.policies.io import save_checkpoint
+
+    bc = cfg.bc
+    assert bc is not None
+    base = demo_seed_base(cfg.seed)  # FinetuneConfig checked that these seeds miss the evaluation seeds
+    sdir = runs.stage_dir(run_dir, STAGE_INDEX, STAGE)
+    done_file = sdir / "state" / "results.json"
+    if resume and done_file.is_file():
+        return json.loads(done_file.read_text())
+    timer = Timer()
+    roles = cloned_roles(bc)
+    need_names = bc.policy.head == "scoring"
+    n_ep = bc.train_episodes + bc.heldout_episodes
+    with progress_bar(f"demonstrations ({bc.expert})", n_ep) as update:
+        train = generate_demos(bc, bc.train_episodes, base, roles, need_names, update)
+        held = generate_demos(bc, bc.heldout_episodes, base + bc.train_episodes, roles, need_names, update)
+    demo_s = timer()
+    writer = runs.tb_writer(run_dir)
+    policies, records = {}, {}
+    for role in roles:
+        if len(train[role]) == 0:
+            raise ValueError(f"bc: the expert {bc.expert} made no decision with more than one legal action "
+                             f"as {role} in {bc.train_episodes} episodes; nothing to clone")
+        policies[role], records[role] = _train_role(cfg, role, train[role], held[role],
+                                                    sdir / "state" / role, writer, resume)
+    train_s = timer() - demo_s
+    rows = evaluate_clones(bc, policies)
+    eval_s = timer() - demo_s - train_s
+    for row in rows:
+        name = row["opponent"].replace(" ", "_").replace(":", "_")
+        writer.add_scalar(f"eval/{name}/{row['seat']}/clone_score", row["clone_score"], 0)
+        writer.add_scalar(f"eval/{name}/{row['seat']}/expert_score", row["expert_score"], 0)
+    games = sum(r["games"] for r in rows)
+    clone_score = float(np.mean([r["clone_score"] for r in rows]))
+    expert_score = float(np.mean([r["expert_score"] for r in rows]))
+    writer.add_scalar("eval/all/clone_score", clone_score, 0)
+    writer.add_scalar("eval/all/expert_score", expert_score, 0)
+    ckpt_root = sdir / "checkpoint"
+    ckpts = {}
+    for role, policy in policies.items():
+        folder = ckpt_root if len(policies) == 1 else ckpt_root / role
+        rec = {k: v for k, v in records[role].items() if k != "history"}
+        save_checkpoint(folder, policy, {"stage": "finetune", "task": "bc", "expert": bc.expert, **rec})
+        ckpts[role] = str(folder)
+    results: dict[str, Any] = {
+        "task": "bc", "env": bc.env.id, "env_kwargs": bc.env.kwargs, "expert": bc.expert,
+        "opponents": bc.opponents,
+        "roles": {r: {"decisions": train[r].decisions, "distinct_examples": len(train[r]),
+                      "heldout_decisions": held[r].decisions, "steps": records[r]["step"],
+                      "epochs": records[r]["epochs"], "train_wall_s": records[r]["train_wall_s"],
+                      "heldout_action_accuracy": records[r]["heldout"]["action_accuracy"],
+                      "heldout_value_mse": records[r]["heldout"]["value_mse"],
+                      "history": records[r]["history"]}
+                  for r in roles},
+        "eval": rows, "eval_games": games, "clone_score": clone_score, "expert_score": expert_score,
+        "demo_s": demo_s, "train_s": train_s, "eval_s": eval_s, "wall_s": timer(),
+        "threads": torch.get_num_threads(), "checkpoints": ckpts,
+    }
+    acc = ", ".join(f"{r} {results['roles'][r]['heldout_action_accuracy']:.4f}" for r in roles)
+    results["summary"] = (f"bc {bc.env.id} expert {bc.expert}: held-out action accuracy {acc}; in-game score "
+                          f"clone {clone_score:.3f} vs expert {expert_score:.3f} over {games} games; "
+                          f"{results['wall_s']:.0f} s (demos {demo_s:.0f}, training {train_s:.0f}, "
+                          f"evaluation {eval_s:.0f})")
+    writer.add_text("finetune/summary", results["summary"], 0)
+    writer.close()
+    runs.update_results(run_dir, STAGE, results)
+    runs.atomic_write_text(done_file, json.dumps(results, indent=1, default=float))
+    return results
