@@ -9,6 +9,7 @@ are never asked.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,20 @@ import numpy as np
 
 from evoarena.agents import Agent, make_agent
 from evoarena.envs import make
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Mean and the half-width of its Student-t confidence interval (0 for fewer than 2 values)."""
+    from scipy import stats as sps
+
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return math.nan, math.nan
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, 0.0
+    sem = float(x.std(ddof=1)) / math.sqrt(x.size)
+    return mean, float(sps.t.ppf(0.5 + level / 2, df=x.size - 1)) * sem
 
 
 @dataclass
