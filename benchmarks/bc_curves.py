@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from evoarena.config import FinetuneConfig, load_config
+    from evoarena.config import FinetuneConfig
     from evoarena.training import runs
+    from evoarena.training.checks import load_checked
     from evoarena.training.finetune import run_finetune
 
     common = [f"optim.max_steps={args.steps}", f"eval_every={args.eval_every}",
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     curves, walls, env_id = {}, {}, ""
     for name, over in variants.items():
-        cfg = load_config(args.config, FinetuneConfig, common + over)
+        cfg = load_checked(args.config, FinetuneConfig, common + over)
         env_id = cfg.bc.env.id
         run_dir = out / f"{env_id}_{name.replace(' ', '_')}"
         if run_dir.exists():

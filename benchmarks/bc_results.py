@@ -33,14 +33,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 def stage(kind: str, config: str, run_dir: Path, reuse: bool, overrides: list[str]) -> dict:
     """Run one stage through the CLI's loader (or read a finished run with ``reuse``); its results."""
-    from evoarena.config import FinetuneConfig, PretrainConfig, load_config
+    from evoarena.config import FinetuneConfig, PretrainConfig
     from evoarena.training import runs
+    from evoarena.training.checks import load_checked
 
     key = "pretrain" if kind == "pretrain" else "finetune"
     if reuse and key in runs.read_results(run_dir):
         return runs.read_results(run_dir)[key]
     model = PretrainConfig if kind == "pretrain" else FinetuneConfig
-    cfg = load_config(REPO / config, model, overrides)
+    cfg = load_checked(REPO / config, model, overrides)
     if run_dir.exists():
         shutil.rmtree(run_dir)
     runs.create_run(run_dir, cfg)

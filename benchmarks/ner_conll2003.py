@@ -44,14 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from evoarena.config import FinetuneConfig, load_config
+    from evoarena.config import FinetuneConfig
     from evoarena.training import runs
+    from evoarena.training.checks import load_checked
     from evoarena.training.finetune import run_finetune
 
     overrides = [f"ner.data.data_dir={args.data_dir}", f"optim.epochs={args.epochs}", f"optim.lr={args.lr}",
                  f"optim.batch_size={args.batch_size}", f"ner.encoder.autocast='{args.autocast}'",
                  f"threads={args.threads}", *args.set]
-    cfg = load_config(args.config, FinetuneConfig, overrides)
+    cfg = load_checked(args.config, FinetuneConfig, overrides)
     run_dir = Path(args.run_dir)
     if run_dir.exists():
         shutil.rmtree(run_dir)

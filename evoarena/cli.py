@@ -156,18 +156,18 @@ def _stage_command(stage: str) -> Callable[[argparse.Namespace], int]:
     """A subcommand running one stage from a YAML config into a run folder."""
 
     def run(args: argparse.Namespace) -> int:
-        from evoarena.config import load_config
         from evoarena.training import runs
+        from evoarena.training.checks import load_checked
         from evoarena.training.stages import STAGES
 
         model, fn = STAGES[stage]
         if args.resume:
             run_dir = Path(args.resume)
-            cfg = load_config(run_dir / runs.CONFIG_FILE, model, args.set)
+            cfg = load_checked(run_dir / runs.CONFIG_FILE, model, args.set)
         else:
             if not args.config:
                 raise ValueError(f"evoarena {stage}: give a CONFIG file, or --resume RUN_DIR")
-            cfg = load_config(args.config, model, args.set)
+            cfg = load_checked(args.config, model, args.set)
             run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
         runs.create_run(run_dir, cfg, resume=bool(args.resume))
         result = fn(cfg, run_dir, resume=bool(args.resume))

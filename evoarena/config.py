@@ -2,6 +2,10 @@
 
 Every model forbids unknown keys. Errors are :class:`ConfigError` and name the file, the key
 path, the bad value and what is allowed, before any work starts.
+
+This module holds schemas only and imports nothing of the project: the checks that need a world or an
+agent (the env builds with its kwargs, seat patterns match its agents, agent specs and roles exist) are in
+:mod:`evoarena.training.checks` (``load_checked`` = :func:`load_config` + ``check_config``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -186,17 +190,10 @@ def dump_config(cfg: BaseModel) -> str:
 
 
 class EnvConfig(Strict):
-    """A world and its keyword arguments (checked by building it once before any work starts)."""
+    """A world and its keyword arguments (``checks.check_env`` builds it once before any work starts)."""
 
     id: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _buildable(self) -> EnvConfig:
-        from evoarena.envs import make
-
-        make(self.id, **self.kwargs).close()
-        return self
 
 
 class OpponentConfig(Strict):
@@ -302,27 +299,17 @@ class TrainConfig(Strict):
 
     @model_validator(mode="after")
     def _seats_refer_to_policies(self) -> TrainConfig:
-        from fnmatch import fnmatch
-
-        from evoarena.envs import make
-
-        agents = make(self.env.id, **self.env.kwargs).possible_agents
+        """Seats name defined policies and one is a learner (``checks.check_train`` matches them to the
+        world's agents)."""
         for pattern, seat in self.seats.items():
-            if not any(fnmatch(a, pattern) for a in agents):
-                raise ValueError(f"seat {pattern!r} matches no agent of {self.env.id}; agents: {agents}")
             if seat.policy and seat.policy not in self.policies:
                 raise ValueError(f"seat {pattern!r} names policy {seat.policy!r}; defined: {list(self.policies)}")
-        unseated = [a for a in agents if not any(fnmatch(a, p) for p in self.seats)]
-        if unseated:
-            raise ValueError(f"agents {unseated} of {self.env.id} have no seat; add them to seats")
         if not any(s.policy for s in self.seats.values()):
             raise ValueError("no seat is filled by a learner policy")
         return self
 
 
 # --------------------------------------------------------------------------- pretrain and finetune
-
-from pydantic import ValidationInfo, field_validator  # noqa: E402  (the section above is not ours to edit)
 
 
 def _existing_file(key: str | None, value: str) -> str:
@@ -358,12 +345,8 @@ class CorpusConfig(Strict):
     max_heldout: int = Field(2000, ge=1)  #: at most this many held-out texts (perplexity is measured on them)
 
     @model_validator(mode="after")
-    def _known_worlds_and_files(self) -> CorpusConfig:
-        from evoarena.envs import list_envs
-
-        unknown = [e for e in self.envs or [] if e not in list_envs()]
-        if unknown:
-            raise ValueError(f"envs: unknown world(s) {unknown}; known: {', '.join(list_envs())}")
+    def _some_text(self) -> CorpusConfig:
+        """Some text to train on (``checks.check_pretrain`` checks that the worlds exist)."""
         if self.envs is not None and not self.envs and not self.text_files:
             raise ValueError("no text: give at least one world in envs or a file in text_files")
         return self
@@ -474,30 +457,13 @@ class BCConfig(Strict):
 
     @field_validator("expert")
     @classmethod
-    def _fixed_expert(cls, spec: str, info: ValidationInfo) -> str:
-        return _fixed_agent(None, spec, info.data.get("env"))
+    def _fixed_expert(cls, spec: str) -> str:
+        return _fixed_agent(None, spec)
 
     @field_validator("opponents")
     @classmethod
-    def _fixed_opponents(cls, specs: list[str], info: ValidationInfo) -> list[str]:
-        return [_fixed_agent(f"opponents[{i}]", s, info.data.get("env")) for i, s in enumerate(specs)]
-
-    @field_validator("clone")
-    @classmethod
-    def _known_roles(cls, roles: list[str] | None, info: ValidationInfo) -> list[str] | None:
-        env = info.data.get("env")
-        if roles is None or env is None:
-            return roles
-        from evoarena.envs import make
-
-        world = make(env.id, **env.kwargs)
-        known = sorted({world.role(a) for a in world.possible_agents})
-        world.close()
-        bad = [r for r in roles if r not in known]
-        if bad or not roles:
-            what = f"unknown role(s) {bad}" if bad else "no role given"
-            raise ValueError(f"{what}; roles of {env.id}: {', '.join(known)}")
-        return roles
+    def _fixed_opponents(cls, specs: list[str]) -> list[str]:
+        return [_fixed_agent(f"opponents[{i}]", s) for i, s in enumerate(specs)]
 
     @model_validator(mode="after")
     def _transformer_policy(self) -> BCConfig:
@@ -509,18 +475,12 @@ class BCConfig(Strict):
         return self
 
 
-def _fixed_agent(key: str | None, spec: str, env: EnvConfig | None) -> str:
-    """``spec`` if it names a fixed agent of world ``env`` (random | scripted:NAME | ckpt:PATH)."""
+def _fixed_agent(key: str | None, spec: str) -> str:
+    """``spec`` unless it names no fixed agent (``self``, ``snapshot``, ``human``); whether the world knows
+    the agent is ``checks.check_finetune``'s to say."""
     where = f"{key} = {spec!r}: " if key else ""
     if spec in ("self", "snapshot", "human"):
         raise ValueError(f"{where}behaviour cloning needs a fixed agent (random | scripted:NAME | ckpt:PATH)")
-    if env is not None:
-        from evoarena.agents import make_agent
-
-        try:
-            make_agent(spec, env.id)
-        except Exception as exc:
-            raise ValueError(f"{where}{exc}") from None
     return spec
 
 
