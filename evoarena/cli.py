@@ -60,12 +60,10 @@ def cmd_envs(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- evaluate
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from evoarena.bench import play, summarize
-
-    result = play(args.env, args.agents, episodes=args.episodes, seed=args.seed, env_kwargs=_kwargs(args.kw))
-    summary = summarize(result)
-    table = Table(title=f"{args.env}: {args.episodes} episodes, seed {args.seed}")
+def _print_summary(summary: dict[str, Any], title: str) -> None:
+    """The result tables of a match summary (``bench.summarize``): per seat the agent, mean return and
+    95% CI, then the mean of every metric."""
+    table = Table(title=title)
     for col in ("seat", "agent", "mean return", "95% CI"):
         table.add_column(col)
     for seat, row in summary["seats"].items():
@@ -77,6 +75,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for k, v in summary["metrics"].items():
         metrics.add_row(k, f"{v:.4f}")
     console.print(metrics)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from evoarena.bench import play, summarize
+
+    result = play(args.env, args.agents, episodes=args.episodes, seed=args.seed, env_kwargs=_kwargs(args.kw))
+    summary = summarize(result)
+    _print_summary(summary, f"{args.env}: {args.episodes} episodes, seed {args.seed}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(summary, indent=2))
@@ -88,11 +94,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_play(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from evoarena.agents import make_agent
     from evoarena.agents.human import HumanAgent
-    from evoarena.bench import play
+    from evoarena.bench import MatchResult, play, summarize
     from evoarena.envs import make
 
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     env = make(args.env, **_kwargs(args.kw))
     names = env.possible_agents
     args.seat = args.seat or names[0]
@@ -108,10 +118,16 @@ def cmd_play(args: argparse.Namespace) -> int:
     for a in names:
         seats[a] = HumanAgent() if a == args.seat else make_agent(next(it), args.env, seed=args.seed)
     seats[args.seat].needs_action_names = True  # type: ignore[attr-defined]
+    results = []
     for ep in range(args.episodes):
         result = play(args.env, seats, episodes=1, seed=args.seed + ep, env_kwargs=_kwargs(args.kw), record=1)
         console.print(result.transcripts[0])
         console.print({a: float(result.returns[a][0]) for a in names}, result.metrics[0])
+        results.append(result)
+    played = MatchResult(args.env, list(names), {**results[0].seat_names, args.seat: "human"},
+                         {a: np.concatenate([r.returns[a] for r in results]) for a in names},
+                         [m for r in results for m in r.metrics])
+    _print_summary(summarize(played), f"{args.env}: {args.episodes} episode(s) played, seed {args.seed}")
     return 0
 
 

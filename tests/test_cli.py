@@ -71,3 +71,23 @@ def test_human_play_in_terminal():
     assert res.returncode == 0, res.stderr
     assert "legal actions" in res.stdout and "is not a legal action" in res.stdout
     assert "100.0" in res.stdout
+    assert "mean return" in res.stdout and "human" in res.stdout  # the evaluate tables close the game
+
+
+def test_play_ends_with_the_evaluate_tables(monkeypatch, capsys):
+    # The human (player_1 here) types 1 (defect) in every round of two games against always_cooperate.
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("1\n" * 40))
+    code = main(["play", "dilemma_v0", "--vs", "scripted:always_cooperate", "--seat", "player_1",
+                 "--episodes", "2", "--seed", "3"])
+    assert code == 0
+    out = capsys.readouterr().out
+    tables = out[out.index("2 episode(s) played"):]
+    for word in ("seat", "agent", "mean return", "95% CI", "metrics (mean over episodes)", "cooperation_rate"):
+        assert word in tables, tables
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in tables.splitlines() if line.count("│") == 5}
+    assert rows["player_1"] == ["human", "100.000", "+- 0.000"], rows
+    assert rows["player_0"][1:] == ["0.000", "+- 0.000"], rows
+    assert main(["play", "dilemma_v0", "--episodes", "0"]) == 2
