@@ -210,6 +210,41 @@ def _add_training_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
         p.add_argument("--run-dir", help="run folder (default: runs/NAME from the config)")
         p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped")
 
+    p = add("run", cmd_run, "Run a pipeline of stages (pretrain -> finetune -> train -> evaluate) into one run "
+                            "folder, then write its report.")
+    p.add_argument("config", nargs="?", help="pipeline YAML (e.g. configs/quickstart.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value; a stage by name or index: --set stages.train.ppo.lr=1e-4 (repeatable)")
+    p.add_argument("--run-dir", help="run folder (default: runs/NAME from the config)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue: finished stages are skipped, the interrupted "
+                                                       "one resumes from its last checkpoint")
+
+    p = add("report", cmd_report, "Write report.md and plots/*.png of a run folder (the evolution table).")
+    p.add_argument("run_dir", help="a run folder, e.g. runs/quickstart")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from evoarena.bench.report import write_report
+    from evoarena.training.pipeline import run_pipeline
+
+    if not args.config and not args.resume:
+        raise ValueError("evoarena run: give a CONFIG file, or --resume RUN_DIR")
+    run_dir = args.resume or args.run_dir
+    results = run_pipeline(args.config, args.set, run_dir=run_dir, resume=bool(args.resume))
+    run_dir = run_dir or str(Path("runs") / results["pipeline"]["name"])
+    report = write_report(run_dir)
+    console.print(f"[bold]run[/bold] done: {run_dir}\nreport: {report}\nTensorBoard: tensorboard --logdir {run_dir}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from evoarena.bench.report import write_report
+
+    report = write_report(args.run_dir)
+    console.print(report.read_text().split("\n## ")[0])
+    console.print(f"wrote {report}")
+    return 0
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()

@@ -99,18 +99,34 @@ def parse_overrides(pairs: list[str] | None) -> list[tuple[list[str], Any]]:
     return out
 
 
+def _list_item(items: list[Any], key: str, where: str) -> Any:
+    """The element of a list that ``key`` names: an index, or the ``name`` (else ``kind``) of a mapping."""
+    if key.lstrip("-").isdigit() and -len(items) <= int(key) < len(items):
+        return items[int(key)]
+    for item in items:
+        if isinstance(item, dict) and item.get("name", item.get("kind")) == key:
+            return item
+    names = [str(i.get("name", i.get("kind"))) for i in items if isinstance(i, dict)]
+    raise ConfigError(f"--set {where}: no list element {key!r}; give an index 0..{len(items) - 1}"
+                      + (f" or a name: {', '.join(names)}" if names else ""))
+
+
 def apply_overrides(data: dict[str, Any], pairs: list[str] | None) -> dict[str, Any]:
-    """A copy of ``data`` with each ``a.b=c`` override set (intermediate mappings are created)."""
+    """A copy of ``data`` with each ``a.b=c`` override set (intermediate mappings are created). A list
+    element is addressed by its index or by its ``name``/``kind``: ``--set stages.train.ppo.lr=1e-4``."""
     data = copy.deepcopy(data)
     for keys, value in parse_overrides(pairs):
-        node = data
+        node: Any = data
         for i, k in enumerate(keys[:-1]):
-            nxt = node.get(k)
+            where = ".".join(keys[: i + 1])
+            nxt = _list_item(node, k, ".".join(keys)) if isinstance(node, list) else node.get(k)
             if nxt is None:
                 nxt = node[k] = {}
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"--set {'.'.join(keys)}: {'.'.join(keys[: i + 1])} is {nxt!r}, not a mapping")
+            if not isinstance(nxt, dict | list):
+                raise ConfigError(f"--set {'.'.join(keys)}: {where} is {nxt!r}, not a mapping")
             node = nxt
+        if isinstance(node, list):
+            raise ConfigError(f"--set {'.'.join(keys)}: {'.'.join(keys[:-1])} is a list; name an element and a key")
         node[keys[-1]] = value
     return data
 
@@ -224,6 +240,8 @@ class SeatConfig(Strict):
 class PPOConfig(Strict):
     """PPO hyperparameters (CleanRL names). Every knob has its default here."""
 
+    backend: Literal["evoarena", "sb3"] = "evoarena"  #: sb3: sb3-contrib MaskablePPO (one shared learner policy)
+    sb3_n_steps: int | None = Field(None, ge=1)  #: backend sb3: steps per env slot per rollout (None: auto)
     lr: float = Field(3e-4, gt=0)
     lr_decay: bool = True  #: linear decay to 0 over total_updates
     adam_eps: float = Field(1e-5, gt=0)
@@ -518,3 +536,64 @@ class FinetuneConfig(Strict):
 def demo_seed_base(seed: int) -> int:
     """The first episode seed of a behaviour-cloning run's demonstrations (training, then held-out)."""
     return 10_000_000 * seed
+
+
+# --------------------------------------------------------------------------- evaluate and pipelines
+
+
+class EvaluateConfig(Strict):
+    """``kind: evaluate`` (a stage of ``evoarena run``): every earlier stage's agent, ``random`` and the
+    world's scripted strategies play the same games (common random numbers) against named opponents.
+
+    Rows of the evolution table are those agents, columns the ``opponents`` (the pool the learner trained
+    against) and the ``unseen`` opponents (that no stage met: a check that the learner did not overfit).
+    With no opponents at all, an agent fills every seat itself (one column, ``self``).
+    """
+
+    name: str = "evaluate"
+    seed: int = 0  #: seeds the untrained heads of an encoder-only stage's agent
+    env: EnvConfig
+    opponents: list[str] = Field(default_factory=list)  #: agent specs of the pool (columns)
+    unseen: list[str] = Field(default_factory=list)  #: agent specs no training stage met (columns)
+    episodes: int = Field(100, ge=1)  #: games per opponent and seat order
+    eval_seed: int = 2_000_000  #: game i of every match is seeded eval_seed + i (distinct from training)
+    both_seats: bool = True  #: two-player worlds with one role: also play with the seats swapped
+    baselines: bool = True  #: also rows for `random` and every scripted strategy of the world
+    greedy: bool = True  #: learned agents take their most probable action
+    transcripts: bool = True  #: record one game per stage agent (against the first opponent)
+    threads: int = Field(0, ge=0)  #: torch CPU threads (0: leave torch's default)
+
+
+STAGE_KINDS = ("pretrain", "finetune", "train", "evaluate")
+
+
+class PipelineConfig(Strict):
+    """``evoarena run CONFIG``: stages run in order into one run folder, on one TensorBoard step axis.
+
+    Each entry of ``stages`` is ``kind`` (pretrain | finetune | train | evaluate) plus the keys of that
+    stage's own config (``evoarena pretrain|finetune|train`` configs), an optional ``name`` (default: the
+    kind; names are unique) and ``init_from``: ``previous`` (default: the checkpoint of the closest earlier
+    stage that made one), ``stage:NAME``, a checkpoint folder, or ``none``. ``seed`` and ``threads`` are
+    the defaults of every stage; ``env`` the world of every stage that plays one and names none.
+    """
+
+    name: str = "run"
+    seed: int = 0
+    threads: int = Field(0, ge=0)
+    env: EnvConfig | None = None
+    stages: list[dict[str, Any]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _kinds_and_names(self) -> PipelineConfig:
+        names: list[str] = []
+        for i, stage in enumerate(self.stages):
+            kind = stage.get("kind")
+            if kind not in STAGE_KINDS:
+                raise ValueError(f"stages[{i}].kind = {kind!r}: allowed: {', '.join(STAGE_KINDS)}")
+            name = stage.get("name", kind)
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"stages[{i}].name = {name!r}: give a non-empty string")
+            if name in names:
+                raise ValueError(f"stages[{i}].name = {name!r}: another stage has this name; names are unique")
+            names.append(name)
+        return self

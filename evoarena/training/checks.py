@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from evoarena.config import (
     ConfigError,
     EnvConfig,
+    EvaluateConfig,
     FinetuneConfig,
     PretrainConfig,
     TrainConfig,
@@ -103,7 +104,19 @@ def check_finetune(cfg: FinetuneConfig, source: str = "<config>") -> None:
             raise ConfigError(f"{source}: bc.clone = {bc.clone!r}: {what}; roles of {bc.env.id}: {', '.join(known)}")
 
 
+def check_evaluate(cfg: EvaluateConfig, source: str = "<config>") -> None:
+    """The env builds and every opponent is an agent of it (self, snapshot and human are not)."""
+    check_env(cfg.env, source)
+    for key in ("opponents", "unseen"):
+        for i, spec in enumerate(getattr(cfg, key)):
+            if spec in ("self", "snapshot", "human"):
+                raise ConfigError(f"{source}: {key}[{i}] = {spec!r}: give a fixed agent (random | scripted:NAME | "
+                                  f"ckpt:PATH)")
+            _check_agent(spec, cfg.env.id, source, f"{key}[{i}]")
+
+
 _CHECKS: dict[type, Callable[[Any, str], None]] = {
+    EvaluateConfig: check_evaluate,
     TrainConfig: check_train,
     FinetuneConfig: check_finetune,
     PretrainConfig: check_pretrain,

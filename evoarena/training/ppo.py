@@ -392,6 +392,10 @@ def log_rollout(writer: Any, step: int, learners: dict[str, Any], episodes: list
 def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_index: int = 1,
             progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the PPO stage into ``run_dir``; returns the results written to results.json."""
+    if cfg.ppo.backend == "sb3":  # sb3-contrib MaskablePPO on the same world, encoder and run folder
+        from evoarena.training.sb3_backend import run_sb3
+
+        return run_sb3(cfg, run_dir, resume=resume, stage_index=stage_index, progress=progress)
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     run_dir = Path(run_dir)
@@ -465,7 +469,8 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
         return res
 
     last_summary: dict[str, float] = {}
-    columns = [TextColumn("[bold]ppo[/bold] {task.completed}/{task.total}"), BarColumn(),
+    label = runs.progress_label("[bold]ppo[/bold]").replace("{", "{{").replace("}", "}}")
+    columns = [TextColumn(label + " {task.completed}/{task.total}"), BarColumn(),
                TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
     interrupted = False
     with _Interrupt() as stop, Progress(*columns, disable=not progress, transient=False) as bar:

@@ -4,10 +4,14 @@ and the one TensorBoard writer factory every stage uses."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +77,46 @@ def create_run(run_dir: str | Path, config: BaseModel, resume: bool = False) -> 
     return run_dir
 
 
+@dataclass(frozen=True)
+class StageSlot:
+    """Where a stage sits in a pipeline: its folder index, its results key, where its steps start on the
+    run's one TensorBoard step axis, and the ``stage k/n`` label of its progress line. Outside a pipeline
+    (a single-stage command) no slot is active and stages use their own defaults."""
+
+    index: int
+    key: str
+    step_offset: int = 0
+    label: str = ""
+
+
+_SLOT: contextvars.ContextVar[StageSlot | None] = contextvars.ContextVar("evoarena_stage_slot", default=None)
+
+
+@contextlib.contextmanager
+def in_stage(slot: StageSlot) -> Iterator[StageSlot]:
+    """Run the enclosed stage in ``slot`` (its folder, results key, step offset and progress label)."""
+    token = _SLOT.set(slot)
+    try:
+        yield slot
+    finally:
+        _SLOT.reset(token)
+
+
+def current_slot() -> StageSlot | None:
+    """The pipeline slot of the stage now running, or None for a single-stage command."""
+    return _SLOT.get()
+
+
+def progress_label(description: str) -> str:
+    """``description`` prefixed with the running pipeline stage's ``stage k/n`` label, if any."""
+    slot = current_slot()
+    return f"{slot.label} {description}" if slot and slot.label else description
+
+
 def stage_dir(run_dir: str | Path, index: int, stage: str) -> Path:
-    """``runs/NAME/stages/NN_STAGE/`` (created)."""
-    path = Path(run_dir) / "stages" / f"{index:02d}_{stage}"
+    """``runs/NAME/stages/NN_STAGE/`` (created); inside a pipeline, the slot's ``NN_KIND`` folder."""
+    slot = current_slot()
+    path = Path(run_dir) / "stages" / (slot.key if slot is not None else f"{index:02d}_{stage}")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -86,16 +127,46 @@ def read_results(run_dir: str | Path) -> dict[str, Any]:
 
 
 def update_results(run_dir: str | Path, key: str, value: Any) -> dict[str, Any]:
-    """Set ``results.json[key] = value`` atomically; returns the whole results."""
+    """Set ``results.json[key] = value`` atomically (inside a pipeline, the slot's key); returns the whole
+    results."""
+    slot = current_slot()
+    if slot is not None:
+        key = slot.key
     results = read_results(run_dir)
     results[key] = value
     atomic_write_text(Path(run_dir) / RESULTS_FILE, json.dumps(results, indent=2, default=float))
     return results
 
 
+class OffsetWriter:
+    """A TensorBoard ``SummaryWriter`` whose steps are shifted by ``offset``: a pipeline stage logs its own
+    steps 0, 1, ... and they land at ``offset``, ``offset + 1``, ... of the run's one step axis."""
+
+    _STEPPED = ("add_scalar", "add_scalars", "add_text", "add_histogram", "add_image", "add_figure")
+
+    def __init__(self, writer: Any, offset: int) -> None:
+        self._writer, self.offset = writer, offset
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._writer, name)
+        if name not in self._STEPPED:
+            return attr
+
+        def shifted(tag: str, value: Any, global_step: int | None = None, *args: Any, **kwargs: Any) -> Any:
+            step = kwargs.pop("global_step", global_step)
+            return attr(tag, value, None if step is None else int(step) + self.offset, *args, **kwargs)
+
+        return shifted
+
+
 def tb_writer(run_dir: str | Path, purge_step: int | None = None):
     """The run's TensorBoard writer (``runs/NAME/tb``). ``purge_step`` drops events at or after that
-    step, so a resumed run continues one step axis instead of duplicating it."""
+    step, so a resumed run continues one step axis instead of duplicating it. Inside a pipeline the
+    stage's steps (and ``purge_step``) are shifted by its slot's offset."""
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=str(Path(run_dir) / "tb"), purge_step=purge_step)
+    slot = current_slot()
+    offset = slot.step_offset if slot is not None else 0
+    purge = None if purge_step is None else purge_step + offset
+    writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"), purge_step=purge)
+    return OffsetWriter(writer, offset) if offset else writer

@@ -21,7 +21,9 @@ from evoarena.envs.dilemma import (
     LAST_MY_ACTION,
     LAST_MY_PAYOFF,
     LAST_OTHERS_DEFECT_FRAC,
+    OTHERS_DEFECT_RATE,
 )
+from evoarena.envs.dilemma import HEADER_SIZE as HISTORY_START
 
 ENV_ID = "dilemma_v0"
 GENEROSITY = 1 / 3
@@ -30,6 +32,15 @@ GENEROSITY = 1 / 3
 def others_cooperated(features: np.ndarray) -> bool:
     """At most half of the others defected last round (for two players: the opponent cooperated)."""
     return bool(features[LAST_OTHERS_DEFECT_FRAC] <= 0.5)
+
+
+def others_defected_ago(features: np.ndarray, k: int) -> bool | None:
+    """Whether more than half of the others defected ``k`` rounds ago (None: no such round in the
+    observation's history window)."""
+    row = HISTORY_START + 3 * (k - 1)
+    if row + 2 >= len(features) or not features[row]:
+        return None
+    return bool(features[row + 2] > 0.5)
 
 
 def tit_for_tat_move(features: np.ndarray, first: int = COOPERATE) -> int:
@@ -107,3 +118,54 @@ class SuspiciousTitForTat(ScriptedAgent):
 
     def choose(self, features: np.ndarray, mask: np.ndarray) -> int:
         return tit_for_tat_move(features, first=DEFECT)
+
+
+@strategy(ENV_ID, "tit_for_two_tats")
+class TitForTwoTats(ScriptedAgent):
+    """Defects only after the others defected in each of the last two rounds."""
+
+    def choose(self, features: np.ndarray, mask: np.ndarray) -> int:
+        return DEFECT if others_defected_ago(features, 1) and others_defected_ago(features, 2) else COOPERATE
+
+
+@strategy(ENV_ID, "two_tits_for_tat")
+class TwoTitsForTat(ScriptedAgent):
+    """Defects if the others defected in either of the last two rounds."""
+
+    def choose(self, features: np.ndarray, mask: np.ndarray) -> int:
+        return DEFECT if others_defected_ago(features, 1) or others_defected_ago(features, 2) else COOPERATE
+
+
+@strategy(ENV_ID, "alternator")
+class Alternator(ScriptedAgent):
+    """Cooperates first, then plays the opposite of its own last move (C, D, C, D, ...)."""
+
+    def choose(self, features: np.ndarray, mask: np.ndarray) -> int:
+        return COOPERATE if features[FIRST_ROUND] else 1 - int(features[LAST_MY_ACTION])
+
+
+@strategy(ENV_ID, "soft_majority")
+class SoftMajority(ScriptedAgent):
+    """Cooperates while the others have defected in at most half of their moves so far."""
+
+    def choose(self, features: np.ndarray, mask: np.ndarray) -> int:
+        return COOPERATE if features[FIRST_ROUND] or features[OTHERS_DEFECT_RATE] <= 0.5 else DEFECT
+
+
+@strategy(ENV_ID, "hard_majority")
+class HardMajority(ScriptedAgent):
+    """Defects first, then defects while the others have defected in at least half of their moves."""
+
+    def choose(self, features: np.ndarray, mask: np.ndarray) -> int:
+        return DEFECT if features[FIRST_ROUND] or features[OTHERS_DEFECT_RATE] >= 0.5 else COOPERATE
+
+
+@strategy(ENV_ID, "joss")
+class Joss(ScriptedAgent):
+    """Tit for tat that defects instead of cooperating with probability 1/10 (a sneaky reciprocator)."""
+
+    def choose(self, features: np.ndarray, mask: np.ndarray) -> int:
+        move = tit_for_tat_move(features)
+        if move == COOPERATE and self.rng.random() < 0.1:
+            return DEFECT
+        return move

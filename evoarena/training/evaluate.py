@@ -1,0 +1,277 @@
+"""The evaluate stage: every earlier stage's agent, ``random`` and the world's scripted strategies play the
+same games against named opponents; the evolution table and paired differences go to ``results.json``.
+
+Rows are agents (one per stage of the chain, in order, then the baselines), columns the opponents: the
+pool the learner trained against, then the ``unseen`` ones. Every cell plays the same episode seeds
+(``eval_seed + i``) in every seat order, so two rows differ only by the agent (common random numbers)
+and a stage's gain over the previous one is a paired difference game by game. An encoder-only stage
+(pretrain, NER) is evaluated as the policy the next stage builds on it, with untrained heads.
+
+TensorBoard: ``eval/<row>/<column>/score`` and ``eval/<row>/pool_score`` (and ``unseen_score``) at the
+stage's step; transcripts under ``episodes/<row>``. The per-game returns are kept in
+``stages/NN_evaluate/returns.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from evoarena.agents import make_agent
+from evoarena.agents.learned import PolicyAgent
+from evoarena.agents.match import mean_ci, play
+from evoarena.config import EvaluateConfig, PolicyConfig
+from evoarena.envs import make
+from evoarena.training import runs
+
+STAGE = "evaluate"
+SELF = "self"
+
+
+@dataclass
+class StageAgent:
+    """The agent one stage of the chain produced: role -> checkpoint folder (``*``: every role); with
+    ``fresh_policy`` the folder is an encoder and the agent is that policy config built on it."""
+
+    name: str
+    key: str
+    label: str
+    checkpoints: dict[str, str]
+    fresh_policy: dict[str, Any] | None = None
+    teacher: str | None = None  #: a behaviour-cloned stage's expert spec
+
+
+@dataclass
+class Row:
+    name: str
+    label: str
+    spec: str | None = None  #: a baseline's agent spec
+    policies: dict[str, Any] = field(default_factory=dict)  #: role -> policy (learned rows)
+    stage: str | None = None
+    teacher: str | None = None
+
+
+class CountingAgent:
+    """Wraps an agent and counts the actions it takes (the action distribution of a row)."""
+
+    def __init__(self, agent: Any, counts: Counter) -> None:
+        self._agent, self.counts = agent, counts
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._agent, name)
+
+    def act_batch(self, obs_list: list[dict[str, Any]]) -> list[int]:
+        actions = self._agent.act_batch(obs_list)
+        self.counts.update(int(a) for a in actions)
+        return actions
+
+    def act(self, obs: dict[str, Any]) -> int:
+        return self.act_batch([obs])[0]
+
+
+def _fresh_policy(agent: StageAgent, cfg: EvaluateConfig, folder: Path) -> dict[str, Any]:
+    """role -> the policy config of ``agent.fresh_policy`` on the encoder ``agent.checkpoints['*']``
+    (untrained heads, seeded by ``cfg.seed``), saved under ``folder`` so it is an agent anyone can load."""
+    from evoarena.policies.actor_critic import build_policy
+    from evoarena.policies.io import load_policy, save_checkpoint
+
+    world = make(cfg.env.id, **cfg.env.kwargs)
+    by_role = {}
+    for a in world.possible_agents:
+        by_role.setdefault(world.role(a), a)
+    out = {}
+    for role, seat in by_role.items():
+        target = folder / "agents" / agent.name / role
+        if not (target / "policy.json").is_file():
+            torch.manual_seed(cfg.seed)
+            pcfg = PolicyConfig.model_validate({**(agent.fresh_policy or {}), "init_from": agent.checkpoints["*"]})
+            policy = build_policy(pcfg, cfg.env.id, agent=seat, env_kwargs=cfg.env.kwargs)
+            if policy.standardizes:
+                policy.calibrate(_random_play_obs(cfg, seat), seed=cfg.seed)
+            save_checkpoint(target, policy, {"stage": "evaluate", "what": "encoder with untrained heads",
+                                             "encoder": agent.checkpoints["*"]})
+        out[role] = load_policy(target)
+    world.close()
+    return out
+
+
+def _random_play_obs(cfg: EvaluateConfig, agent: str, episodes: int = 64) -> list[dict[str, Any]]:
+    """Observations of ``agent`` in random play (seeds below the evaluation seeds): calibration texts."""
+    rng = np.random.default_rng(cfg.seed)
+    env = make(cfg.env.id, **cfg.env.kwargs)
+    out = []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=cfg.seed * 100_003 + ep)
+        while env.agents:
+            if agent in obs and obs[agent]["action_mask"].sum() > 1:
+                out.append(obs[agent])
+            acts = {a: int(rng.choice(np.flatnonzero(obs[a]["action_mask"]))) for a in env.agents}
+            obs, *_ = env.step(acts)
+    env.close()
+    return out
+
+
+def build_rows(cfg: EvaluateConfig, stage_agents: list[StageAgent], folder: Path) -> list[Row]:
+    """The table's rows: each stage's agent (in chain order), then ``random`` and every scripted strategy."""
+    from evoarena.agents import list_strategies
+    from evoarena.policies.io import load_policy
+
+    rows = []
+    for sa in stage_agents:
+        if not sa.checkpoints:
+            continue
+        if sa.fresh_policy is not None:
+            policies = _fresh_policy(sa, cfg, folder)
+        else:
+            policies = {role: load_policy(path) for role, path in sa.checkpoints.items()}
+        rows.append(Row(sa.name, sa.label, policies=policies, stage=sa.key, teacher=sa.teacher))
+    if cfg.baselines:
+        rows.append(Row("random", "uniform over legal actions", spec="random"))
+        for s in list_strategies(cfg.env.id):
+            if s != "random":
+                rows.append(Row(f"scripted:{s}", "scripted strategy", spec=f"scripted:{s}"))
+    return rows
+
+
+def seat_orders(cfg: EvaluateConfig) -> tuple[list[str], dict[str, str], list[str]]:
+    """(agents, agent -> role, focus seats: where the evaluated row sits, one seat order each)."""
+    world = make(cfg.env.id, **cfg.env.kwargs)
+    agents = list(world.possible_agents)
+    roles = {a: world.role(a) for a in agents}
+    world.close()
+    focus = [agents[0]]
+    if cfg.both_seats and len(agents) == 2 and roles[agents[0]] == roles[agents[1]]:
+        focus.append(agents[1])
+    return agents, roles, focus
+
+
+def _row_agent(row: Row, role: str, cfg: EvaluateConfig) -> Any:
+    if row.spec is not None:
+        return make_agent(row.spec, cfg.env.id, seed=cfg.eval_seed + 7919)
+    policy = row.policies.get(role) or next(iter(row.policies.values()))
+    return PolicyAgent(policy, greedy=cfg.greedy, seed=cfg.eval_seed, name=row.name)
+
+
+def play_cell(row: Row, column: str, cfg: EvaluateConfig, counts: Counter, record: bool = False
+              ) -> dict[str, Any]:
+    """All seat orders of ``row`` against ``column``: the row's per-game returns (seat orders
+    concatenated, in a fixed order), the world's mean metrics and one transcript."""
+    agents, roles, focus = seat_orders(cfg)
+    returns, metrics, transcript = [], [], None
+    for seat in (agents if column == SELF else focus):
+        seats: dict[str, Any] = {}
+        for a in agents:
+            if column == SELF or a == seat:
+                seats[a] = CountingAgent(_row_agent(row, roles[a], cfg), counts)
+            else:
+                seats[a] = column
+        res = play(cfg.env.id, seats, episodes=cfg.episodes, seed=cfg.eval_seed, env_kwargs=cfg.env.kwargs,
+                   num_envs=min(256, cfg.episodes), record=1 if record and transcript is None else 0)
+        returns.append(res.returns[seat] if column != SELF else np.mean([res.returns[a] for a in agents], axis=0))
+        metrics.append(res.mean_metrics())
+        if res.transcripts and transcript is None:
+            transcript = res.transcripts[0]
+        if column == SELF:
+            break
+    keys = sorted({k for m in metrics for k in m})
+    mean_metrics = {k: float(np.mean([m[k] for m in metrics if k in m])) for k in keys}
+    return {"returns": np.concatenate(returns), "metrics": mean_metrics, "transcript": transcript}
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Mean of ``a - b`` game by game with its 95% interval."""
+    mean, half = mean_ci(np.asarray(a) - np.asarray(b))
+    return {"mean": mean, "ci95": half, "low": mean - half, "high": mean + half, "games": int(len(a))}
+
+
+def run_evaluate(cfg: EvaluateConfig, run_dir: str | Path, stage_agents: list[StageAgent],
+                 resume: bool = False) -> dict[str, Any]:
+    """The evolution table of ``stage_agents`` (+ baselines) against the pool and unseen opponents."""
+    import time
+
+    run_dir = Path(run_dir)
+    folder = runs.stage_dir(run_dir, 1, STAGE)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    t0 = time.perf_counter()
+    world = make(cfg.env.id, **cfg.env.kwargs)
+    _, _, focus = seat_orders(cfg)
+    world.reset(seed=cfg.eval_seed)
+    action_names = list(world.action_names(focus[0]))
+    world.close()
+    pool = list(dict.fromkeys(cfg.opponents))
+    unseen = [u for u in dict.fromkeys(cfg.unseen) if u not in pool]
+    columns = pool + unseen or [SELF]
+    rows = build_rows(cfg, stage_agents, folder)
+    from evoarena.training.supervised import progress_bar
+
+    table: dict[str, Any] = {}
+    per_game: dict[str, dict[str, list[float]]] = {}
+    writer = runs.tb_writer(run_dir)
+    with progress_bar("evaluate", len(rows) * len(columns)) as update:
+        for row in rows:
+            counts: Counter = Counter()
+            cells, games = {}, {}
+            for c_i, col in enumerate(columns):
+                cell = play_cell(row, col, cfg, counts, record=cfg.transcripts and row.stage is not None and c_i == 0)
+                mean, half = mean_ci(cell["returns"])
+                cells[col] = {"mean": mean, "ci95": half, "games": int(len(cell["returns"])),
+                              "metrics": cell["metrics"]}
+                games[col] = cell["returns"]
+                if cell["transcript"]:
+                    cells[col]["transcript"] = cell["transcript"]
+                    writer.add_text(f"episodes/{row.name}", f"```\n{cell['transcript']}\n```", 0)
+                writer.add_scalar(f"eval/{_tag(row.name)}/{_tag(col)}/score", mean, 0)
+                update(1, info=f"{row.name} vs {col}: {mean:.2f}")
+            entry: dict[str, Any] = {"label": row.label, "stage": row.stage, "cells": cells,
+                                     "actions": {(action_names[a] if a < len(action_names) else str(a)): n
+                                                 for a, n in sorted(counts.items())}}
+            for group, cols in (("pool", pool or columns), ("unseen", unseen)):
+                if cols:
+                    allg = np.concatenate([games[c] for c in cols])
+                    mean, half = mean_ci(allg)
+                    metrics = {k: float(np.mean([cells[c]["metrics"].get(k, np.nan) for c in cols]))
+                               for k in cells[cols[0]]["metrics"]}
+                    entry[group] = {"mean": mean, "ci95": half, "games": int(len(allg)), "metrics": metrics}
+                    writer.add_scalar(f"eval/{_tag(row.name)}/{group}_score", mean, 0)
+            table[row.name] = entry
+            per_game[row.name] = {c: games[c].tolist() for c in columns}
+    writer.close()
+    stage_rows = [r for r in rows if r.stage is not None]
+    gains = []
+    for prev, cur in zip(stage_rows, stage_rows[1:]):
+        gains.append(_gain(cur.name, prev.name, per_game, pool or columns, unseen))
+    for r in stage_rows:
+        for later in stage_rows[stage_rows.index(r) + 1:]:
+            if r.teacher and r.teacher in per_game:
+                gains.append(_gain(later.name, r.teacher, per_game, pool or columns, unseen, kind="vs teacher"))
+    runs.atomic_write_text(folder / "returns.json", json.dumps(per_game))
+    results = {"env": cfg.env.id, "env_kwargs": cfg.env.kwargs, "pool": pool, "unseen": unseen,
+               "columns": columns, "episodes_per_seat": cfg.episodes, "eval_seed": cfg.eval_seed,
+               "rows": table, "stage_rows": [r.name for r in stage_rows], "gains": gains,
+               "wall_s": time.perf_counter() - t0}
+    parts = [f"{g['agent']} - {g['over']}: {g['pool']['mean']:+.3f} +- {g['pool']['ci95']:.3f}" for g in gains]
+    results["summary"] = f"evaluate {cfg.env.id}: {len(rows)} agents x {len(columns)} opponents; " + "; ".join(parts)
+    runs.update_results(run_dir, STAGE, results)
+    return results
+
+
+def _gain(agent: str, over: str, per_game: dict[str, dict[str, list[float]]], pool: list[str],
+          unseen: list[str], kind: str = "over previous stage") -> dict[str, Any]:
+    out: dict[str, Any] = {"agent": agent, "over": over, "kind": kind}
+    for group, cols in (("pool", pool), ("unseen", unseen)):
+        if cols:
+            a = np.concatenate([per_game[agent][c] for c in cols])
+            b = np.concatenate([per_game[over][c] for c in cols])
+            out[group] = paired(a, b)
+    return out
+
+
+def _tag(name: str) -> str:
+    return name.replace(":", "_").replace(" ", "_").replace("/", "_")
