@@ -173,6 +173,31 @@ def _layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
     return best
 
 
+class TokenCache:
+    """Token ids of texts (special tokens added, cut to ``max_length``), cached per distinct text.
+
+    Holds only the tokenizer, so it can be copied into env wrappers (the SB3 path) cheaply."""
+
+    def __init__(self, tokenizer, max_length: int, empty_id: int) -> None:
+        self.tokenizer, self.max_length, self.empty_id = tokenizer, int(max_length), int(empty_id)
+        self._ids: dict[str, list[int]] = {}
+
+    def __call__(self, texts: Sequence[str]) -> list[list[int]]:
+        cache = self._ids
+        missing = [t for t in dict.fromkeys(texts) if t not in cache]
+        if missing:
+            if len(cache) + len(missing) > MAX_CACHE_ENTRIES:
+                cache.clear()
+            enc = self.tokenizer(list(missing), truncation=True, max_length=self.max_length,
+                                 add_special_tokens=True)["input_ids"]
+            for t, ids in zip(missing, enc, strict=True):
+                cache[t] = list(ids) if ids else [self.empty_id]
+        return [cache[t] for t in texts]
+
+    def clear(self) -> None:
+        self._ids.clear()
+
+
 class TextEncoder(nn.Module):
     """A Hugging Face model + tokenizer that maps texts to pooled float32 vectors ``[N, hidden_size]``."""
 
@@ -194,7 +219,7 @@ class TextEncoder(nn.Module):
         self._empty_id = next(
             int(i) for i in (tokenizer.bos_token_id, tokenizer.eos_token_id, self.pad_id) if i is not None
         )
-        self._ids: dict[str, list[int]] = {}
+        self._tokens = TokenCache(tokenizer, self.max_length, self._empty_id)
         self._frozen: dict[str, torch.Tensor] = {}
         self.model = self._apply_train_mode(model, cfg).to(device)
         self._device = device
@@ -286,22 +311,18 @@ class TextEncoder(nn.Module):
 
     def clear_cache(self) -> None:
         """Forget cached token ids and frozen outputs (e.g. after loading new weights)."""
-        self._ids.clear()
+        self._tokens.clear()
         self._frozen.clear()
 
     # ------------------------------------------------------------------ encoding
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text (with special tokens, cut to ``max_length``), cached per text."""
-        missing = [t for t in dict.fromkeys(texts) if t not in self._ids]
-        if missing:
-            if len(self._ids) + len(missing) > MAX_CACHE_ENTRIES:
-                self._ids.clear()
-            enc = self.tokenizer(list(missing), truncation=True, max_length=self.max_length,
-                                 add_special_tokens=True)["input_ids"]
-            for t, ids in zip(missing, enc, strict=True):
-                self._ids[t] = list(ids) if ids else [self._empty_id]
-        return [self._ids[t] for t in texts]
+        return self._tokens(texts)
+
+    def token_cache(self) -> TokenCache:
+        """A fresh :class:`TokenCache` with this encoder's tokenizer and limits (no model inside)."""
+        return TokenCache(self.tokenizer, self.max_length, self._empty_id)
 
     def _pool(self, hidden: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.pooling == "cls":
@@ -323,12 +344,20 @@ class TextEncoder(nn.Module):
         dev = self._device
         input_ids = torch.from_numpy(arr).to(dev, non_blocking=True)
         mask = torch.from_numpy(mask_np.astype(np.int64)).to(dev, non_blocking=True)
-        lens = torch.from_numpy(lengths).to(dev, non_blocking=True)
+        return self.forward_padded(input_ids, mask)
+
+    def forward_padded(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled float32 outputs ``[B, H]`` of right-padded ``input_ids`` / ``attention_mask`` ``[B, L]``
+        (cut to the longest row first, so fixed-width inputs such as SB3 observations cost no more)."""
+        lens = attention_mask.sum(1).long()
+        width = max(int(lens.max()), 1) if lens.numel() else 1
+        input_ids, attention_mask = input_ids[:, :width].long(), attention_mask[:, :width].long()
+        dev = input_ids.device
         with torch.autocast(dev.type, dtype=self._autocast_dtype or torch.bfloat16,
                             enabled=self._autocast_dtype is not None):
-            out = self.model(input_ids=input_ids, attention_mask=mask)
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
             hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-            pooled = self._pool(hidden, mask, lens)
+            pooled = self._pool(hidden, attention_mask, lens)
         return pooled.float()
 
     def forward_texts(self, texts: Sequence[str]) -> torch.Tensor:
