@@ -1,0 +1,217 @@
+"""`evoarena run`: a miniature pipeline of all four stage kinds end to end (run folder, report, plots,
+TensorBoard on one step axis), SIGKILL during PPO then --resume, and errors before any work starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from evoarena.bench.report import read_scalars
+from evoarena.cli import main
+from evoarena.config import ConfigError, apply_overrides
+from evoarena.training.pipeline import load_pipeline, plan
+
+ENC = {"preset": "tiny", "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
+       "vocab_size": 200, "max_length": 48}
+POOL = ["scripted:always_defect", "scripted:tit_for_tat", "random"]
+
+
+def mini(updates: int = 3, checkpoint_every: int = 1) -> dict:
+    """All four stage kinds on dilemma_v0 (5 rounds), seconds each."""
+    return {
+        "name": "mini", "seed": 0, "threads": 1,
+        "env": {"id": "dilemma_v0", "kwargs": {"num_agents": 2, "rounds": 5}},
+        "stages": [
+            {"kind": "pretrain", "encoder": ENC, "corpus": {"envs": ["dilemma_v0"], "episodes_per_env": 40},
+             "steps": 12, "batch_size": 16, "eval_every": 6, "checkpoint_every": 6, "log_every": 3},
+            {"kind": "finetune", "task": "bc",
+             "bc": {"expert": "scripted:tit_for_tat", "opponents": POOL, "train_episodes": 40,
+                    "heldout_episodes": 10, "eval_episodes": 4,
+                    "policy": {"head": "linear", "standardize": True, "encoder": ENC}},
+             "optim": {"lr": 2e-3, "batch_size": 32, "epochs": 2}, "log_every": 1},
+            {"kind": "train", "policies": {"main": {"policy": {"encoder": ENC}}},
+             "seats": {"player_0": {"policy": "main"},
+                       "player_1": {"pool": [{"agent": a} for a in POOL] + [{"agent": "snapshot"}]}},
+             "shuffle_seats": True, "num_envs": 16, "episodes_per_update": 16, "total_updates": updates,
+             "snapshot_every": 1, "checkpoint_every": checkpoint_every,
+             "ppo": {"epochs": 1, "minibatch_size": 64, "kl_coef": 0.02},
+             "eval": {"every": 2, "episodes": 2, "opponents": POOL}},
+            {"kind": "evaluate", "opponents": POOL, "unseen": ["scripted:alternator"], "episodes": 3},
+        ],
+    }
+
+
+def write(tmp_path: Path, cfg: dict, name: str = "mini.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def report_form(report: str) -> list[str]:
+    """Headings and the first cell of every table row: what must not depend on an interruption."""
+    return [ln if ln.startswith("#") else ln.split("|")[1].strip() for ln in report.splitlines()
+            if ln.startswith("#") or (ln.startswith("| ") and not ln.startswith("| #"))]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipe")
+    run_dir = tmp / "run"
+    assert main(["run", str(write(tmp, mini())), "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+def test_miniature_pipeline_writes_the_run_folder_report_and_plots(finished):
+    run_dir = finished
+    for key in ("01_pretrain", "02_finetune", "03_train", "04_evaluate"):
+        assert (run_dir / "stages" / key).is_dir()
+    assert (run_dir / "stages/01_pretrain/checkpoint/config.json").is_file()
+    assert (run_dir / "stages/02_finetune/checkpoint/policy.json").is_file()
+    assert (run_dir / "stages/03_train/checkpoint/policies/main/policy.json").is_file()
+    # the BC stage started from the pretrain checkpoint and PPO from the clone (init_from: previous)
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert [s["kind"] for s in saved["stages"]] == ["pretrain", "finetune", "train", "evaluate"]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["pipeline"]["stages"][-1]["status"] == "done"
+    ev = results["04_evaluate"]
+    assert ev["stage_rows"] == ["pretrain", "finetune", "train"]
+    assert {"random", "scripted:tit_for_tat", "scripted:pavlov"} <= set(ev["rows"])
+    assert ev["columns"] == POOL + ["scripted:alternator"]
+    games = 2 * 3 * len(POOL)  # both seat orders x episodes x pool opponents
+    assert ev["rows"]["train"]["pool"]["games"] == games
+    assert [(g["agent"], g["over"]) for g in ev["gains"]][:2] == [("finetune", "pretrain"), ("train", "finetune")]
+    # deterministic baselines are exact: tit_for_tat vs always_defect over 5 rounds = 0 + 4 x 1
+    assert ev["rows"]["scripted:tit_for_tat"]["cells"]["scripted:always_defect"]["mean"] == 4.0
+    report = (run_dir / "report.md").read_text()
+    assert report.startswith("# mini: evolution report")
+    assert "## Evolution table" in report and "## What each stage gained" in report
+    assert re.search(r"\| \*\*train\*\* \| PPO-trained \|", report)
+    for png in ("learning_curves.png", "stages.png", "actions.png"):
+        data = (run_dir / "plots" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+        assert f"plots/{png}" in report
+    assert "```" in report  # one transcript per stage's agent
+
+
+def test_every_stage_logs_on_one_increasing_step_axis(finished):
+    scalars = read_scalars(finished / "tb")
+    state = json.loads((finished / "pipeline.json").read_text())["stages"]
+    prefixes = {"01_pretrain": "pretrain/", "02_finetune": "finetune/", "03_train": "train/main/",
+                "04_evaluate": "eval/train/"}
+    spans = {}
+    for key, prefix in prefixes.items():
+        steps = [s for tag, pts in scalars.items() if tag.startswith(prefix) for s, _ in pts]
+        assert steps, f"no TensorBoard scalars under {prefix}"
+        spans[key] = (min(steps), max(steps))
+        lo = state[key]["step_offset"]
+        assert lo <= min(steps) and max(steps) <= lo + state[key]["length"] + 1
+    order = list(prefixes)
+    for a, b in zip(order, order[1:]):
+        assert spans[a][1] < spans[b][0], (a, spans[a], b, spans[b])
+
+
+def test_sigkill_during_ppo_then_resume_skips_finished_stages(tmp_path, finished):
+    cfg = mini(updates=40, checkpoint_every=1)
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "evoarena.cli", "run", str(write(tmp_path, cfg)), "--run-dir",
+                             str(run_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    marker = run_dir / "stages/03_train/checkpoint/trainer_state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if marker.is_file() and json.loads(marker.read_text())["update"] >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = json.loads((run_dir / "pipeline.json").read_text())["stages"]
+    assert state["03_train"]["status"] == "running"
+    done_before = {k: state[k]["finished_at"] for k in ("01_pretrain", "02_finetune")}
+    killed_at = json.loads(marker.read_text())["update"]
+
+    assert main(["run", "--resume", str(run_dir)]) == 0
+    state = json.loads((run_dir / "pipeline.json").read_text())["stages"]
+    assert {k: state[k]["finished_at"] for k in done_before} == done_before  # not run again
+    assert all(s["status"] == "done" for s in state.values())
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["03_train"]["updates"] == 40 and killed_at < 40
+    # one step axis without duplicates: every PPO update logged once
+    steps = [s for s, _ in read_scalars(run_dir / "tb")["train/main/policy_loss"]]
+    assert steps == sorted(set(steps)) and len(steps) == 40
+    assert report_form((run_dir / "report.md").read_text()) == report_form((finished / "report.md").read_text())
+
+
+BAD_LAST_STAGE = [
+    ({"opponnents": POOL}, r"stage 4 \(evaluate\).*unknown key 'opponnents'"),
+    ({"opponents": ["scripted:tit_for_tatt"]}, r"stage 4 \(evaluate\).*opponents\[0\].*tit_for_tatt"),
+    ({"episodes": 0}, r"stage 4 \(evaluate\).*episodes"),
+    ({"kind": "evalute"}, r"stages\[3\]\.kind = 'evalute'"),
+    ({"env": {"id": "dilemma_v0", "kwargs": {"num_agents": 9}}}, r"stage 4 \(evaluate\).*num_agents"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_LAST_STAGE)
+def test_an_error_in_the_last_stage_stops_before_any_work(tmp_path, capsys, change, message):
+    cfg = mini()
+    cfg["stages"][-1].update(change)
+    run_dir = tmp_path / "run"
+    assert main(["run", str(write(tmp_path, cfg)), "--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err, re.S), err
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(("stage", "init", "message"), [
+    (2, "stage:nope", r"stage 3 \(train\): init_from = 'stage:nope': no earlier stage is named 'nope'"),
+    (2, "stage:evaluate", r"no earlier stage is named 'evaluate'"),
+    (1, "/no/such/folder", r"stage 2 \(finetune\): init_from = '/no/such/folder': no such folder"),
+    (0, "previous", None),
+])
+def test_init_from_is_checked_before_work(tmp_path, stage, init, message):
+    cfg = mini()
+    cfg["stages"][stage]["init_from"] = init
+    pc = load_pipeline(write(tmp_path, cfg))
+    if message is None:
+        assert plan(pc)[0].init is None
+        return
+    with pytest.raises(ConfigError, match=message):
+        plan(pc)
+
+
+def test_a_policy_of_another_world_is_refused(tmp_path):
+    cfg = mini()
+    train = cfg["stages"][2]
+    train["env"] = {"id": "negotiation_v0"}
+    train["seats"] = {"player_0": {"policy": "main"}, "player_1": {"agent": "scripted:conceder"}}
+    train["eval"]["opponents"] = ["scripted:conceder"]
+    with pytest.raises(ConfigError, match=r"stage 3 \(train\): init_from = stage:finetune: .*dilemma_v0.*"
+                                          r"negotiation_v0"):
+        plan(load_pipeline(write(tmp_path, cfg)))
+
+
+def test_overrides_address_stages_by_name_or_index():
+    data = mini()
+    out = apply_overrides(data, ["stages.train.ppo.lr=1.0e-4", "stages.0.steps=7", "name=x"])
+    assert out["stages"][2]["ppo"]["lr"] == 1e-4 and out["stages"][0]["steps"] == 7 and out["name"] == "x"
+    with pytest.raises(ConfigError, match="no list element 'trian'.*pretrain, finetune, train, evaluate"):
+        apply_overrides(data, ["stages.trian.ppo.lr=1e-4"])
+
+
+def test_a_pipeline_runs_from_python_and_resume_of_a_finished_run_does_nothing(finished, capsys):
+    from evoarena.training.pipeline import run_pipeline
+
+    before = json.loads((finished / "pipeline.json").read_text())
+    results = run_pipeline(None, run_dir=finished, resume=True)
+    assert json.loads((finished / "pipeline.json").read_text()) == before
+    assert results["04_evaluate"]["rows"]["train"]["pool"]["games"] == 2 * 3 * len(POOL)
+    assert "done (skipped)" in capsys.readouterr().err
