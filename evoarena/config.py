@@ -471,6 +471,10 @@ class BCConfig(Strict):
     gamma: float = Field(0.99, ge=0, le=1)  #: discount of the returns the value head learns
     value_coef: float = Field(0.5, ge=0)  #: weight of the value MSE (divided by the returns' variance)
     value_detach: bool = True  #: the value loss trains the value head only (True) or the encoder too (False)
+    #: share of the target probability spread over the legal actions (0: plain cross-entropy); keeps the
+    #: alternatives of the expert's move sampleable for a later PPO stage, the greedy move unchanged
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    entropy_coef: float = Field(0.0, ge=0)  #: bonus on the policy's entropy over the legal actions
     tokenizer_from: str | None = None  #: take only the tokenizer of this folder (random weights; ablations)
 
     @field_validator("expert")

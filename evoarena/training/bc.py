@@ -225,21 +225,36 @@ def action_head_for_cloning(policy: Any) -> None:
             nn.init.zeros_(head[-1].bias)
 
 
-def bc_losses(policy: Any, demos: Demos, idx: np.ndarray, value_coef: float, return_var: float = 1.0
-              ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Count-weighted masked cross-entropy + ``value_coef`` x count-weighted value MSE / ``return_var`` on
-    examples ``idx`` (dividing by the returns' variance, floored at :data:`VAR_FLOOR`, keeps the value term
-    O(1) whatever the reward scale, so it cannot drown the policy's gradient)."""
+def smoothed_targets(actions: torch.Tensor, mask: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Target distributions: ``1 - smoothing`` on the expert's action, ``smoothing`` spread evenly over the
+    legal actions (the expert's included), 0 on illegal ones."""
+    legal = mask.float()
+    target = smoothing * legal / legal.sum(-1, keepdim=True).clamp_min(1.0)
+    return target + (1.0 - smoothing) * torch.nn.functional.one_hot(actions, mask.shape[-1]).float()
+
+
+def bc_losses(policy: Any, demos: Demos, idx: np.ndarray, value_coef: float, return_var: float = 1.0,
+              label_smoothing: float = 0.0, entropy_coef: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """Count-weighted masked cross-entropy (against targets smoothed over the legal actions) - ``entropy_coef``
+    x entropy + ``value_coef`` x count-weighted value MSE / ``return_var`` on examples ``idx`` (dividing by the
+    returns' variance, floored at :data:`VAR_FLOOR`, keeps the value term O(1) whatever the reward scale, so
+    it cannot drown the policy's gradient). Smoothing and the entropy bonus keep every legal action at a
+    probability that a later RL stage can sample, while the greedy action stays the expert's."""
     logits, values = policy.forward_obs(demos.obs(idx))
     dev = logits.device
     actions = torch.as_tensor(demos.actions[idx], device=dev)
+    mask = torch.as_tensor(np.asarray(demos.masks[idx]), device=dev).bool()
     w = torch.as_tensor(demos.counts[idx], device=dev)
     w = w / w.sum()
     ret = torch.as_tensor(demos.returns[idx], device=dev)
-    logp = torch.log_softmax(logits, -1).gather(1, actions[:, None]).squeeze(1)
-    pi_loss = -(w * logp).sum()
+    logp_all = torch.log_softmax(logits, -1).masked_fill(~mask, 0.0)
+    target = smoothed_targets(actions, mask, label_smoothing)
+    pi_loss = -(w * (target * logp_all).sum(-1)).sum()
     v_loss = (w * (values - ret) ** 2).sum()
     loss = pi_loss + value_coef * v_loss / max(return_var, VAR_FLOOR)
+    if entropy_coef:
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        loss = loss - entropy_coef * (w * entropy).sum()
     acc = float((w * (logits.detach().argmax(-1) == actions).float()).sum())
     parts = {"policy_loss": float(pi_loss.detach()), "value_mse": float(v_loss.detach()), "accuracy": acc}
     return loss, parts
@@ -247,19 +262,27 @@ def bc_losses(policy: Any, demos: Demos, idx: np.ndarray, value_coef: float, ret
 
 @torch.no_grad()
 def heldout_accuracy(policy: Any, demos: Demos, batch_size: int = 512) -> dict[str, float]:
-    """Greedy action accuracy and value MSE over the held-out decisions (repeats counted)."""
+    """Greedy action accuracy and value MSE over the held-out decisions (repeats counted), and quantiles of
+    the probability of the most probable non-expert legal action (how sampleable the alternatives are)."""
     was = policy.training
     policy.eval()
     right, se, total = 0.0, 0.0, float(demos.counts.sum())
+    alt: list[np.ndarray] = []
     for s in range(0, len(demos), batch_size):
         idx = np.arange(s, min(len(demos), s + batch_size))
         logits, values = policy.forward_obs(demos.obs(idx))
         w = demos.counts[idx]
         right += float((w * (logits.argmax(-1).cpu().numpy() == demos.actions[idx])).sum())
         se += float((w * (values.cpu().numpy() - demos.returns[idx]) ** 2).sum())
+        probs = torch.softmax(logits.float(), -1).cpu().numpy()
+        probs[np.arange(len(idx)), demos.actions[idx]] = 0.0
+        alt.append(np.repeat(probs.max(-1), w.astype(int)))
     policy.train(was)
+    p_alt = np.concatenate(alt) if alt else np.zeros(1)
     return {"action_accuracy": right / max(total, 1.0), "value_mse": se / max(total, 1.0),
-            "decisions": int(total)}
+            "decisions": int(total), "p_best_alternative_median": float(np.median(p_alt)),
+            "p_best_alternative_p10": float(np.quantile(p_alt, 0.1)),
+            "p_best_alternative_p90": float(np.quantile(p_alt, 0.9))}
 
 
 def _train_role(cfg: FinetuneConfig, role: str, demos: Demos, held: Demos, state_dir: Path, writer: Any,
@@ -321,7 +344,8 @@ def _train_role(cfg: FinetuneConfig, role: str, demos: Demos, held: Demos, state
                     break
                 idx = perm[b * opt.batch_size: (b + 1) * opt.batch_size]
                 set_lr(optimizer, opt.lr * lr_factor(step, total, warmup))
-                loss, parts = bc_losses(policy, demos, idx, bc.value_coef, return_var)
+                loss, parts = bc_losses(policy, demos, idx, bc.value_coef, return_var, bc.label_smoothing,
+                                         bc.entropy_coef)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 for group in clip_groups:  # the value head's gradient never scales down the policy's
@@ -479,6 +503,8 @@ def run_bc(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
                       "heldout_decisions": held[r].decisions, "steps": records[r]["step"],
                       "epochs": records[r]["epochs"], "train_wall_s": records[r]["train_wall_s"],
                       "heldout_action_accuracy": records[r]["heldout"]["action_accuracy"],
+                      "heldout_p_best_alternative": {q: records[r]["heldout"].get(f"p_best_alternative_{q}")
+                                                     for q in ("p10", "median", "p90")},
                       "heldout_value_mse": records[r]["heldout"]["value_mse"],
                       "history": records[r]["history"]}
                   for r in roles},
