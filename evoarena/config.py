@@ -348,8 +348,23 @@ def _existing_folder(key: str | None, value: str | None) -> str | None:
         return None
     path = Path(value).expanduser()
     if not path.is_dir():
-        raise ValueError((f"{key} = {value!r}: " if key else "") + f"no such folder {str(path.absolute())!r}")
+        raise ValueError((f"{key} = {value!r}: " if key else "") + f"no such folder {str(path.absolute())!r}"
+                         + builder_hint(value))
     return str(path)
+
+
+STAGE_COMMANDS = {"pretrain": "pretrain", "finetune": "finetune", "ppo": "train", "train": "train"}
+
+
+def builder_hint(folder: str) -> str:
+    """For a missing ``runs/NAME/stages/NN_STAGE/...`` folder: which command makes it (``""`` otherwise)."""
+    import re
+
+    m = re.search(r"(?:^|/)runs/([^/]+)/stages/\d+_([a-z]+)(?:/|$)", str(folder))
+    if not m or m.group(2) not in STAGE_COMMANDS:
+        return ""
+    name, stage = m.groups()
+    return f"; it is made by `evoarena {STAGE_COMMANDS[stage]} configs/{name}.yaml`"
 
 
 class CorpusConfig(Strict):

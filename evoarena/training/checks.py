@@ -27,6 +27,7 @@ from evoarena.config import (
     FinetuneConfig,
     PretrainConfig,
     TrainConfig,
+    builder_hint,
     load_config,
 )
 
@@ -64,6 +65,19 @@ def check_train(cfg: TrainConfig, source: str = "<config>") -> None:
     if unseated:
         raise ConfigError(f"{source}: seats: agents {unseated} of {cfg.env.id} have no seat; add them to seats "
                           f"(seats now: {', '.join(cfg.seats)})")
+    for name, lc in cfg.policies.items():
+        for key, folder in ((f"policies.{name}.policy.init_from", lc.policy.init_from),
+                            (f"policies.{name}.reference", lc.reference)):
+            if folder is not None and not Path(folder).expanduser().is_dir():
+                raise ConfigError(f"{source}: {key} = {folder!r}: checkpoint folder not found{builder_hint(folder)}")
+    for pattern, seat in cfg.seats.items():
+        specs = [seat.agent] if seat.agent else [o.agent for o in seat.pool or []]
+        for i, spec in enumerate(specs):
+            if spec not in ("self", "snapshot"):
+                key = f"seats.{pattern}.agent" if seat.agent else f"seats.{pattern}.pool[{i}].agent"
+                _check_agent(spec, cfg.env.id, source, key)
+    for i, spec in enumerate(cfg.eval.opponents):
+        _check_agent(spec, cfg.env.id, source, f"eval.opponents[{i}]")
 
 
 def check_pretrain(cfg: PretrainConfig, source: str = "<config>") -> None:
