@@ -1,26 +1,38 @@
 """Decisions per second of multi-agent PPO with the tiny encoder, per world, split into env, forward
 (policy inference in rollouts) and learn (PPO epochs) time.
 
-Run:  .venv/bin/python benchmarks/ppo_throughput.py [--updates 3] [--episodes 256] [--threads 2]
+Run:  .venv/bin/python benchmarks/ppo_throughput.py [--updates 3] [--episodes 256] [--threads 2] [--curve]
+      .venv/bin/python benchmarks/ppo_throughput.py --worlds --mfu          # MFU only
 
 Each world runs the real ``evoarena train`` path (``run_ppo``) into a temporary run folder and the
 figures are read back from its TensorBoard ``perf/`` scalars (the first update, which includes
 warm-up, is dropped). The tiny encoder is randomly initialised (its tokenizer is trained on world text);
 speed does not depend on the weights. Expect on a 2-core laptop CPU, 1 thread, nothing else running:
 hundreds to a few thousand decisions/s; forward and learn dominate, env time is small.
+
+``--curve`` also prints each timed update's mean rollout return (a fixed-seed learning curve, to show that
+speed work did not change what is learned). ``--mfu`` measures the learn phase's model FLOP utilisation
+(MFU) for ``tiny`` and ``minilm`` at minibatch 256: the FLOPs of one PPO minibatch step (forward +
+backward, counted by ``torch.utils.flop_counter`` on negotiation texts) per second, against the matmul
+peak of this machine measured in the same run (the best of a few large fp32 matmuls, bf16 too on CUDA).
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from evoarena.config import TrainConfig, validate_config
-from evoarena.training.ppo import run_ppo
+from evoarena.config import PolicyConfig, PPOConfig, TrainConfig, validate_config
+from evoarena.envs import make
+from evoarena.policies import build_policy
+from evoarena.training.ppo import ppo_update, prepare_for_rl, run_ppo
+from evoarena.training.rollout import LearnerBatch
 
 TINY = {"encoder": {"preset": "tiny", "autocast": "off"}}
 WORLDS = {
@@ -50,10 +62,93 @@ def measure(world: str, updates: int, episodes: int, threads: int) -> dict[str, 
 
         env, fwd, learn = tail("perf/env_seconds"), tail("perf/forward_seconds"), tail("perf/learn_seconds")
         decisions = np.diff([e.value for e in acc.Scalars("perf/decisions")])
+        curve = [round(e.value, 4) for e in acc.Scalars("rollout/main/episode_return")] \
+            if "rollout/main/episode_return" in acc.Tags()["scalars"] else []
     total = env.sum() + fwd.sum() + learn.sum()
     return {"decisions/s": decisions.sum() / total, "env %": 100 * env.sum() / total,
             "forward %": 100 * fwd.sum() / total, "learn %": 100 * learn.sum() / total,
-            "decisions/update": decisions.mean()}
+            "decisions/update": decisions.mean(), "curve": curve}
+
+
+def matmul_peak(device: torch.device, seconds: float = 0.5) -> tuple[float, str]:
+    """The best measured matmul FLOP/s on ``device`` (fp32; on CUDA also bf16) and what reached it."""
+    best, what = 0.0, ""
+    dtypes = [torch.float32] + ([torch.bfloat16] if device.type == "cuda" else [])
+    sizes = [(2048, 2048, 2048), (4096, 1024, 4096)] + ([(8192, 8192, 8192)] if device.type == "cuda" else [])
+    for dtype in dtypes:
+        for m, k, n in sizes:
+            a = torch.randn(m, k, device=device, dtype=dtype)
+            b = torch.randn(k, n, device=device, dtype=dtype)
+            a @ b
+            reps, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                a @ b
+                reps += 1
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+            rate = 2 * m * k * n * reps / (time.perf_counter() - t0)
+            if rate > best:
+                best, what = rate, f"{str(dtype).split('.')[-1]} {m}x{k}x{n}"
+    return best, what
+
+
+def negotiation_obs(n: int, seed: int = 0) -> list[dict]:
+    """``n`` decision observations of ``negotiation_v0`` (random legal play, both seats)."""
+    env = make("negotiation_v0")
+    rng = np.random.default_rng(seed)
+    out: list[dict] = []
+    ep = 0
+    while len(out) < n:
+        obs, _ = env.reset(seed=seed + ep)
+        ep += 1
+        while env.agents:
+            acts = {}
+            for a in env.agents:
+                legal = np.flatnonzero(obs[a]["action_mask"])
+                if len(legal) > 1:
+                    out.append(obs[a])
+                acts[a] = int(rng.choice(legal))
+            obs, *_ = env.step(acts)
+    return out[:n]
+
+
+def learn_mfu(preset: str, batch: int, steps: int, peak: float, device: str) -> dict[str, float]:
+    """MFU of PPO minibatch steps (batch ``batch``) with encoder ``preset``: counted FLOPs / time / ``peak``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = PolicyConfig.model_validate({"encoder": {"preset": preset, "autocast": "off", "device": device}})
+    policy = prepare_for_rl(build_policy(cfg, "negotiation_v0"))
+    obs = negotiation_obs(batch * (steps + 1))
+    pc = PPOConfig(epochs=1, minibatch_size=batch, normalize_advantage=True)
+    opt = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=1e-5)
+    rng = np.random.default_rng(0)
+
+    def batch_of(chunk: list[dict]) -> LearnerBatch:
+        lb = LearnerBatch()
+        with torch.no_grad():
+            out = policy.act(chunk, generator=torch.Generator().manual_seed(0))
+        for o, a, lp, v in zip(chunk, out.actions, out.logp, out.values):
+            lb.add(o, int(a), float(lp), float(v))
+        lb.rewards = list(rng.normal(size=len(chunk)))
+        lb.streams = [([i], 0.0) for i in range(len(chunk))]
+        lb.finish(0.99, 0.95)
+        return lb
+
+    batches = [batch_of(obs[i * batch:(i + 1) * batch]) for i in range(steps + 1)]
+    with FlopCounterMode(display=False) as counter:
+        ppo_update(policy, opt, batches[0], pc, None, rng)  # also the warm-up
+    flops_first = counter.get_total_flops()
+    tokens = sum(len(x) for x in policy.encoder.token_ids([o["text"] for o in batches[0].obs]))
+    sync = torch.cuda.synchronize if policy.device.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    for lb in batches[1:]:
+        ppo_update(policy, opt, lb, pc, None, rng)
+    sync()
+    dt = (time.perf_counter() - t0) / steps
+    rate = flops_first / dt  # the texts of every batch have about the same lengths
+    return {"GFLOP/step": flops_first / 1e9, "step ms": 1e3 * dt, "TFLOP/s": rate / 1e12,
+            "MFU %": 100 * rate / peak, "tokens/step": tokens}
 
 
 def main() -> None:
@@ -63,16 +158,38 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--worlds", nargs="*", default=list(WORLDS))
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast on the CPU (encoder.autocast: bf16)")
+    parser.add_argument("--curve", action="store_true", help="print each update's mean rollout return")
+    parser.add_argument("--mfu", action="store_true", help="learn-phase MFU for tiny and minilm at batch 256")
+    parser.add_argument("--mfu-presets", nargs="*", default=["tiny", "minilm"])
+    parser.add_argument("--mfu-steps", type=int, default=3, help="timed minibatch steps per preset")
+    parser.add_argument("--device", default="cpu", help="device of the MFU measurement (cpu, cuda)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} thread(s); this machine may be shared with other jobs: "
+          "wall times are upper bounds")
     if args.bf16:
         for spec in WORLDS.values():
             for learner in spec["policies"].values():
                 learner["policy"]["encoder"]["autocast"] = "bf16"
-    print(f"{'world':16s} {'decisions/s':>12s} {'env %':>7s} {'forward %':>10s} {'learn %':>8s} {'dec/update':>11s}")
+    if args.worlds:
+        print(f"{'world':16s} {'decisions/s':>12s} {'env %':>7s} {'forward %':>10s} {'learn %':>8s} "
+              f"{'dec/update':>11s}")
     for world in args.worlds:
         r = measure(world, args.updates, args.episodes, args.threads)
         print(f"{world:16s} {r['decisions/s']:12.0f} {r['env %']:7.1f} {r['forward %']:10.1f} {r['learn %']:8.1f} "
               f"{r['decisions/update']:11.0f}")
+        if args.curve:
+            print(f"  rollout return per update: {r['curve']}")
+    if args.mfu:
+        device = torch.device(args.device)
+        peak, what = matmul_peak(device)
+        print(f"matmul peak measured now: {peak / 1e12:.3f} TFLOP/s ({what})")
+        print(f"{'encoder':8s} {'batch':>5s} {'tokens':>7s} {'GFLOP/step':>11s} {'step ms':>8s} {'TFLOP/s':>8s} "
+              f"{'MFU %':>6s}")
+        for preset in args.mfu_presets:
+            r = learn_mfu(preset, 256, args.mfu_steps, peak, args.device)
+            print(f"{preset:8s} {256:5d} {r['tokens/step']:7d} {r['GFLOP/step']:11.2f} {r['step ms']:8.0f} "
+                  f"{r['TFLOP/s']:8.3f} {r['MFU %']:6.1f}")
 
 
 if __name__ == "__main__":
