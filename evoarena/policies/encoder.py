@@ -14,6 +14,7 @@ anything after them, e.g. the pooler or a final norm, are trained).
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Sequence
 from functools import lru_cache
@@ -181,8 +182,10 @@ class TokenCache:
     def __init__(self, tokenizer, max_length: int, empty_id: int) -> None:
         self.tokenizer, self.max_length, self.empty_id = tokenizer, int(max_length), int(empty_id)
         self._ids: dict[str, list[int]] = {}
+        self.seconds = 0.0  #: time spent tokenising (cache misses and look-ups), for perf/tokenize_seconds
 
     def __call__(self, texts: Sequence[str]) -> list[list[int]]:
+        t0 = time.perf_counter()
         cache = self._ids
         missing = [t for t in dict.fromkeys(texts) if t not in cache]
         if missing:
@@ -192,7 +195,9 @@ class TokenCache:
                                  add_special_tokens=True)["input_ids"]
             for t, ids in zip(missing, enc, strict=True):
                 cache[t] = list(ids) if ids else [self.empty_id]
-        return [cache[t] for t in texts]
+        out = [cache[t] for t in texts]
+        self.seconds += time.perf_counter() - t0
+        return out
 
     def clear(self) -> None:
         self._ids.clear()
@@ -319,6 +324,11 @@ class TextEncoder(nn.Module):
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text (with special tokens, cut to ``max_length``), cached per text."""
         return self._tokens(texts)
+
+    @property
+    def tokenize_seconds(self) -> float:
+        """Seconds this encoder spent tokenising so far."""
+        return self._tokens.seconds
 
     def token_cache(self) -> TokenCache:
         """A fresh :class:`TokenCache` with this encoder's tokenizer and limits (no model inside)."""

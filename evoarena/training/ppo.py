@@ -524,6 +524,7 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
             total_s = time.perf_counter() - t_start
             writer.add_scalar("perf/env_seconds", result.env_seconds, update)
             writer.add_scalar("perf/forward_seconds", result.forward_seconds, update)
+            writer.add_scalar("perf/tokenize_seconds", result.tokenize_seconds, update)  # part of forward
             writer.add_scalar("perf/learn_seconds", learn_s, update)
             writer.add_scalar("perf/decisions_per_second", result.decisions / max(total_s, 1e-9), update)
             writer.add_scalar("perf/decisions", state["decisions"], update)

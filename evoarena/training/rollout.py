@@ -104,6 +104,7 @@ class RolloutResult:
     forward_seconds: float
     decisions: int
     queried: int  #: observations sent to policies or agents (each with more than one legal action)
+    tokenize_seconds: float = 0.0  #: the learners' tokenisation time (part of forward_seconds)
 
 
 class Rollout:
@@ -133,6 +134,7 @@ class Rollout:
     def collect(self, episodes: int) -> RolloutResult:
         """Play ``episodes`` whole episodes; learners sample their actions."""
         batches = {name: LearnerBatch() for name in self.learners}
+        tok0 = self.tokenize_seconds()
         records: list[EpisodeRecord] = []
         env_s = fwd_s = 0.0
         decisions = queried = 0
@@ -236,4 +238,8 @@ class Rollout:
             for env in free:
                 if started < episodes:
                     start(env)
-        return RolloutResult(batches, records, env_s, fwd_s, decisions, queried)
+        return RolloutResult(batches, records, env_s, fwd_s, decisions, queried, self.tokenize_seconds() - tok0)
+
+    def tokenize_seconds(self) -> float:
+        """Seconds the learners' encoders have spent tokenising so far."""
+        return sum(float(getattr(getattr(p, "encoder", None), "tokenize_seconds", 0.0)) for p in self.learners.values())
