@@ -1,0 +1,105 @@
+"""PNG figures of tournaments and sweeps: heat maps, interval charts, learning curves with bands and
+performance profiles. Each function draws one figure from plain arrays and writes it to ``path``
+(matplotlib's non-interactive Agg backend; nothing is shown on screen)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return path
+
+
+def _short(label: str, width: int = 28) -> str:
+    return label if len(label) <= width else "..." + label[-(width - 3):]
+
+
+def heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], path: str | Path, title: str,
+            colorbar: str = "", fmt: str = "{:.3g}", cmap: str = "viridis") -> Path:
+    """A matrix as coloured cells with their values written in (NaN cells left blank)."""
+    plt = _pyplot()
+    m = np.asarray(matrix, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.75 * len(cols), 1.0 + 0.55 * len(rows)))
+    im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, aspect="auto")
+    ax.set_xticks(range(len(cols)), [_short(c) for c in cols], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), [_short(r) for r in rows], fontsize=8)
+    finite = m[np.isfinite(m)]
+    mid = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            if np.isfinite(m[i, j]):
+                ax.text(j, i, fmt.format(m[i, j]), ha="center", va="center", fontsize=7,
+                        color="black" if m[i, j] > mid else "white")
+    fig.colorbar(im, ax=ax, label=colorbar)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def interval_chart(labels: Sequence[str], point: Sequence[float], low: Sequence[float], high: Sequence[float],
+                   path: str | Path, title: str, xlabel: str) -> Path:
+    """One horizontal bar per label: the point estimate and its interval."""
+    plt = _pyplot()
+    y = np.arange(len(labels))
+    p, lo, hi = (np.asarray(v, dtype=np.float64) for v in (point, low, high))
+    fig, ax = plt.subplots(figsize=(6.5, 1.0 + 0.45 * len(labels)))
+    ax.errorbar(p, y, xerr=np.stack([p - lo, hi - p]), fmt="o", capsize=4, color="tab:blue")
+    ax.set_yticks(y, [_short(s, 36) for s in labels], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def curves(panels: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]],
+           path: str | Path, xlabel: str, ylabel: str) -> Path:
+    """Learning curves, one panel per task: ``panels[task][variant] = (steps, centre, low, high)``,
+    the centre as a line and ``low..high`` as a shaded band."""
+    plt = _pyplot()
+    n = max(1, len(panels))
+    fig, axes = plt.subplots(1, n, figsize=(5.0 * n, 3.6), squeeze=False)
+    for ax, (task, lines) in zip(axes[0], panels.items()):
+        for variant, (steps, centre, lo, hi) in lines.items():
+            (line,) = ax.plot(steps, centre, label=variant)
+            ax.fill_between(steps, lo, hi, alpha=0.2, color=line.get_color())
+        ax.set_title(task, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def profiles(taus: np.ndarray, lines: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: str | Path,
+             xlabel: str) -> Path:
+    """Performance profiles: ``lines[variant] = (fraction above tau, low, high)`` against ``taus``."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 3.8))
+    for variant, (frac, lo, hi) in lines.items():
+        (line,) = ax.plot(taus, frac, label=variant)
+        ax.fill_between(taus, lo, hi, alpha=0.2, color=line.get_color())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(r"fraction of runs with score > $\tau$")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("performance profiles (95% stratified-bootstrap bands)", fontsize=10)
+    return _save(fig, path)
