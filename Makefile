@@ -25,10 +25,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 demo: $(STAMP)
-	$(BIN)/evoarena envs
-	$(BIN)/evoarena evaluate dilemma_v0 --agents scripted:tit_for_tat scripted:always_defect --episodes 100
-	$(BIN)/evoarena evaluate signaling_v0 --agents scripted:literal scripted:literal --episodes 1000
-	$(BIN)/evoarena evaluate negotiation_v0 --agents scripted:conceder scripted:boulware --episodes 1000
+	@if [ -f runs/quickstart/config.yaml ]; then \
+		$(BIN)/evoarena run --resume runs/quickstart; \
+	else \
+		$(BIN)/evoarena run configs/quickstart.yaml --run-dir runs/quickstart; \
+	fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
