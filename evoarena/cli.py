@@ -287,7 +287,8 @@ def cmd_tournament(args: argparse.Namespace) -> int:
     _, rows, paths = run_config(cfg, args.out, command=command, progress=True)
     table = Table(title=f"{cfg.env.id}: {len(rows)} agents, {cfg.episodes} episodes per match")
     for col in ("rank", "agent", "Bradley-Terry [95% CI]", "Elo", "W-D-L", "median score", "Axelrod rank"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "agent", min_width=max(len(r["agent"]) for r in rows) if
+                         col == "agent" else None)
     for r in rows:
         table.add_row(str(r["rank"]), r["agent"], f"{r['bt']:+.2f} [{r['bt_low']:+.2f}, {r['bt_high']:+.2f}]",
                       f"{r['elo']:.0f}", f"{r['wins']}-{r['draws']}-{r['losses']}", f"{r['median_score']:.3f}",

@@ -2,7 +2,7 @@
 scripted agents, `evaluate`, `run` and PPO all pick up.
 
 Run:     python examples/coordination_world.py
-         EVOARENA_PLUGINS=examples.coordination_world evoarena evaluate coordination_v0 \
+         EVOARENA_PLUGINS=examples/coordination_world.py evoarena evaluate coordination_v0 \
              --agents scripted:copy_partner scripted:always_red --episodes 10
 Expect:  PettingZoo's parallel_api_test passes; copy_partner vs always_red scores 10/10 per game (it
          says red first, then copies); PPO learns to match always_red in a few updates (>= 9 per game).

@@ -285,7 +285,10 @@ def rate(result: TournamentResult, cfg: RatingsConfig | None = None) -> list[dic
                 draws[who] += 1
             else:
                 losses[who] += 1
-    med = np.nanmedian(result.normalised_scores(), axis=1) if result.episodes else np.full(k, np.nan)
+    norm = result.normalised_scores()
+    met = np.isfinite(norm).any(axis=1)  # entrants that met someone else
+    med = np.full(k, np.nan)
+    med[met] = np.nanmedian(norm[met], axis=1)
     bt_rank, elo_rank, ax_rank = rt.ranks(bt), rt.ranks(elo), rt.ranks(np.nan_to_num(med, nan=-np.inf))
     rows = [{"rank": int(bt_rank[i]), "agent": result.names[i], "bt": float(bt[i]), "bt_low": float(lo[i]),
              "bt_high": float(hi[i]), "elo": float(elo[i]), "elo_sd": float(elo_sd[i]), "elo_rank": int(elo_rank[i]),
@@ -302,7 +305,7 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> No
         writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({c: (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c]) for c in columns})
+            writer.writerow({c: (f"{row[c]:.10g}" if isinstance(row[c], float) else row[c]) for c in columns})
 
 
 def _kwargs_text(kwargs: dict[str, Any]) -> str:

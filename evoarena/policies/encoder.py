@@ -9,7 +9,9 @@ folder). Nothing is downloaded: only local folders are opened.
 longest text of each chunk) and scatters the pooled vectors back; token ids are cached per text.
 Training modes: ``full``, ``lora`` (peft adapters on the attention query/value projections),
 ``frozen`` (no gradients; pooled outputs cached per text) and ``top_k`` (the top k layers and
-anything after them, e.g. the pooler or a final norm, are trained).
+anything after them, e.g. the pooler or a final norm, are trained). In ``top_k`` mode a BERT-family
+encoder caches the output of its frozen lower layers per text, so a text seen before (a PPO update
+re-reads its rollout's texts every epoch) runs only the top k layers; the result is the same function.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TRAIN_MODE_KEYS = ("train_mode", "top_k", "lora_r", "lora_alpha", "lora_dropout")  #: how an encoder is trained
 MAX_CACHE_ENTRIES = 200_000  #: token-id and frozen-output caches are cleared when they grow past this
 DEFAULT_CHUNK = 1024  #: at most this many texts per forward pass inside one ``encode`` call
+ACT_CACHE_BYTES = 1 << 29  #: top_k: cached frozen-layer activations are cleared past this many bytes
 CPU_CHUNK_TOKENS = 2048  #: and at most this many (padded) tokens: small chunks are faster on CPU
 GPU_CHUNK_TOKENS = 65536
 
@@ -226,8 +229,11 @@ class TextEncoder(nn.Module):
         )
         self._tokens = TokenCache(tokenizer, self.max_length, self._empty_id)
         self._frozen: dict[str, torch.Tensor] = {}
+        self._acts: dict[str, torch.Tensor] = {}  #: top_k: frozen lower layers' output per text
+        self._acts_bytes = 0
         self.model = self._apply_train_mode(model, cfg).to(device)
         self._device = device
+        self._split = self._split_point()
         if cfg.autocast == "bf16" or (cfg.autocast == "auto" and device.type == "cuda"):
             self._autocast_dtype: torch.dtype | None = torch.bfloat16
         else:
@@ -283,6 +289,8 @@ class TextEncoder(nn.Module):
         self.model = self._apply_train_mode(self.model, self.cfg).to(self._device)
         self.train_mode = self.cfg.train_mode
         self._frozen.clear()
+        self._clear_acts()
+        self._split = self._split_point()
         if self.train_mode == "frozen":
             self.model.eval()
 
@@ -318,8 +326,67 @@ class TextEncoder(nn.Module):
         """Forget cached token ids and frozen outputs (e.g. after loading new weights)."""
         self._tokens.clear()
         self._frozen.clear()
+        self._clear_acts()
 
     # ------------------------------------------------------------------ encoding
+
+    def __getstate__(self) -> dict[str, Any]:  # copies (snapshots, references) start without cached activations
+        state = self.__dict__.copy()
+        state["_acts"], state["_acts_bytes"] = {}, 0
+        return state
+
+    def _clear_acts(self) -> None:
+        self._acts.clear()
+        self._acts_bytes = 0
+
+    def _split_point(self) -> int | None:
+        """top_k on a BERT-family model (embeddings + ``encoder.layer`` stack, bidirectional): how many
+        lower layers are frozen and cached; None when there is nothing to cache or no such structure."""
+        if self.train_mode != "top_k":
+            return None
+        m = self.model
+        layers = getattr(getattr(m, "encoder", None), "layer", None)
+        if (not isinstance(layers, nn.ModuleList) or not hasattr(m, "embeddings")
+                or not hasattr(m, "_create_attention_masks") or getattr(m.config, "is_decoder", False)):
+            return None
+        frozen = len(layers) - int(self.cfg.top_k)
+        return frozen if frozen > 0 else None
+
+    def _layers(self, hidden: torch.Tensor, mask: torch.Tensor, start: int, stop: int | None) -> torch.Tensor:
+        m = self.model
+        attn, _ = m._create_attention_masks(attention_mask=mask, encoder_attention_mask=None,
+                                            embedding_output=hidden, encoder_hidden_states=None, cache=None)
+        for layer in m.encoder.layer[start:stop]:
+            hidden = layer(hidden, attn)
+        return hidden
+
+    def _forward_split(self, texts: Sequence[str], ids_list: list[list[int]]) -> torch.Tensor:
+        """Pooled outputs via the cached frozen lower layers and the trained top layers (top_k mode)."""
+        dev, split = self._device, int(self._split or 0)
+        lengths = torch.tensor([len(x) for x in ids_list], dtype=torch.long)
+        width = int(lengths.max())
+        mask = (torch.arange(width)[None, :] < lengths[:, None]).long().to(dev)
+        amp = {"device_type": dev.type, "dtype": self._autocast_dtype or torch.bfloat16,
+               "enabled": self._autocast_dtype is not None}
+        missing = [j for j, t in enumerate(texts) if t not in self._acts]
+        if missing:
+            arr = torch.full((len(missing), width), self.pad_id, dtype=torch.long)
+            for r, j in enumerate(missing):
+                arr[r, : len(ids_list[j])] = torch.tensor(ids_list[j])
+            with torch.no_grad(), torch.autocast(**amp):
+                ids_m, mask_m = arr.to(dev), mask[missing]
+                low = self._layers(self.model.embeddings(input_ids=ids_m), mask_m, 0, split).float()
+            size = low[0].numel() * 4
+            if self._acts_bytes + size * len(missing) > ACT_CACHE_BYTES:
+                self._clear_acts()
+            for r, j in enumerate(missing):
+                self._acts[texts[j]] = low[r, : len(ids_list[j])].clone()
+            self._acts_bytes += size * len(missing)
+        hidden = nn.utils.rnn.pad_sequence([self._acts[t] for t in texts], batch_first=True)
+        with torch.autocast(**amp):
+            top = self._layers(hidden, mask, split, None)
+            pooled = self._pool(top, mask, lengths.to(dev))
+        return pooled.float()
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text (with special tokens, cut to ``max_length``), cached per text."""
@@ -381,7 +448,11 @@ class TextEncoder(nn.Module):
         for end in range(1, len(order) + 1):  # sorted by length: a chunk is padded to its last text
             full = end == len(order) or (end + 1 - start) * len(ids[order[end]]) > budget
             if full or end - start >= self.chunk_size:
-                parts.append(self._forward_ids([ids[i] for i in order[start:end]]))
+                chunk = order[start:end]
+                if self._split:
+                    parts.append(self._forward_split([texts[i] for i in chunk], [ids[i] for i in chunk]))
+                else:
+                    parts.append(self._forward_ids([ids[i] for i in chunk]))
                 start = end
         out = torch.cat(parts) if len(parts) > 1 else parts[0]
         inv = torch.empty(len(order), dtype=torch.long)
