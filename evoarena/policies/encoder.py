@@ -357,7 +357,8 @@ class TextEncoder(nn.Module):
         attn, _ = m._create_attention_masks(attention_mask=mask, encoder_attention_mask=None,
                                             embedding_output=hidden, encoder_hidden_states=None, cache=None)
         for layer in m.encoder.layer[start:stop]:
-            hidden = layer(hidden, attn)
+            out = layer(hidden, attn)
+            hidden = out[0] if isinstance(out, tuple) else out
         return hidden
 
     def _forward_split(self, texts: Sequence[str], ids_list: list[list[int]]) -> torch.Tensor:
