@@ -54,7 +54,7 @@ class EncoderConfig(Strict):
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    autocast: Literal["auto", "bf16", "off"] = "auto"  #: auto = bf16 on CUDA, off on CPU
+    autocast: Literal["auto", "bf16", "off"] = "auto"  #: auto: bf16 on CUDA; on a CPU only if a probe finds it faster
 
     @model_validator(mode="after")
     def _one_source(self) -> EncoderConfig:

@@ -57,3 +57,17 @@ def test_forward_padded_ignores_extra_padding():
     with torch.no_grad():
         torch.testing.assert_close(enc.forward_padded(arr.float(), mask.float()), enc.encode(texts, dedupe=False),
                                    atol=1e-5, rtol=1e-4)
+
+
+def test_autocast_auto_on_cpu_probes_only_where_bf16_exists(monkeypatch):
+    from evoarena.policies import encoder as enc_mod
+
+    monkeypatch.setattr(enc_mod, "cpu_has_bf16", lambda: False)
+    enc = build_encoder(EncoderConfig.model_validate({**SMALL, "autocast": "auto"}))
+    assert enc._autocast_dtype is None  # no bf16 instructions: fp32, no probe
+    monkeypatch.setattr(enc_mod, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(enc_mod, "_BF16_PROBES", {})
+    enc = build_encoder(EncoderConfig.model_validate({**SMALL, "autocast": "auto"}))
+    (key, faster), = enc_mod._BF16_PROBES.items()  # the probe ran once and its verdict decides
+    assert (enc._autocast_dtype is torch.bfloat16) == faster
+    assert build_encoder(EncoderConfig.model_validate({**SMALL, "autocast": "off"}))._autocast_dtype is None
