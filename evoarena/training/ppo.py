@@ -297,6 +297,15 @@ def evaluate(cfg: TrainConfig, learners: dict[str, Any], agents: list[str], role
     return results
 
 
+def log_eval(writer: Any, step: int, res: dict[str, Any]) -> None:
+    """eval/<opponent>/<metric> and eval/score of an :func:`evaluate` result."""
+    for label, vals in res.items():
+        if isinstance(vals, dict):
+            for k, v in vals.items():
+                writer.add_scalar(f"eval/{label}/{k}", v, step)
+    writer.add_scalar("eval/score", res["score"], step)
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 
@@ -457,11 +466,7 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
 
     def run_eval(update: int) -> dict[str, Any]:
         res = evaluate(cfg, learners, agents, roles)
-        for label, vals in res.items():
-            if isinstance(vals, dict):
-                for k, v in vals.items():
-                    writer.add_scalar(f"eval/{label}/{k}", v, update)
-        writer.add_scalar("eval/score", res["score"], update)
+        log_eval(writer, update, res)
         state["evals"].append({"update": update, **res})
         if state["best_score"] is None or res["score"] > state["best_score"]:
             state["best_score"], state["best_update"] = res["score"], update

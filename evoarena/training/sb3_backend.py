@@ -271,6 +271,7 @@ def run_sb3(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
         SeatPlanner,
         build_learner,
         evaluate,
+        log_eval,
         prepare_for_rl,
         save_training_checkpoint,
         seat_of,
@@ -325,11 +326,7 @@ def run_sb3(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
     def run_eval(update: int) -> dict[str, Any]:
         policy.eval()
         res = evaluate(cfg, learners, agents, roles)
-        for label, vals in res.items():
-            if isinstance(vals, dict):
-                for k, v in vals.items():
-                    writer.add_scalar(f"eval/{label}/{k}", v, update)
-        writer.add_scalar("eval/score", res["score"], update)
+        log_eval(writer, update, res)
         state["evals"].append({"update": update, **res})
         if state["best_score"] is None or res["score"] > state["best_score"]:
             state["best_score"], state["best_update"] = res["score"], update
