@@ -117,7 +117,7 @@ def plot_learning_curves(scalars: dict[str, list[tuple[int, float]]], stages: li
     panels = [(s, t) for s, t in panels if t]
     if not panels:
         return None
-    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.6 * len(panels)), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.6 * len(panels)), squeeze=False)
     for ax, (stage, tags) in zip(axes[:, 0], panels):
         lo = stage.get("step_offset", 0)
         hi = lo + stage.get("length", 0)
@@ -125,13 +125,14 @@ def plot_learning_curves(scalars: dict[str, list[tuple[int, float]]], stages: li
             pts = [(x, y) for x, y in scalars[tag] if lo <= x <= hi + 1]
             if pts:
                 ax.plot([x for x, _ in pts], [y for _, y in pts], label=tag, marker="." if len(pts) < 40 else None)
-        for other in stages:
-            ax.axvline(other.get("step_offset", 0), color="grey", lw=0.6, ls=":")
-        ax.axvspan(lo, max(hi, lo + 1), color="tab:blue", alpha=0.06)
-        ax.set_title(f"{stage['name']} ({stage.get('task', stage['kind'])})", fontsize=9, loc="left")
+        ax.set_xlim(lo, max(hi, lo + 1))
+        if stage["kind"] == "pretrain":
+            ax.set_yscale("log")
+        ax.set_title(f"stage {stage['key'][:2]}: {stage['name']} ({stage.get('task', stage['kind'])}), "
+                     f"global steps {lo}-{hi}", fontsize=9, loc="left")
         ax.legend(fontsize=7, loc="best")
         ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel("global step (one axis for the whole run)")
+    axes[-1, 0].set_xlabel("global step (one axis for the whole run: each panel is its stage's span)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
