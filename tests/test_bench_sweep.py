@@ -30,11 +30,16 @@ def write_sweep(folder: Path, train: dict | None = None, **over) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "train.yaml").write_text(yaml.safe_dump(train or TRAIN))
     data = {"name": "micro", "command": "train", "config": str(folder / "train.yaml"),
-            "variants": {"fast": ["ppo.lr=3e-3"], "slow": ["ppo.lr=1e-4"]}, "seeds": [0, 1],
+            "variants": {"fast": ["ppo.lr=3e-3"], "slow": ["ppo.lr=1e-4"],
+                         "fast_best": {"of": "fast", "results": {"score": "ppo.best_score"},
+                                       "curves": {"score": None, "vs_alld": None},
+                                       "checkpoint": "ppo.best_checkpoint"}},
+            "seeds": [0, 1],
             "bootstrap": 200,
             "tasks": {"score": {"result": "ppo.final_eval.score", "curve": "eval/score", "low": 0, "high": 25},
                       "vs_alld": {"result": "ppo.final_eval.scripted:always_defect.learner_return",
-                                  "curve": "eval/scripted:always_defect/learner_return"}},
+                                  "curve": "eval/scripted:always_defect/learner_return",
+                                  "curve_offset": "ppo.evals.0.update"}},
             "tournament": {"env": {"id": "dilemma_v0", "kwargs": {"rounds": 5}}, "checkpoint": "ppo.checkpoint",
                            "subdir": "policies/main", "pool": ["scripted:tit_for_tat", "scripted:always_defect"],
                            "episodes": 2, "ratings": {"bootstrap": 50}},
@@ -76,19 +81,26 @@ def test_sweep_report_and_files(reference):
         assert (out / png).read_bytes()[:4] == b"\x89PNG", png
     md = (out / "bench.md").read_text()
     for section in ("## Scores", "## Probability of improvement", "## Learning curves", "## Performance profiles",
-                    "## Runs", "## Cross-play tournament", "| fast |", "vs pool"):
+                    "## Runs", "## Cross-play tournament", "| fast |", "vs pool",
+                    "| fast_best | no runs of its own: in the runs of `fast`, `score` from `ppo.best_score` |"):
         assert section in md, section
     bench = json.loads((out / "bench.json").read_text())
     runs = {(r["variant"], r["seed"]): r for r in bench["runs"]}
+    assert not (out / "fast_best").exists() and len(runs) == 6
     for (v, s), r in runs.items():
-        res = json.loads((out / v / f"seed_{s}" / "results.json").read_text())
-        assert r["score"] == pytest.approx(res["ppo"]["final_eval"]["score"] / 25)
+        res = json.loads((out / v.replace("_best", "") / f"seed_{s}" / "results.json").read_text())
+        expected = res["ppo"]["best_score"] if v.endswith("_best") else res["ppo"]["final_eval"]["score"]
+        assert r["score"] == pytest.approx(expected / 25)
     fast = np.array([[runs["fast", s]["score"], runs["fast", s]["vs_alld"]] for s in (0, 1)])
     assert bench["scores"]["fast"]["iqm"]["value"] == pytest.approx(float(np.mean(np.sort(fast, axis=None)[1:3])))
     poi = bench["probability_of_improvement"]
     assert poi["fast"]["slow"]["value"] + poi["slow"]["fast"]["value"] == pytest.approx(1.0)
-    assert len(bench["curves"]["score"]["fast"]["steps"]) == 3
-    assert set(bench["tournament"]["per_variant"]) == {"fast", "slow"} and bench["tournament"]["entrants"] == 6
+    assert bench["curves"]["score"]["fast"]["steps"] == [1, 2, 3]
+    assert bench["curves"]["vs_alld"]["slow"]["steps"] == [0, 1, 2]  # less ppo.evals[0].update = 1
+    assert "fast_best" not in bench["curves"]["score"]
+    assert set(bench["tournament"]["per_variant"]) == {"fast", "slow", "fast_best"}
+    assert bench["tournament"]["entrants"] == 8
+    assert any("best" in r["spec"] and r["agent"] == "fast_best/s0" for r in bench["tournament"]["ratings"])
 
 
 def test_marl_eval_export(reference):
@@ -96,7 +108,7 @@ def test_marl_eval_export(reference):
     data = json.loads((out / "marl_eval.json").read_text())
     assert list(data) == ["dilemma_v0"] and set(data["dilemma_v0"]) == {"score", "vs_alld"}
     run = data["dilemma_v0"]["vs_alld"]["slow"]["run_1"]
-    assert [run[f"step_{k}"]["step_count"] for k in range(3)] == [1, 2, 3]
+    assert [run[f"step_{k}"]["step_count"] for k in range(3)] == [0, 1, 2]
     final = json.loads((out / "slow" / "seed_1" / "results.json").read_text())["ppo"]["final_eval"]
     assert run["absolute_metrics"]["score"] == [final["scripted:always_defect"]["learner_return"]]
     assert run["step_2"]["score"] == run["absolute_metrics"]["score"]  # the last eval is the final one
@@ -183,3 +195,33 @@ def test_lookup_names_missing_keys():
     assert sw.lookup(data, ["ppo", "final_eval", "score"]) == 2
     with pytest.raises(KeyError, match=r"no key 'scor' at ppo.final_eval; keys there: ckpt:a.b, score"):
         sw.lookup(data, "ppo.final_eval.scor")
+
+
+def test_ablation_config_is_valid():
+    """configs/bench/evolution_ablation.yaml: its 9 runs resolve against configs/quickstart.yaml."""
+    cfg = sw.load_sweep("configs/bench/evolution_ablation.yaml")
+    specs = sw.plan(cfg, Path("runs/bench/evolution_ablation"))
+    assert [s["variant"] for s in specs[::3]] == ["ppo_random", "ppo_pretrained", "full"] and len(specs) == 9
+    sw.check_plan(cfg, specs)
+    assert list(cfg.variants) == ["ppo_random", "ppo_pretrained", "bc_only", "full"]
+
+
+SHRINK = ["stages.pretrain.steps=5", "stages.pretrain.corpus.episodes_per_env=20",
+          "stages.finetune.bc.train_episodes=20", "stages.finetune.bc.heldout_episodes=5",
+          "stages.finetune.bc.eval_episodes=2", "stages.finetune.optim.epochs=1", "stages.train.total_updates=2",
+          "stages.train.episodes_per_update=16", "stages.train.num_envs=16", "stages.train.eval.every=1",
+          "stages.train.eval.episodes=2", "stages.evaluate.episodes=2", "stages.evaluate.baselines=false"]
+
+
+@pytest.mark.slow
+def test_ablation_sweep_shrunk(tmp_path):
+    """The ablation end to end with every stage cut to a few steps and one seed (~2.5 min on 2 cores)."""
+    cfg = sw.load_sweep("configs/bench/evolution_ablation.yaml",
+                        ["seeds=[0]", f"set=[{', '.join(SHRINK)}]", "tournament.episodes=2"])
+    result = sw.run_sweep(cfg, tmp_path, echo=lambda s: None)
+    bench = result["bench"]
+    assert set(bench["scores"]) == {"ppo_random", "ppo_pretrained", "bc_only", "full"}
+    assert bench["tournament"]["entrants"] == 12
+    assert bench["curves"]["vs_pool"]["full"]["steps"] == [1, 2]  # PPO updates, not the pipeline's axis
+    md = (tmp_path / "bench.md").read_text()
+    assert "| bc_only | no runs of its own" in md and "## Cross-play tournament" in md

@@ -48,6 +48,8 @@ class TaskConfig(Strict):
 
     result: str | list[str]  #: key path into results.json, ``a.b.c`` (keys may contain dots) or a list of keys
     curve: str | None = None  #: TensorBoard scalar tag of its learning curve, e.g. ``eval/score``
+    curve_offset: str | list[str] | None = None  #: key path of a number subtracted from the curve's steps
+    #: (e.g. ``pipeline.stages.03_train.step_offset``: a pipeline stage's own step axis)
     low: float | None = None  #: with ``high``: scores become (x - low) / (high - low)
     high: float | None = None
 
@@ -63,6 +65,23 @@ class TaskConfig(Strict):
         if self.low is None or self.high is None:
             return x
         return (x - self.low) / (self.high - self.low)
+
+
+class VariantConfig(Strict):
+    """A variant: its overrides, or (``of``) another stage's agent of another variant's runs."""
+
+    set: list[str] = Field(default_factory=list)  #: --set overrides of the run config
+    of: str | None = None  #: no runs of its own: it reads the runs of variant ``of`` (e.g. the clone of a chain)
+    results: dict[str, str | list[str]] = Field(default_factory=dict)  #: task -> its result key path here
+    curves: dict[str, str | None] = Field(default_factory=dict)  #: task -> its curve tag here (null: none)
+    checkpoint: str | list[str] | None = None  #: cross-play: key path of this variant's checkpoint
+    subdir: str | None = None  #: cross-play: the agent's folder inside that checkpoint
+
+    @model_validator(mode="after")
+    def _view_has_no_overrides(self) -> VariantConfig:
+        if self.of and self.set:
+            raise ValueError(f"a variant of {self.of!r} has no runs of its own, so no 'set' overrides")
+        return self
 
 
 class ResourcesConfig(Strict):
@@ -91,7 +110,7 @@ class SweepConfig(Strict):
     command: Literal["train", "pretrain", "finetune", "run"]
     config: str  #: the run config (relative paths: from the current directory, like every run config path)
     set: list[str] = Field(default_factory=list)  #: overrides applied to every variant
-    variants: dict[str, list[str]] = Field(min_length=1)  #: variant name -> its --set overrides
+    variants: dict[str, list[str] | VariantConfig] = Field(min_length=1)  #: name -> --set overrides, or a mapping
     seeds: list[int] = Field(min_length=1)
     seed_key: str = "seed"  #: the config key each run's seed is written to
     out: str | None = None  #: sweep folder (default runs/bench/NAME)
@@ -109,6 +128,16 @@ class SweepConfig(Strict):
         bad = [v for v in self.variants if not v or "/" in v or v.startswith(".")]
         if bad:
             raise ValueError(f"variants {bad}: a variant name is a folder name (no '/', not starting with '.')")
+        for name, v in list(self.variants.items()):
+            if isinstance(v, list):
+                self.variants[name] = VariantConfig(set=v)
+        for name, v in self.variants.items():
+            assert isinstance(v, VariantConfig)
+            if v.of is not None:
+                base = self.variants.get(v.of)
+                if base is None or v.of == name or (isinstance(base, VariantConfig) and base.of):
+                    raise ValueError(f"variants.{name}.of = {v.of!r}: name a variant with runs of its own; "
+                                     f"variants: {', '.join(self.variants)}")
         if self.tasks is None:
             if self.command not in DEFAULT_TASKS:
                 raise ValueError(f"tasks: required for command {self.command!r}: name the results.json key path "
@@ -116,7 +145,21 @@ class SweepConfig(Strict):
             self.__dict__["tasks"] = {k: TaskConfig(**v) for k, v in DEFAULT_TASKS[self.command].items()}
         elif not self.tasks:
             raise ValueError("tasks: give at least one task")
+        for name, v in self.variants.items():
+            assert isinstance(v, VariantConfig)
+            unknown = sorted((set(v.results) | set(v.curves)) - set(self.tasks))
+            if unknown:
+                raise ValueError(f"variants.{name}: unknown task(s) {unknown}; tasks: {', '.join(self.tasks)}")
         return self
+
+    def variant(self, name: str) -> VariantConfig:
+        v = self.variants[name]
+        assert isinstance(v, VariantConfig)
+        return v
+
+    def source(self, name: str) -> str:
+        """The variant whose runs ``name`` reads (itself unless it is a view ``of`` another)."""
+        return self.variant(name).of or name
 
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
@@ -135,9 +178,14 @@ def plan(cfg: SweepConfig, root: Path) -> list[dict[str, Any]]:
     """One picklable run spec per (variant, seed), variant-major in config order."""
     config = str(Path(cfg.config).resolve())
     return [{"variant": v, "seed": s, "command": cfg.command, "config": config,
-             "overrides": [*cfg.set, *sets, f"{cfg.seed_key}={s}"],
+             "overrides": [*cfg.set, *cfg.variant(v).set, f"{cfg.seed_key}={s}"],
              "run_dir": str((root / v / f"seed_{s}").resolve()), "cwd": os.getcwd()}
-            for v, sets in cfg.variants.items() for s in cfg.seeds]
+            for v in cfg.variants if cfg.variant(v).of is None for s in cfg.seeds]
+
+
+def variant_runs(cfg: SweepConfig, specs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Every variant (views included) -> the run specs it reads, in seed order."""
+    return {v: [s for s in specs if s["variant"] == cfg.source(v)] for v in cfg.variants}
 
 
 def resolve_run_config(spec: dict[str, Any]) -> tuple[Any, str]:
@@ -279,7 +327,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path | None = None, workers: int = 1,
     todo = [s for s in specs if not is_done(s["run_dir"])]
     statuses = [{"variant": s["variant"], "seed": s["seed"], "run_dir": s["run_dir"], "status": "skipped",
                  "wall_s": 0.0} for s in specs if is_done(s["run_dir"])]
-    echo(f"sweep {cfg.name}: {len(specs)} runs ({len(cfg.variants)} variants x {len(cfg.seeds)} seeds), "
+    echo(f"sweep {cfg.name}: {len(specs)} runs ({len(specs) // len(cfg.seeds)} variants x {len(cfg.seeds)} seeds), "
          f"{len(statuses)} finished already, {len(todo)} to run "
          f"{'on Ray ' + ray_address if ray_address else f'in {max(1, workers)} worker(s)'}; folder {root}")
     count = [0]
@@ -310,6 +358,17 @@ def lookup(data: Any, path: str | list[str], where: str = "results.json") -> Any
     node, seen = data, []
     parts = path.split(".") if isinstance(path, str) else list(path)
     while parts:
+        if isinstance(node, list):  # an element by index, or by its key / name / kind
+            part = str(parts[0])
+            match = [e for e in node if isinstance(e, dict) and part in (str(e.get("key")), str(e.get("name")),
+                                                                         str(e.get("kind")))]
+            if part.isdigit() and int(part) < len(node):
+                match = [node[int(part)]]
+            if not match:
+                raise KeyError(f"{where}: {'.'.join(seen)} is a list with no element {part!r} (give an index "
+                               f"0..{len(node) - 1} or an element's key or name)")
+            node, seen, parts = match[0], [*seen, part], parts[1:]
+            continue
         if not isinstance(node, dict):
             raise KeyError(f"{where}: {'.'.join(seen) or '(top)'} is {type(node).__name__}, not a mapping; "
                            f"cannot look up {'.'.join(parts)!r}")
@@ -379,15 +438,16 @@ def collect_scores(cfg: SweepConfig, specs: list[dict[str, Any]]) -> dict[str, n
 
     tasks = cfg.tasks or {}
     out: dict[str, np.ndarray] = {}
-    for v in cfg.variants:
+    for v, vspecs in variant_runs(cfg, specs).items():
         rows = []
-        for s in [s for s in specs if s["variant"] == v]:
+        for s in vspecs:
             results = runs.read_results(s["run_dir"])
             row = []
             for name, task in tasks.items():
-                value = lookup(results, task.result, f"{s['run_dir']}/results.json (task {name!r})")
-                if not isinstance(value, (int, float)):
-                    raise ValueError(f"{s['run_dir']}/results.json: task {name!r}: {task.result!r} is "
+                path = cfg.variant(v).results.get(name, task.result)
+                value = lookup(results, path, f"{s['run_dir']}/results.json (variant {v!r}, task {name!r})")
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ValueError(f"{s['run_dir']}/results.json: variant {v!r}, task {name!r}: {path!r} is "
                                      f"{type(value).__name__}, not a number")
                 row.append(float(task.normalise(float(value))))
             rows.append(row)
@@ -396,14 +456,22 @@ def collect_scores(cfg: SweepConfig, specs: list[dict[str, Any]]) -> dict[str, n
 
 
 def collect_curves(cfg: SweepConfig, specs: list[dict[str, Any]]) -> dict[str, dict[str, dict[int, Any]]]:
-    """``task -> variant -> seed -> (steps, values)`` of every task with a curve tag (values normalised)."""
+    """``task -> variant -> seed -> (steps, values)`` of every task with a curve tag (values normalised,
+    steps less the task's ``curve_offset``)."""
+    from evoarena.training import runs
+
     out: dict[str, dict[str, dict[int, Any]]] = {}
-    for name, task in (cfg.tasks or {}).items():
-        if not task.curve:
-            continue
-        for s in specs:
-            steps, values = read_scalars(s["run_dir"], task.curve)
-            out.setdefault(name, {}).setdefault(s["variant"], {})[s["seed"]] = (steps, task.normalise(values))
+    for v, vspecs in variant_runs(cfg, specs).items():
+        for name, task in (cfg.tasks or {}).items():
+            tag = cfg.variant(v).curves.get(name, task.curve)
+            if not tag:
+                continue
+            for s in vspecs:
+                steps, values = read_scalars(s["run_dir"], tag)
+                if task.curve_offset is not None:
+                    steps = steps - int(lookup(runs.read_results(s["run_dir"]), task.curve_offset,
+                                               f"{s['run_dir']}/results.json (curve_offset of task {name!r})"))
+                out.setdefault(name, {}).setdefault(v, {})[s["seed"]] = (steps, task.normalise(values))
     return out
 
 
@@ -447,11 +515,12 @@ def aggregate(cfg: SweepConfig, root: str | Path, command: str | None = None) ->
             band = _interval(iqm_per_task, mat, reps=reps, seed=bseed)
             curves.setdefault(task, {})[v] = {"steps": common, **{k: np.atleast_1d(band[k]).tolist()
                                                                    for k in ("value", "low", "high")}}
-    runs_table = [{"variant": s["variant"], "seed": s["seed"], "run_dir": s["run_dir"],
-                   **{t: float(scores[s["variant"]][cfg.seeds.index(s["seed"]), k]) for k, t in enumerate(tasks)}}
-                  for s in specs]
+    runs_table = [{"variant": v, "seed": s["seed"], "run_dir": s["run_dir"],
+                   **{t: float(scores[v][i, k]) for k, t in enumerate(tasks)}}
+                  for v, vspecs in variant_runs(cfg, specs).items() for i, s in enumerate(vspecs)]
     bench: dict[str, Any] = {"name": cfg.name, "command": command, "run_command": cfg.command, "config": cfg.config,
-                             "variants": {v: cfg.variants[v] for v in variants}, "set": cfg.set, "seeds": cfg.seeds,
+                             "variants": {v: cfg.variant(v).model_dump(exclude_defaults=True) for v in variants},
+                             "set": cfg.set, "seeds": cfg.seeds,
                              "tasks": {t: cfg.tasks[t].model_dump() for t in tasks} if cfg.tasks else {},
                              "bootstrap": {"reps": reps, "seed": bseed}, "scores": table,
                              "probability_of_improvement": poi, "profiles": {"taus": taus.tolist(), **profile},
@@ -509,13 +578,17 @@ def cross_play(cfg: SweepConfig, specs: list[dict[str, Any]], root: Path) -> dic
     assert tc is not None
     check_env(tc.env, f"sweep {cfg.name}: tournament")
     entrants, owner = [], {}
-    for s in specs:
-        ckpt = lookup(runs.read_results(s["run_dir"]), tc.checkpoint, f"{s['run_dir']}/results.json (tournament)")
-        name = f"{s['variant']}/s{s['seed']}"
-        entrants.append(f"{name}=ckpt:{Path(ckpt) / tc.subdir if tc.subdir else ckpt}")
-        owner[name] = s
+    for v, vspecs in variant_runs(cfg, specs).items():
+        vc = cfg.variant(v)
+        subdir = tc.subdir if vc.subdir is None else vc.subdir
+        for s in vspecs:
+            ckpt = lookup(runs.read_results(s["run_dir"]), vc.checkpoint or tc.checkpoint,
+                          f"{s['run_dir']}/results.json (tournament checkpoint of variant {v!r})")
+            name = f"{v}/s{s['seed']}"
+            entrants.append(f"{name}=ckpt:{Path(ckpt) / subdir if subdir else ckpt}")
+            owner[name] = v
     entrants += tc.pool
-    pool_names = [n for n, _ in entrant_names(entrants)[len(specs):]]
+    pool_names = [n for n, _ in entrant_names(entrants)[len(owner):]]
     result = run_tournament(tc.env.id, entrants, tc.episodes, tc.seed, tc.env.kwargs)
     rows = rate(result, tc.ratings)
     write_tournament(result, rows, root / "tournament", command=f"cross-play of sweep {cfg.name}",
@@ -525,7 +598,7 @@ def cross_play(cfg: SweepConfig, specs: list[dict[str, Any]], root: Path) -> dic
     per_variant: dict[str, Any] = {}
     reps, bseed = cfg.bootstrap, cfg.bootstrap_seed
     for v in cfg.variants:
-        names = [n for n, s in owner.items() if s["variant"] == v]
+        names = [n for n, owner_v in owner.items() if owner_v == v]
         metrics = {"bt": [by_name[n]["bt"] for n in names], "median_score": [by_name[n]["median_score"] for n in names]}
         if pool_names:
             metrics["vs_pool"] = [float(np.mean([payoff[(n, p)] for p in pool_names])) for n in names]
@@ -545,16 +618,20 @@ def _ci(d: dict[str, Any], fmt: str = "{:.3f}") -> str:
 def markdown(cfg: SweepConfig, bench: dict[str, Any], unit: str = "score") -> str:
     """``bench.md``: the sweep, IQM tables, the probability-of-improvement matrix, figures, runs, cross-play."""
     variants, tasks = list(cfg.variants), list(cfg.tasks or {})
-    n_runs = len(variants) * len(cfg.seeds)
+    n_runs = len([v for v in variants if cfg.variant(v).of is None]) * len(cfg.seeds)
     lines = [f"# Sweep `{cfg.name}`", ""]
     if bench.get("command"):
         lines += [f"Command: `{bench['command']}`", ""]
-    lines += [f"`evoarena {cfg.command} {cfg.config}` x {len(variants)} variants x {len(cfg.seeds)} seeds "
+    lines += [f"`evoarena {cfg.command} {cfg.config}` x {n_runs // len(cfg.seeds)} variants x {len(cfg.seeds)} seeds "
               f"({', '.join(map(str, cfg.seeds))}) = {n_runs} runs, each in `VARIANT/seed_S/`. Intervals are 95% "
               f"stratified-bootstrap percentile intervals ({cfg.bootstrap} resamples, as in Agarwal et al. 2021 / "
               "rliable); with few seeds they are wide.", "", "| variant | overrides |", "| --- | --- |"]
     for v in variants:
-        lines.append(f"| {v} | {' '.join(f'`{o}`' for o in cfg.variants[v]) or '(none)'} |")
+        vc = cfg.variant(v)
+        what = (f"no runs of its own: in the runs of `{vc.of}`, " + ", ".join(
+            f"`{t}` from `{p if isinstance(p, str) else '.'.join(p)}`" for t, p in vc.results.items())
+            if vc.of else " ".join(f"`{o}`" for o in vc.set) or "(none)")
+        lines.append(f"| {v} | {what} |")
     if cfg.set:
         lines += ["", f"Every run also: {' '.join(f'`{o}`' for o in cfg.set)}."]
     lines += ["", "## Scores", "", "Tasks (one number per run from its `results.json`"
@@ -562,7 +639,8 @@ def markdown(cfg: SweepConfig, bench: dict[str, Any], unit: str = "score") -> st
     for t in tasks:
         tc = cfg.tasks[t]  # type: ignore[index]
         norm = f", low {tc.low:g}, high {tc.high:g}" if tc.low is not None else ""
-        curve = f", curve `{tc.curve}`" if tc.curve else ""
+        offset = tc.curve_offset if isinstance(tc.curve_offset, str) else ".".join(tc.curve_offset or [])
+        curve = (f", curve `{tc.curve}`" + (f" (steps less `{offset}`)" if offset else "")) if tc.curve else ""
         lines.append(f"- `{t}`: `{tc.result if isinstance(tc.result, str) else '.'.join(tc.result)}`{curve}{norm}")
     task_cols = " | ".join(f"{t}: IQM [95% CI]" for t in tasks)
     lines += ["", f"| variant | IQM [95% CI] | mean [95% CI] | {task_cols} |",
