@@ -59,15 +59,22 @@ def test_forward_padded_ignores_extra_padding():
                                    atol=1e-5, rtol=1e-4)
 
 
-def test_autocast_auto_on_cpu_probes_only_where_bf16_exists(monkeypatch):
+def test_autocast_auto_on_cpu_follows_the_probe(monkeypatch):
     from evoarena.policies import encoder as enc_mod
 
-    monkeypatch.setattr(enc_mod, "cpu_has_bf16", lambda: False)
-    enc = build_encoder(EncoderConfig.model_validate({**SMALL, "autocast": "auto"}))
-    assert enc._autocast_dtype is None  # no bf16 instructions: fp32, no probe
-    monkeypatch.setattr(enc_mod, "cpu_has_bf16", lambda: True)
+    for verdict in (False, True):
+        monkeypatch.setattr(enc_mod, "cpu_bf16_faster", lambda model, vocab, v=verdict: v)
+        enc = build_encoder(EncoderConfig.model_validate({**SMALL, "autocast": "auto"}))
+        assert (enc._autocast_dtype is torch.bfloat16) == verdict
+        off = build_encoder(EncoderConfig.model_validate({**SMALL, "autocast": "off"}))
+        assert off._autocast_dtype is None
+
+
+def test_bf16_probe_runs_once_per_architecture(monkeypatch):
+    from evoarena.policies import encoder as enc_mod
+
     monkeypatch.setattr(enc_mod, "_BF16_PROBES", {})
-    enc = build_encoder(EncoderConfig.model_validate({**SMALL, "autocast": "auto"}))
-    (key, faster), = enc_mod._BF16_PROBES.items()  # the probe ran once and its verdict decides
-    assert (enc._autocast_dtype is torch.bfloat16) == faster
-    assert build_encoder(EncoderConfig.model_validate({**SMALL, "autocast": "off"}))._autocast_dtype is None
+    enc = build_encoder(EncoderConfig.model_validate({**SMALL, "autocast": "off"}))
+    first = enc_mod.cpu_bf16_faster(enc.model, len(enc.tokenizer))
+    assert isinstance(first, bool) and len(enc_mod._BF16_PROBES) == 1
+    assert enc_mod.cpu_bf16_faster(enc.model, len(enc.tokenizer)) is first  # cached, not re-measured
