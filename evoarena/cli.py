@@ -303,7 +303,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     cfg = load_sweep(args.config, args.set)
     command = _command_line("bench", args, args.config, {"set": "--set", "workers": "--workers", "ray": "--ray",
-                                                         "out": "--out"})
+                                                         "out": "--out", "publish": "--publish"})
     if args.report_only:
         aggregate(cfg, out_dir(cfg, args.out), command=command)
     else:
@@ -313,6 +313,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     console.print(f"report: {out_dir(cfg, args.out) / 'bench.md'}")
+    if args.publish:
+        from evoarena.bench.sweep import publish
+
+        copied = publish(out_dir(cfg, args.out), args.publish)
+        console.print(f"published {len(copied)} files to {args.publish}")
     return 0
 
 
@@ -339,6 +344,8 @@ def _add_bench_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a sweep config value")
     p.add_argument("--out", metavar="DIR", help="sweep folder (default runs/bench/NAME)")
     p.add_argument("--report-only", action="store_true", help="only aggregate the finished runs into bench.md")
+    p.add_argument("--publish", metavar="DIR", help="also copy bench.md, its PNGs and JSON and the tournament's files "
+                                                  "to DIR (e.g. docs/results/NAME)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ finished runs, a sweep killed mid-way that finishes only the missing runs, and c
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -114,14 +115,20 @@ def test_marl_eval_export(reference):
     assert run["step_2"]["score"] == run["absolute_metrics"]["score"]  # the last eval is the final one
 
 
-def test_rerun_skips_finished_runs(reference, capsys):
+def test_rerun_skips_finished_runs_and_publishes(reference, capsys, tmp_path):
     cfg, out, result = reference
     marker = out / "fast" / "seed_0" / sw.DONE_FILE
     before = marker.stat().st_mtime_ns
-    assert main(["bench", cfg.config.replace("train.yaml", "sweep.yaml"), "--out", str(out)]) == 0
+    pub = tmp_path / "docs" / "results" / "micro"
+    assert main(["bench", cfg.config.replace("train.yaml", "sweep.yaml"), "--out", str(out), "--publish",
+                 str(pub)]) == 0
     assert "4 finished already, 0 to run" in capsys.readouterr().out
     assert marker.stat().st_mtime_ns == before
     assert comparable(json.loads((out / "bench.json").read_text())) == comparable(result["bench"])
+    md = (pub / "bench.md").read_text()
+    links = re.findall(r"\]\(([^)]+)\)", md)
+    assert "tournament/payoffs.png" in links and all((pub / link).is_file() for link in links), links
+    assert not (pub / "fast").exists()  # run folders stay where they are
 
 
 def test_ray_gives_the_same_results(reference, tmp_path):

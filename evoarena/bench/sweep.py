@@ -610,6 +610,30 @@ def cross_play(cfg: SweepConfig, specs: list[dict[str, Any]], root: Path) -> dic
 
 # --------------------------------------------------------------------------- report
 
+REPORT_FILES = ("bench.md", "bench.json", "marl_eval.json", "iqm.png", "poi.png", "curves.png", "profiles.png")
+
+
+def publish(root: str | Path, dest: str | Path) -> list[Path]:
+    """Copy the sweep's report (bench.md, its PNGs, bench.json, marl_eval.json and the cross-play
+    tournament's files) from ``root`` to ``dest``, e.g. ``docs/results/NAME``; the run folders stay."""
+    import shutil
+
+    root, dest = Path(root), Path(dest)
+    if not (root / "bench.md").is_file():
+        raise FileNotFoundError(f"{root}: no bench.md to publish; run `evoarena bench` first")
+    copied = []
+    for name in REPORT_FILES:
+        if (root / name).is_file():
+            dest.mkdir(parents=True, exist_ok=True)
+            copied.append(Path(shutil.copy2(root / name, dest / name)))
+    if (root / "tournament").is_dir():
+        (dest / "tournament").mkdir(parents=True, exist_ok=True)
+        for f in sorted((root / "tournament").iterdir()):
+            if f.is_file():
+                copied.append(Path(shutil.copy2(f, dest / "tournament" / f.name)))
+    return copied
+
+
 
 def _ci(d: dict[str, Any], fmt: str = "{:.3f}") -> str:
     return f"{fmt.format(d['value'])} [{fmt.format(d['low'])}, {fmt.format(d['high'])}]"
