@@ -2,6 +2,7 @@
 (policy inference in rollouts) and learn (PPO epochs) time.
 
 Run:  .venv/bin/python benchmarks/ppo_throughput.py [--updates 3] [--episodes 256] [--threads 2] [--curve]
+                 [--autocast auto|bf16|off] [--top-k K]
       .venv/bin/python benchmarks/ppo_throughput.py --worlds --mfu          # MFU only
 
 Each world runs the real ``evoarena train`` path (``run_ppo``) into a temporary run folder and the
@@ -34,7 +35,7 @@ from evoarena.policies import build_policy
 from evoarena.training.ppo import ppo_update, prepare_for_rl, run_ppo
 from evoarena.training.rollout import LearnerBatch
 
-TINY = {"encoder": {"preset": "tiny", "autocast": "off"}}
+TINY = {"encoder": {"preset": "tiny", "autocast": "auto"}}
 WORLDS = {
     "dilemma_v0": {"env": {"id": "dilemma_v0"}, "policies": {"main": {"policy": TINY}},
                    "seats": {"player_0": {"policy": "main"}, "player_1": {"agent": "scripted:tit_for_tat"}}},
@@ -157,7 +158,10 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=256, help="episodes per update")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--worlds", nargs="*", default=list(WORLDS))
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast on the CPU (encoder.autocast: bf16)")
+    parser.add_argument("--autocast", choices=["auto", "bf16", "off"], default="auto",
+                        help="encoder.autocast (auto: bf16 where a start-up probe measures it faster)")
+    parser.add_argument("--top-k", type=int, default=0,
+                        help="train only the top K encoder layers (train_mode top_k: cached frozen lower layers)")
     parser.add_argument("--curve", action="store_true", help="print each update's mean rollout return")
     parser.add_argument("--mfu", action="store_true", help="learn-phase MFU for tiny and minilm at batch 256")
     parser.add_argument("--mfu-presets", nargs="*", default=["tiny", "minilm"])
@@ -167,10 +171,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s); this machine may be shared with other jobs: "
           "wall times are upper bounds")
-    if args.bf16:
-        for spec in WORLDS.values():
-            for learner in spec["policies"].values():
-                learner["policy"]["encoder"]["autocast"] = "bf16"
+    for spec in WORLDS.values():
+        for learner in spec["policies"].values():
+            enc = learner["policy"]["encoder"] = dict(learner["policy"]["encoder"], autocast=args.autocast)
+            if args.top_k:
+                enc.update(train_mode="top_k", top_k=args.top_k)
     if args.worlds:
         print(f"{'world':16s} {'decisions/s':>12s} {'env %':>7s} {'forward %':>10s} {'learn %':>8s} "
               f"{'dec/update':>11s}")
