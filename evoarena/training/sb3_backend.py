@@ -76,7 +76,8 @@ class LearnerSlotsEnv(ParallelEnv):
         return any(a in self.world.agents and int(np.count_nonzero(self._obs[a]["action_mask"])) > 1
                    for a in self._seat_of.values())
 
-    def reset(self, seed: int | None = None, options: dict | None = None):
+    def reset(self, seed: int | None = None, options: dict | None = None
+              ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, Any]]]:
         if seed is not None:
             self._next_seed = int(seed)
         episode_seed, self._next_seed = self._next_seed, self._next_seed + self.stride
@@ -129,7 +130,7 @@ class LearnerSlotsEnv(ParallelEnv):
             if self._learner_has_choice():
                 return False, False
 
-    def step(self, actions: dict[str, Any]):
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
         rewards = dict.fromkeys(self.possible_agents, 0.0)
         done, trunc = self._play(dict(actions), rewards)
         infos: dict[str, dict[str, Any]] = {slot: {} for slot in self.possible_agents}
@@ -162,7 +163,7 @@ class WorldVecEnv(VecEnv):
     def action_masks(self) -> np.ndarray:
         return self._masks
 
-    def reset(self):
+    def reset(self) -> dict[str, np.ndarray]:
         seed = self._seeds[0]
         obs, infos = self.venv.reset(seed=seed)
         self.reset_infos = list(infos)
@@ -173,13 +174,14 @@ class WorldVecEnv(VecEnv):
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = actions
 
-    def step_wait(self):
+    def step_wait(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[dict[str, Any]]]:
         obs, rew, term, trunc, infos = self.venv.step(self._actions)
         self._masks = np.asarray(obs["action_mask"]) != 0
         return obs, np.asarray(rew, dtype=np.float32), np.asarray(term, bool) | np.asarray(trunc, bool), list(infos)
 
-    def seed(self, seed: int | None = None):
-        return super().seed(seed)
+    def seed(self, seed: int | None = None) -> list[int | None]:
+        """Seeds env copy i with ``seed + i`` at the next reset (SuperSuit's vector envs cannot be seeded)."""
+        return list(super().seed(seed))
 
     def close(self) -> None:
         self.venv.close()
@@ -208,7 +210,7 @@ class WorldVecEnv(VecEnv):
     def env_is_wrapped(self, wrapper_class: Any, indices: Any = None) -> list[bool]:
         return [False] * len(self._indices(indices))
 
-    def get_images(self):
+    def get_images(self) -> list[Any]:
         return []
 
 
@@ -260,7 +262,8 @@ def _estimate_decisions(par: LearnerSlotsEnv, episodes: int, seed: int) -> float
 def run_sb3(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_index: int = 1,
             progress: bool = True, total_timesteps: int | None = None) -> dict[str, Any]:
     """Train the config's one learner with ``MaskablePPO``; returns the results written to results.json
-    (the keys of ``run_ppo``'s). ``total_timesteps`` (decisions) overrides ``total_updates`` rollouts."""
+    (the keys of ``run_ppo``'s). ``total_timesteps`` (decisions) overrides ``total_updates`` rollouts.
+    ``progress`` is accepted for ``run_ppo``'s signature; this backend shows no progress bar."""
     from sb3_contrib import MaskablePPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.vec_env import VecMonitor
