@@ -31,7 +31,7 @@ from evoarena.policies import load_policy
 from evoarena.training.ppo import run_ppo
 from evoarena.training.sb3_backend import run_sb3
 
-TINY = {"kind": "transformer", "encoder": {"preset": "tiny", "autocast": "off", "device": "cpu"}}
+TINY = {"kind": "transformer", "encoder": {"preset": "tiny", "autocast": "auto", "device": "cpu"}}  # shared by both
 NEGOTIATION_POOL = ["scripted:boulware", "scripted:conceder", "scripted:fair", "scripted:greedy"]
 DILEMMA_OPPONENTS = ["scripted:tit_for_tat", "scripted:always_defect", "scripted:always_cooperate",
                      "scripted:pavlov"]
