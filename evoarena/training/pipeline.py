@@ -387,6 +387,8 @@ def run_pipeline(config: str | Path | PipelineConfig, overrides: list[str] | Non
         run_dir = Path(run_dir) if run_dir else Path("runs") / pc.name
     planned = plan(pc, source)
     runs.create_run(run_dir, pc, resume=resume)
+    if resume and overrides:  # the folder's config says what the rest of the run does
+        runs.atomic_write_text(run_dir / runs.CONFIG_FILE, dump_config(pc))
     state = _read_state(run_dir)
     n = len(planned)
     offset = 0
