@@ -113,7 +113,7 @@ def _init_slots(kind: str, data: dict[str, Any]) -> list[tuple[str, dict[str, An
     return []
 
 
-def _resolve_init(spec: str, i: int, planned: list[Stage], where: str, kind: str) -> Stage | str | None:
+def _resolve_init(spec: str, planned: list[Stage], where: str, kind: str) -> Stage | str | None:
     if spec in ("none", "null", ""):
         return None
     if kind in ("pretrain", "evaluate"):
@@ -228,8 +228,8 @@ def _validate_stage(stage: Stage, source: str, where: str, run_dir: Path | None)
     from evoarena.training.checks import check_config
 
     data = json.loads(json.dumps(stage.data))
-    for _path, holder, key in _init_slots(stage.kind, data):
-        holder[key] = init_path(stage, run_dir, holder_role(stage, _path)) if run_dir is not None else None
+    for key_path, holder, key in _init_slots(stage.kind, data):
+        holder[key] = init_path(stage, run_dir, holder_role(stage, key_path)) if run_dir is not None else None
     cfg = validate_config(data, MODELS[stage.kind], source=f"{source}: {where}")
     check_config(cfg, source=f"{source}: {where}")
     return cfg
@@ -253,7 +253,7 @@ def plan(pc: PipelineConfig, source: str = "<pipeline>") -> list[Stage]:
         where = _where(i, raw)
         data, spec = _stage_data(pc, raw)
         stage = Stage(i + 1, raw["kind"], data["name"], data, None)
-        stage.init = _resolve_init(spec, i, planned, where, stage.kind)
+        stage.init = _resolve_init(spec, planned, where, stage.kind)
         if stage.init is not None and not _init_slots(stage.kind, json.loads(json.dumps(data))):
             if spec != "previous":
                 raise ConfigError(f"{where}: init_from = {spec!r}: this stage has no transformer policy to start")
@@ -325,8 +325,7 @@ def stage_length(kind: str, results: dict[str, Any]) -> int:
     return 0
 
 
-def _run_stage(stage: Stage, cfg: BaseModel, run_dir: Path, resume: bool, planned: list[Stage],
-               state: dict[str, Any]) -> dict[str, Any]:
+def _run_stage(stage: Stage, cfg: BaseModel, run_dir: Path, resume: bool, planned: list[Stage]) -> dict[str, Any]:
     if stage.kind == "evaluate":
         from evoarena.training.evaluate import StageAgent, run_evaluate
 
@@ -407,7 +406,7 @@ def run_pipeline(config: str | Path | PipelineConfig, overrides: list[str] | Non
         t0 = time.perf_counter()
         slot = runs.StageSlot(stage.index, stage.key, offset, f"[{stage.index}/{n}]")
         with runs.in_stage(slot):
-            results = _run_stage(stage, cfg, run_dir, started, planned, state)
+            results = _run_stage(stage, cfg, run_dir, started, planned)
         length = stage_length(stage.kind, results)
         state["stages"][stage.key].update(status="done", length=length, wall_s=time.perf_counter() - t0,
                                           prior_wall_s=st.get("wall_s", 0.0), finished_at=time.time())
@@ -419,7 +418,3 @@ def run_pipeline(config: str | Path | PipelineConfig, overrides: list[str] | Non
                                             **state["stages"][s.key]} for s in planned]}
     return runs.update_results(run_dir, "pipeline", summary)
 
-
-def describe(pc: PipelineConfig) -> str:
-    """The resolved pipeline config as YAML."""
-    return dump_config(pc)

@@ -398,6 +398,19 @@ def log_rollout(writer: Any, step: int, learners: dict[str, Any], episodes: list
     return summary
 
 
+def stage_setup(cfg: TrainConfig, run_dir: Path, stage_index: int) -> tuple[Path, list[str], dict[str, str]]:
+    """(the stage folder, the world's agents, agent -> role), with torch's threads set: what every PPO
+    backend does first."""
+    stage = runs.stage_dir(run_dir, stage_index, STAGE)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    probe = make(cfg.env.id, **cfg.env.kwargs)
+    agents = list(probe.possible_agents)
+    roles = {a: probe.role(a) for a in agents}
+    probe.close()
+    return stage, agents, roles
+
+
 def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_index: int = 1,
             progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the PPO stage into ``run_dir``; returns the results written to results.json."""
@@ -408,12 +421,7 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     run_dir = Path(run_dir)
-    stage = runs.stage_dir(run_dir, stage_index, STAGE)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    probe = make(cfg.env.id, **cfg.env.kwargs)
-    agents = list(probe.possible_agents)
-    roles = {a: probe.role(a) for a in agents}
+    stage, agents, roles = stage_setup(cfg, run_dir, stage_index)
     torch.manual_seed(cfg.seed)
 
     snapshots: dict[str, list[tuple[int, Any]]] = {}

@@ -278,17 +278,13 @@ def run_sb3(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
         prepare_for_rl,
         save_training_checkpoint,
         seat_of,
+        stage_setup,
     )
 
     if resume:
         raise ValueError("--resume is not supported with ppo.backend sb3; start a new run")
     run_dir = Path(run_dir)
-    stage = runs.stage_dir(run_dir, stage_index, STAGE)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    probe = make(cfg.env.id, **cfg.env.kwargs)
-    agents = list(probe.possible_agents)
-    roles = {a: probe.role(a) for a in agents}
+    stage, agents, roles = stage_setup(cfg, run_dir, stage_index)
     name = check_sb3_config(cfg, agents)
     torch.manual_seed(cfg.seed)
     policy = prepare_for_rl(build_learner(cfg, name, agents))
