@@ -1,5 +1,6 @@
 """evoarena's PPO against Stable-Baselines3 (sb3-contrib ``MaskablePPO``) on the same worlds, the same tiny
-transformer, the same number of envs, the same number of decisions and matching hyperparameters.
+transformer in the same train mode (frozen, as the shipped configs
+train it: see ``TINY``), the same number of envs, the same number of decisions and matching hyperparameters.
 
 Run:  .venv/bin/python benchmarks/compare_sb3.py [--seeds 0 1 2] [--updates 10] [--threads 1]
 
@@ -31,7 +32,11 @@ from evoarena.policies import load_policy
 from evoarena.training.ppo import run_ppo
 from evoarena.training.sb3_backend import run_sb3
 
-TINY = {"kind": "transformer", "encoder": {"preset": "tiny", "autocast": "auto", "device": "cpu"}}  # shared by both
+#: the policy both trainers train: the cheap RL path of the shipped configs (encoder frozen, MLP policy and value
+#: heads). evoarena caches the frozen encoder's pooled output per text; SB3's features extractor is the same
+#: frozen encoder, run on every batch as SB3 runs a features extractor (no gradients reach it).
+TINY = {"kind": "transformer", "head_hidden": 256,
+        "encoder": {"preset": "tiny", "autocast": "auto", "device": "cpu", "train_mode": "frozen"}}
 NEGOTIATION_POOL = ["scripted:boulware", "scripted:conceder", "scripted:fair", "scripted:greedy"]
 DILEMMA_OPPONENTS = ["scripted:tit_for_tat", "scripted:always_defect", "scripted:always_cooperate",
                      "scripted:pavlov"]

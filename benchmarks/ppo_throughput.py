@@ -4,12 +4,19 @@
 Run:  .venv/bin/python benchmarks/ppo_throughput.py [--updates 3] [--episodes 256] [--threads 2] [--curve]
                  [--autocast auto|bf16|off] [--top-k K]
       .venv/bin/python benchmarks/ppo_throughput.py --worlds --mfu          # MFU only
+      .venv/bin/python benchmarks/ppo_throughput.py --compare-modes [--rounds 3]  # full vs cheap RL, negotiation
 
 Each world runs the real ``evoarena train`` path (``run_ppo``) into a temporary run folder and the
 figures are read back from its TensorBoard ``perf/`` scalars (the first update, which includes
 warm-up, is dropped). The tiny encoder is randomly initialised (its tokenizer is trained on world text);
 speed does not depend on the weights. Expect on a 2-core laptop CPU, 1 thread, nothing else running:
 hundreds to a few thousand decisions/s; forward and learn dominate, env time is small.
+
+``--compare-modes`` runs negotiation with full fine-tuning and with the cheap RL path the shipped configs use
+(:data:`CHEAP`: encoder frozen, pooled outputs cached per text, MLP policy and value heads) alternately,
+``--rounds`` times each, in one process, and prints the decisions/s of each (summed over the rounds, warm-up
+updates dropped), where their time goes and ``speedup X`` = cheap / full. Alternating makes the ratio robust
+to other jobs on a shared machine; the absolute figures are not.
 
 ``--curve`` also prints each timed update's mean rollout return (a fixed-seed learning curve, to show that
 speed work did not change what is learned). ``--mfu`` measures the learn phase's model FLOP utilisation
@@ -21,6 +28,7 @@ peak of this machine measured in the same run (the best of a few large fp32 matm
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 import time
 from pathlib import Path
@@ -48,8 +56,24 @@ WORLDS = {
 }
 
 
-def measure(world: str, updates: int, episodes: int, threads: int) -> dict[str, float]:
-    data = {**WORLDS[world], "num_envs": episodes, "episodes_per_update": episodes, "total_updates": updates + 1,
+#: the cheap RL path of configs/quickstart.yaml and the negotiation configs: encoder frozen (pooled outputs
+#: cached per text, each unseen text encoded once in a batched call), separate MLP policy and value heads
+CHEAP = {"head_hidden": 256, "encoder": {"train_mode": "frozen"}}
+
+
+def with_mode(world: str, mode: str) -> dict:
+    """``WORLDS[world]`` with every learner's policy in ``mode`` (``full`` as is, ``cheap``: :data:`CHEAP`)."""
+    spec = copy.deepcopy(WORLDS[world])
+    if mode == "cheap":
+        for learner in spec["policies"].values():
+            pol = learner["policy"]
+            pol.update(head_hidden=CHEAP["head_hidden"], encoder={**pol["encoder"], **CHEAP["encoder"]})
+    return spec
+
+
+def measure(world: str, updates: int, episodes: int, threads: int, mode: str = "full") -> dict[str, float]:
+    data = {**with_mode(world, mode), "num_envs": episodes, "episodes_per_update": episodes,
+            "total_updates": updates + 1,
             "threads": threads, "checkpoint_every": 1000, "transcript_every": 0,
             "eval": {"every": 0, "episodes": 1}, "ppo": {"epochs": 2, "minibatch_size": 512, "log_kl_ref": False}}
     cfg = validate_config(data, TrainConfig, source=world)
@@ -66,7 +90,8 @@ def measure(world: str, updates: int, episodes: int, threads: int) -> dict[str, 
         curve = [round(e.value, 4) for e in acc.Scalars("rollout/main/episode_return")] \
             if "rollout/main/episode_return" in acc.Tags()["scalars"] else []
     total = env.sum() + fwd.sum() + learn.sum()
-    return {"decisions/s": decisions.sum() / total, "env %": 100 * env.sum() / total,
+    return {"decisions/s": decisions.sum() / total, "decisions": decisions.sum(), "seconds": total,
+            "env s": env.sum(), "forward s": fwd.sum(), "learn s": learn.sum(), "env %": 100 * env.sum() / total,
             "forward %": 100 * fwd.sum() / total, "learn %": 100 * learn.sum() / total,
             "decisions/update": decisions.mean(), "curve": curve}
 
@@ -152,6 +177,28 @@ def learn_mfu(preset: str, batch: int, steps: int, peak: float, device: str) -> 
             "MFU %": 100 * rate / peak, "tokens/step": tokens}
 
 
+def compare_modes(rounds: int, updates: int, episodes: int, threads: int) -> float:
+    """Full fine-tuning and :data:`CHEAP` on negotiation, alternated ``rounds`` times; prints and returns the
+    speedup (cheap decisions/s over full decisions/s, each summed over its rounds)."""
+    tot: dict[str, dict[str, float]] = {m: {"decisions": 0.0, "seconds": 0.0, "env s": 0.0, "forward s": 0.0,
+                                            "learn s": 0.0} for m in ("full", "cheap")}
+    for r in range(rounds):
+        for mode in ("full", "cheap"):
+            res = measure("negotiation_v0", updates, episodes, threads, mode)
+            for k in tot[mode]:
+                tot[mode][k] += float(res[k])
+            print(f"  round {r + 1} {mode:5s}: {res['decisions/s']:7.0f} dec/s")
+    print(f"{'mode':6s} {'decisions/s':>12s} {'env %':>7s} {'forward %':>10s} {'learn %':>8s}")
+    rate = {}
+    for mode, t in tot.items():
+        rate[mode] = t["decisions"] / t["seconds"]
+        print(f"{mode:6s} {rate[mode]:12.0f} {100 * t['env s'] / t['seconds']:7.1f} "
+              f"{100 * t['forward s'] / t['seconds']:10.1f} {100 * t['learn s'] / t['seconds']:8.1f}")
+    speedup = rate["cheap"] / rate["full"]
+    print(f"speedup {speedup:.2f}")
+    return speedup
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=3, help="timed updates per world (after one warm-up)")
@@ -162,6 +209,9 @@ def main() -> None:
                         help="encoder.autocast (auto: bf16 where a start-up probe measures it faster)")
     parser.add_argument("--top-k", type=int, default=0,
                         help="train only the top K encoder layers (train_mode top_k: cached frozen lower layers)")
+    parser.add_argument("--compare-modes", action="store_true",
+                        help="negotiation: full fine-tuning vs the cheap RL path, alternated; prints speedup X")
+    parser.add_argument("--rounds", type=int, default=3, help="--compare-modes: alternations of the two modes")
     parser.add_argument("--curve", action="store_true", help="print each update's mean rollout return")
     parser.add_argument("--mfu", action="store_true", help="learn-phase MFU for tiny and minilm at batch 256")
     parser.add_argument("--mfu-presets", nargs="*", default=["tiny", "minilm"])
@@ -176,6 +226,9 @@ def main() -> None:
             enc = learner["policy"]["encoder"] = dict(learner["policy"]["encoder"], autocast=args.autocast)
             if args.top_k:
                 enc.update(train_mode="top_k", top_k=args.top_k)
+    if args.compare_modes:
+        compare_modes(args.rounds, args.updates, args.episodes, args.threads)
+        return
     if args.worlds:
         print(f"{'world':16s} {'decisions/s':>12s} {'env %':>7s} {'forward %':>10s} {'learn %':>8s} "
               f"{'dec/update':>11s}")

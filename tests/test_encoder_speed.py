@@ -78,3 +78,122 @@ def test_bf16_probe_runs_once_per_architecture(monkeypatch):
     first = enc_mod.cpu_bf16_faster(enc.model, len(enc.tokenizer))
     assert isinstance(first, bool) and len(enc_mod._BF16_PROBES) == 1
     assert enc_mod.cpu_bf16_faster(enc.model, len(enc.tokenizer)) is first  # cached, not re-measured
+
+
+# ---------------------------------------------------------------- the cheap RL path: frozen encoder, cached outputs
+
+CHEAP_POLICY = {"head_hidden": 16, "encoder": {**SMALL, "num_layers": 2, "train_mode": "frozen"}}
+
+
+def world_obs(n_episodes: int = 6) -> list[dict]:
+    """Decision observations of negotiation (random legal play), texts repeating across episodes."""
+    import numpy as np
+
+    env = make("negotiation_v0")
+    rng = np.random.default_rng(0)
+    out = []
+    for seed in range(n_episodes):
+        obs, _ = env.reset(seed=seed % 3)
+        while env.agents:
+            acts = {}
+            for a in env.agents:
+                legal = np.flatnonzero(obs[a]["action_mask"])
+                if len(legal) > 1:
+                    out.append(obs[a])
+                acts[a] = int(rng.choice(legal))
+            obs, *_ = env.step(acts)
+    return out
+
+
+def cheap_policy():
+    from evoarena.config import PolicyConfig
+    from evoarena.policies import build_policy
+
+    torch.manual_seed(0)
+    return build_policy(PolicyConfig.model_validate(CHEAP_POLICY), "negotiation_v0")
+
+
+def test_frozen_cache_gives_the_same_outputs_and_head_gradients():
+    policy = cheap_policy()
+    plain = copy.deepcopy(policy)
+    plain.encoder.train_mode = "full"  # the same frozen weights, every text encoded on every call
+    obs = world_obs()
+    with torch.no_grad():
+        policy.forward_obs(obs[: len(obs) // 2])  # a "rollout" fills the cache for some texts
+    assert policy.encoder._frozen
+    (lg, vg), (lw, vw) = policy.forward_obs(obs), plain.forward_obs(obs)
+    torch.testing.assert_close(lg, lw, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(vg, vw, atol=1e-5, rtol=1e-4)
+    for logits, values in ((lg, vg), (lw, vw)):
+        (logits.clamp(min=-10).log_softmax(-1).sum() + values.pow(2).sum()).backward()
+    trained = [(n, p.grad, q.grad) for (n, p), q in zip(policy.named_parameters(), plain.parameters())
+               if p.requires_grad]
+    assert trained and all(n.startswith(("policy_head", "value_head")) for n, _, _ in trained)
+    for name, g, h in trained:
+        assert g is not None and float(g.abs().sum()) > 0, name
+        torch.testing.assert_close(g, h, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_frozen_cache_never_serves_an_encoding_of_old_weights():
+    enc = build_encoder(EncoderConfig.model_validate({**SMALL, "train_mode": "frozen"}))
+    texts = world_texts()
+    before = enc.encode(texts)
+    with torch.no_grad():  # weights changed in place (an optimizer step, a hand edit)
+        w = enc.model.encoder.layer[-1].output.dense.weight
+        w.add_(torch.randn_like(w))
+    after = enc.encode(texts)
+    with torch.no_grad():
+        fresh = enc.forward_texts(texts)
+    torch.testing.assert_close(after, fresh)
+    assert not torch.allclose(after, before, atol=1e-3)
+    other = build_encoder(EncoderConfig.model_validate({**SMALL, "train_mode": "frozen"}))
+    with torch.no_grad():
+        for p in other.model.parameters():
+            p.mul_(1.5)
+    enc.load_state_dict(other.state_dict())  # load: the cache follows the new weights
+    torch.testing.assert_close(enc.encode(texts), other.encode(texts))
+
+
+def test_top_k_cache_survives_top_layer_steps_but_not_lower_layer_changes():
+    torch.manual_seed(0)
+    enc = build_encoder(EncoderConfig.model_validate({**SMALL, "train_mode": "top_k", "top_k": 1}))
+    texts = world_texts()
+    enc.encode(texts).pow(2).sum().backward()
+    opt = torch.optim.SGD([p for p in enc.parameters() if p.requires_grad], lr=0.1)
+    opt.step()  # trains the top layer: the cached lower-layer activations stay valid
+    cached = len(enc._acts)
+    plain = copy.deepcopy(enc)
+    plain._split = None
+    torch.testing.assert_close(enc.encode(texts), plain.encode(texts), atol=1e-5, rtol=1e-4)
+    assert len(enc._acts) == cached
+    with torch.no_grad():  # a frozen lower layer changes (e.g. a loaded checkpoint): the cache is dropped
+        change = torch.randn_like(enc.model.encoder.layer[0].output.dense.weight)
+        enc.model.encoder.layer[0].output.dense.weight.add_(change)
+        plain.model.encoder.layer[0].output.dense.weight.add_(change)
+    torch.testing.assert_close(enc.encode(texts), plain.encode(texts), atol=1e-5, rtol=1e-4)
+
+
+def test_ppo_update_reuses_the_rollouts_encodings(monkeypatch):
+    import numpy as np
+
+    from evoarena.config import PPOConfig
+    from evoarena.training.ppo import ppo_update
+    from evoarena.training.rollout import LearnerBatch
+
+    policy = cheap_policy()
+    obs = world_obs()
+    batch = LearnerBatch()
+    out = policy.act(obs, generator=torch.Generator().manual_seed(0))  # the rollout encodes every text once
+    for o, a, lp, v in zip(obs, out.actions, out.logp, out.values):
+        batch.add(o, int(a), float(lp), float(v))
+    batch.rewards = list(np.random.default_rng(0).normal(size=len(obs)))
+    batch.streams = [([i], 0.0) for i in range(len(obs))]
+    batch.finish(0.99, 0.95)
+    calls = []
+    real = policy.encoder.forward_texts
+    monkeypatch.setattr(policy.encoder, "forward_texts", lambda texts: calls.append(len(texts)) or real(texts))
+    heads = [p.detach().clone() for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=1e-3)
+    ppo_update(policy, opt, batch, PPOConfig(epochs=2, minibatch_size=16), None, np.random.default_rng(0))
+    assert calls == []  # no text of the rollout was encoded again
+    assert any(not torch.equal(h, p) for h, p in zip(heads, (p for p in policy.parameters() if p.requires_grad)))

@@ -12,6 +12,8 @@ Training modes: ``full``, ``lora`` (peft adapters on the attention query/value p
 anything after them, e.g. the pooler or a final norm, are trained). In ``top_k`` mode a BERT-family
 encoder caches the output of its frozen lower layers per text, so a text seen before (a PPO update
 re-reads its rollout's texts every epoch) runs only the top k layers; the result is the same function.
+Both caches are keyed on :meth:`TextEncoder.weights_key` (identity and version counter of the weights they
+depend on), so a cached output is never served after those weights changed (optimizer step, load, mode switch).
 """
 
 from __future__ import annotations
@@ -268,6 +270,7 @@ class TextEncoder(nn.Module):
         self._frozen: dict[str, torch.Tensor] = {}
         self._acts: dict[str, torch.Tensor] = {}  #: top_k: frozen lower layers' output per text
         self._acts_bytes = 0
+        self._cache_key: tuple[tuple[int, int], ...] = ()  #: weights the cached outputs were computed with
         self.model = self._apply_train_mode(model, cfg).to(device)
         self._device = device
         self._split = self._split_point()
@@ -375,6 +378,23 @@ class TextEncoder(nn.Module):
         self._acts.clear()
         self._acts_bytes = 0
 
+    def weights_key(self) -> tuple[tuple[int, int], ...]:
+        """Identity and in-place version counter of every parameter the cached outputs depend on (all of
+        them when frozen, the frozen lower ones in top_k): an optimizer step, ``load_state_dict`` or any other
+        in-place change bumps a version, a replaced parameter changes identity."""
+        params = self.model.parameters()
+        if self.train_mode != "frozen":
+            params = (p for p in params if not p.requires_grad)
+        return tuple((id(p), p._version) for p in params)
+
+    def _drop_stale(self) -> None:
+        """Clear the cached frozen outputs and activations if the weights changed since they were computed."""
+        key = self.weights_key()
+        if key != self._cache_key:
+            self._frozen.clear()
+            self._clear_acts()
+            self._cache_key = key
+
     def _split_point(self) -> int | None:
         """top_k on a BERT-family model (embeddings + ``encoder.layer`` stack, bidirectional): how many
         lower layers are frozen and cached; None when there is nothing to cache or no such structure."""
@@ -405,6 +425,7 @@ class TextEncoder(nn.Module):
         mask = (torch.arange(width)[None, :] < lengths[:, None]).long().to(dev)
         amp = {"device_type": dev.type, "dtype": self._autocast_dtype or torch.bfloat16,
                "enabled": self._autocast_dtype is not None}
+        self._drop_stale()
         missing = [j for j, t in enumerate(texts) if t not in self._acts]
         if missing:
             arr = torch.full((len(missing), width), self.pad_id, dtype=torch.long)
@@ -505,6 +526,7 @@ class TextEncoder(nn.Module):
         inv = torch.tensor(inverse, dtype=torch.long, device=self._device)
         if self.train_mode != "frozen":
             return self.forward_texts(uniq), inv
+        self._drop_stale()
         missing = [t for t in uniq if t not in self._frozen]
         if missing:
             with torch.no_grad():
