@@ -97,14 +97,15 @@ def cmd_play(args: argparse.Namespace) -> int:
     import numpy as np
 
     from evoarena.agents import make_agent
-    from evoarena.agents.human import HumanAgent
-    from evoarena.bench import MatchResult, play, summarize
+    from evoarena.agents.human import HumanAgent, HumanQuit, play_human
+    from evoarena.bench import MatchResult, summarize
     from evoarena.envs import make
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     env = make(args.env, **_kwargs(args.kw))
-    names = env.possible_agents
+    names = list(env.possible_agents)
+    env.close()
     args.seat = args.seat or names[0]
     if args.seat not in names:
         raise ValueError(f"--seat {args.seat!r} is not an agent of {args.env}; choose from {names}")
@@ -117,17 +118,19 @@ def cmd_play(args: argparse.Namespace) -> int:
     it = iter(others)
     for a in names:
         seats[a] = HumanAgent() if a == args.seat else make_agent(next(it), args.env, seed=args.seed)
-    seats[args.seat].needs_action_names = True  # type: ignore[attr-defined]
-    results = []
+    games = []
     for ep in range(args.episodes):
-        result = play(args.env, seats, episodes=1, seed=args.seed + ep, env_kwargs=_kwargs(args.kw), record=1)
-        console.print(result.transcripts[0])
-        console.print({a: float(result.returns[a][0]) for a in names}, result.metrics[0])
-        results.append(result)
-    played = MatchResult(args.env, list(names), {**results[0].seat_names, args.seat: "human"},
-                         {a: np.concatenate([r.returns[a] for r in results]) for a in names},
-                         [m for r in results for m in r.metrics])
-    _print_summary(summarize(played), f"{args.env}: {args.episodes} episode(s) played, seed {args.seed}")
+        console.rule(f"{args.env}: game {ep + 1} of {args.episodes} (seed {args.seed + ep})")
+        try:
+            games.append(play_human(args.env, seats, args.seat, args.seed + ep, _kwargs(args.kw)))
+        except HumanQuit as exc:
+            print(f"stopped: {exc}; {len(games)} game(s) finished")
+            if not games:
+                return 1
+            break
+    played = MatchResult(args.env, names, {a: "human" if a == args.seat else seats[a].name for a in names},
+                         {a: np.array([g.returns[a] for g in games]) for a in names}, [g.metrics for g in games])
+    _print_summary(summarize(played), f"{args.env}: {len(games)} episode(s) played, seed {args.seed}")
     return 0
 
 
@@ -234,8 +237,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     results = run_pipeline(args.config, args.set, run_dir=run_dir, resume=bool(args.resume))
     run_dir = run_dir or str(Path("runs") / results["pipeline"]["name"])
     report = write_report(run_dir)
+    _print_evolution(results)
     console.print(f"[bold]run[/bold] done: {run_dir}\nreport: {report}\nTensorBoard: tensorboard --logdir {run_dir}")
     return 0
+
+
+def _print_evolution(results: dict[str, Any]) -> None:
+    """The evolution in words: each stage's paired gain on the pool and the unseen opponents."""
+    from evoarena.bench.report import evaluation
+    from evoarena.training.evaluate import evolution_words
+
+    found = evaluation(results)
+    if found:
+        console.print("[bold]evolution[/bold] (mean score per game, paired on the same games):")
+        for line in evolution_words(found[1]):
+            console.print(f"  {line}", soft_wrap=True)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -91,3 +91,24 @@ def test_play_ends_with_the_evaluate_tables(monkeypatch, capsys):
     assert rows["player_1"] == ["human", "100.000", "+- 0.000"], rows
     assert rows["player_0"][1:] == ["0.000", "+- 0.000"], rows
     assert main(["play", "dilemma_v0", "--episodes", "0"]) == 2
+
+
+def test_play_board_says_who_you_are_the_score_and_the_others_moves_in_words():
+    # player_1 against tit_for_tat over 3 rounds: defect, cooperate, defect
+    res = run_cli("play", "dilemma_v0", "--vs", "scripted:tit_for_tat", "--seat", "player_1", "--kw", "rounds=3",
+                  stdin="1\n0\n1\n")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "you are player_1 (seat 2 of 2) against player_0 = scripted:tit_for_tat" in out
+    assert "score: player_0 (scripted:tit_for_tat) 0, you 0" in out
+    # round 1: tit_for_tat cooperates, you defect; round 2: it defects back
+    assert "last step: player_0 (scripted:tit_for_tat): cooperate; you: defect; payoffs player_0 " \
+           "(scripted:tit_for_tat) +0, you +5" in out
+    assert "score: player_0 (scripted:tit_for_tat) 5, you 5" in out
+    assert "final score: player_0 (scripted:tit_for_tat) 5, you 10" in out
+    assert "{" not in out and "}" not in out  # no raw dicts
+    tail = out.rstrip().splitlines()[-1]
+    assert tail.startswith("└") and tail.endswith("┘")  # the metrics table closes the output, nothing after it
+    quit_ = run_cli("play", "dilemma_v0", "--vs", "random", stdin="q\n")
+    assert quit_.returncode == 1 and "stopped: you quit; 0 game(s) finished" in quit_.stdout
+    assert "Traceback" not in quit_.stderr

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evoarena.bench.report import read_scalars
+from evoarena.bench.report import PNGS, SECTIONS, read_scalars
 from evoarena.cli import main
 from evoarena.config import ConfigError, apply_overrides
 from evoarena.training.pipeline import load_pipeline, plan
@@ -91,22 +92,79 @@ def test_miniature_pipeline_writes_the_run_folder_report_and_plots(finished):
     assert [(g["agent"], g["over"]) for g in ev["gains"]][:2] == [("finetune", "pretrain"), ("train", "finetune")]
     # deterministic baselines are exact: tit_for_tat vs always_defect over 5 rounds = 0 + 4 x 1
     assert ev["rows"]["scripted:tit_for_tat"]["cells"]["scripted:always_defect"]["mean"] == 4.0
-    report = (run_dir / "report.md").read_text()
+
+
+def test_report_sections_in_order_with_the_evolution_table_first(finished):
+    report = (finished / "report.md").read_text()
     assert report.startswith("# mini: evolution report")
-    assert "## Evolution table" in report and "## What each stage gained" in report
-    assert re.search(r"\| \*\*train\*\* \| PPO-trained \|", report)
-    for png in ("learning_curves.png", "stages.png", "actions.png"):
-        data = (run_dir / "plots" / png).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
-        assert f"plots/{png}" in report
-    assert "```" in report  # one transcript per stage's agent
+    headings = [ln for ln in report.splitlines() if ln.startswith("## ")]
+    assert headings == list(SECTIONS)
+    evolution = report.split("## Evolution\n")[1].split("\n## ")[0]
+    table = [ln for ln in evolution.splitlines() if ln.startswith("| ")]
+    assert table[0].startswith("| agent | pool (3 opponents) | unseen (1) | gain over previous stage: pool |")
+    assert [ln.split("|")[1].split("(")[0].strip() for ln in table[1:]] == [
+        "**pretrain**", "**finetune**", "**train**", "scripted:tit_for_tat", "random"]
+    train_row = next(ln for ln in table if ln.startswith("| **train**"))
+    assert re.search(r"\| [+-]\d+\.\d\d \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\].* over finetune \|", train_row)
+    # which checkpoint each row is, and how the PPO one was chosen
+    assert re.search(r"- \*\*train\*\*: `stages/03_train/best/policies/main`: best greedy eval score of 3 "
+                     r"evaluations during training \(update \d of 3", evolution)
+    # no table wider than the heat map replaced: at most 7 columns anywhere
+    widths = [ln.count("|") - 1 for ln in report.splitlines() if ln.startswith("|")]
+    assert max(widths) <= 7
+    # the stages table: every stage's summary filled in, PPO's in words
+    stages = report.split("## Stages\n")[1]
+    rows = [ln for ln in stages.splitlines() if ln.startswith("| 0")]
+    assert len(rows) == 4 and all(ln.split("|")[5].strip() for ln in rows)
+    assert "eval score (mean return vs the eval opponents)" in rows[2] and "at update 0 ->" in rows[2]
+    assert "{" not in stages  # no JSON dump
+    # example games: the stages side by side against one opponent
+    examples = report.split("## Example games\n")[1].split("\n## ")[0]
+    assert re.search(r"\| # \| pretrain \(.* per game\) \| finetune \(.* \| train \(.* \|", examples)
+
+
+def test_report_pngs_are_drawn_and_linked(finished):
+    report = (finished / "report.md").read_text()
+    for png in PNGS:
+        data = (finished / "plots" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
+        assert f"(plots/{png})" in report
+        width, height = struct.unpack(">II", data[16:24])
+        assert 300 < width < 2200 and 150 < height < 2600, (png, width, height)
+
+
+def test_learning_curve_panels_and_ppo_starts_at_update_0(finished):
+    from evoarena.bench.report import _panels_of
+
+    scalars = read_scalars(finished / "tb")
+    state = json.loads((finished / "pipeline.json").read_text())["stages"]
+    train = {"key": "03_train", "name": "train", "kind": "train", **state["03_train"]}
+    titles = [p[0] for p in _panels_of(train, list(scalars))]
+    assert titles == ["PPO rollouts: mean episode return", "greedy eval score vs the training pool"]
+    # the greedy eval at update 0 (before any update) and at 2 and 3 (every: 2, and the end)
+    offset = state["03_train"]["step_offset"]
+    assert [s - offset for s, _ in scalars["eval/score"]] == [0, 2, 3]
+    results = json.loads((finished / "results.json").read_text())["03_train"]
+    assert [e["update"] for e in results["evals"]] == [0, 2, 3]
+    assert scalars["eval/score"][0][1] == pytest.approx(results["evals"][0]["score"])
+
+
+def test_tensorboard_tags_spell_each_opponent_one_way_and_keep_groups_apart(finished):
+    tags = list(read_scalars(finished / "tb"))
+    assert not [t for t in tags if ":" in t]  # scripted:NAME is scripted_NAME everywhere
+    # the learner's evaluations while it trains: eval/<opponent>/...; the evaluate stage: evaluate/<agent>/...
+    assert "eval/scripted_tit_for_tat/learner_return" in tags and "eval/random/learner_return" in tags
+    assert "eval/scripted_tit_for_tat/player_0/clone_score" in tags  # the clone's games, same spelling
+    assert "evaluate/train/scripted_tit_for_tat/score" in tags and "evaluate/random/random/score" in tags
+    assert "evaluate/train/pool_score" in tags and "evaluate/train/unseen_score" in tags
+    assert not [t for t in tags if t.startswith("eval/") and t.endswith("/score") and t.count("/") == 3]
 
 
 def test_every_stage_logs_on_one_increasing_step_axis(finished):
     scalars = read_scalars(finished / "tb")
     state = json.loads((finished / "pipeline.json").read_text())["stages"]
     prefixes = {"01_pretrain": "pretrain/", "02_finetune": "finetune/", "03_train": "train/main/",
-                "04_evaluate": "eval/train/"}
+                "04_evaluate": "evaluate/train/"}
     spans = {}
     for key, prefix in prefixes.items():
         steps = [s for tag, pts in scalars.items() if tag.startswith(prefix) for s, _ in pts]

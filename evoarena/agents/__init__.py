@@ -39,6 +39,12 @@ def parse_spec(spec: str) -> tuple[str, str]:
     raise AgentSpecError(f"bad agent spec {spec!r}; expected one of: {SPEC_FORMS}")
 
 
+def spec_tag(spec: str) -> str:
+    """An agent spec as one TensorBoard tag segment, spelt the same by every stage:
+    ``scripted:tit_for_tat`` -> ``scripted_tit_for_tat`` (no ``:``, space or ``/``)."""
+    return spec.strip().replace(":", "_").replace(" ", "_").replace("/", "_")
+
+
 def make_agent(spec: str, env_id: str, seed: int | None = None) -> Agent:
     """The agent that ``spec`` names, for world ``env_id``."""
     from evoarena.envs import env_class
@@ -63,4 +69,4 @@ def make_agent(spec: str, env_id: str, seed: int | None = None) -> Agent:
 
 
 __all__ = ["Agent", "AgentSpecError", "ScriptedAgent", "UnknownStrategyError", "describe_strategy",
-           "list_strategies", "make_agent", "parse_spec"]
+           "list_strategies", "make_agent", "parse_spec", "spec_tag"]

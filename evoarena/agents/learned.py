@@ -59,11 +59,31 @@ class PolicyAgent:
         return actions
 
 
+def resolve_policy_folder(path: str | Path) -> Path:
+    """The policy checkpoint that ``path`` names: ``path`` itself when it holds ``policy.json``; a training
+    checkpoint folder (``stages/NN_train/checkpoint``, ``.../best``) that holds exactly one policy under
+    ``policies/NAME`` resolves to it; one holding several is an error naming each of them."""
+    from evoarena.policies.io import POLICY_JSON, CheckpointError
+
+    folder = Path(path)
+    if (folder / POLICY_JSON).is_file() or not (folder / "policies").is_dir():
+        return folder
+    found = sorted(p for p in (folder / "policies").iterdir() if (p / POLICY_JSON).is_file())
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise CheckpointError(f"{folder}: a training checkpoint with no policy under {folder / 'policies'}")
+    names = ", ".join(f"ckpt:{p}" for p in found)
+    raise CheckpointError(f"{folder}: a training checkpoint holding {len(found)} policies; name one: {names}")
+
+
 def load_policy_agent(path: str | Path, env_id: str, greedy: bool = True, seed: int | None = None,
                       device: str = "auto") -> PolicyAgent:
-    """The agent of checkpoint ``path`` (spec ``ckpt:PATH``); an error if it was made for another world."""
+    """The agent of checkpoint ``path`` (spec ``ckpt:PATH``; a training checkpoint with one policy resolves
+    to it, see :func:`resolve_policy_folder`); an error if it was made for another world."""
     from evoarena.policies.io import CheckpointError, load_policy
 
+    path = resolve_policy_folder(path)
     policy = load_policy(path, device=device)
     if policy.env_id != env_id:
         raise CheckpointError(f"{path}: checkpoint was trained for env {policy.env_id!r}, not {env_id!r}")

@@ -33,14 +33,22 @@ def _short(label: str, width: int = 28) -> str:
 
 
 def heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], path: str | Path, title: str,
-            colorbar: str = "", fmt: str = "{:.3g}", cmap: str = "viridis") -> Path:
-    """A matrix as coloured cells with their values written in (NaN cells left blank)."""
+            colorbar: str = "", fmt: str = "{:.3g}", cmap: str = "viridis", col_split: int | None = None,
+            row_split: int | None = None, xlabel: str = "", ylabel: str = "") -> Path:
+    """A matrix as coloured cells with their values written in (NaN cells left blank); ``col_split`` /
+    ``row_split`` draw a white line before that column / row (e.g. pool | unseen opponents)."""
     plt = _pyplot()
     m = np.asarray(matrix, dtype=np.float64)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.75 * len(cols), 1.0 + 0.55 * len(rows)))
+    fig, ax = plt.subplots(figsize=(1.8 + 0.62 * len(cols), 1.4 + 0.36 * len(rows)))
     im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, aspect="auto")
     ax.set_xticks(range(len(cols)), [_short(c) for c in cols], rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(rows)), [_short(r) for r in rows], fontsize=8)
+    if col_split and 0 < col_split < len(cols):
+        ax.axvline(col_split - 0.5, color="white", linewidth=3)
+    if row_split and 0 < row_split < len(rows):
+        ax.axhline(row_split - 0.5, color="white", linewidth=3)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     finite = m[np.isfinite(m)]
     mid = (finite.min() + finite.max()) / 2 if finite.size else 0.0
     for i in range(m.shape[0]):
@@ -50,6 +58,40 @@ def heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], path: 
                         color="black" if m[i, j] > mid else "white")
     fig.colorbar(im, ax=ax, label=colorbar)
     ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+ForestRow = tuple[str, float, float, float, str]  #: (label, point, low, high, colour)
+
+
+def _forest_panel(ax, rows: Sequence[ForestRow], title: str, xlabel: str, groups: int = 1) -> None:
+    y = np.arange(len(rows))
+    for i, (_, p, lo, hi, color) in enumerate(rows):
+        ax.errorbar(p, i, xerr=[[p - lo], [hi - p]], fmt="o", color=color, capsize=3, markersize=5,
+                    markerfacecolor=color if lo > 0 or hi < 0 else "white")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(y, [_short(r[0], 44) for r in rows], fontsize=8)
+    if groups > 1:
+        per = len(rows) // groups
+        for g in range(1, groups):
+            ax.axhline(g * per - 0.5, color="grey", linewidth=0.6, linestyle=":")
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def forest(rows: Sequence[ForestRow], path: str | Path, title: str, xlabel: str,
+           right: Sequence[ForestRow] = (), right_title: str = "", right_groups: int = 1) -> Path:
+    """A forest plot: one row per estimate, its point and interval, a line at 0; filled points: the interval
+    excludes 0. ``right``: a second panel beside it (e.g. the same estimates opponent by opponent)."""
+    plt = _pyplot()
+    n = max(len(rows), len(right))
+    panels = 2 if right else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 1.2 + 0.3 * n), squeeze=False)
+    _forest_panel(axes[0, 0], rows, title, xlabel)
+    if right:
+        _forest_panel(axes[0, 1], right, right_title, xlabel, right_groups)
     return _save(fig, path)
 
 

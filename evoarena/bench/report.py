@@ -1,11 +1,25 @@
 """The evolution report of a run folder: ``report.md`` and ``plots/*.png`` (``evoarena report RUN_DIR``).
 
-It opens with the evolution table (one row per stage's agent, then ``random`` and every scripted
-strategy; one column per opponent; mean score with its 95% interval; the world's metrics), then the paired
-difference of each stage's agent over the previous one (and over the expert it was cloned from), the
-plots (learning curves of every stage on the run's one step axis, the stage-by-stage bar chart with
-intervals, the action distribution of each stage's agent), one transcript per stage's agent, and each
-stage's own summary. Everything is read back from ``results.json``, ``pipeline.json`` and ``tb/``.
+Sections, in order (the headings are constants below, read back by the tests):
+
+1. **Evolution**: one short table, one row per stage's agent (then the teacher a stage cloned and
+   ``random``): its mean score per game against the pool and against the unseen opponents, and its paired
+   gain over the previous stage on both, each with its 95% interval; under it, which checkpoint each
+   row is and how it was chosen.
+2. **Paired gains**: the forest plot (``gains.png``) of every stage's gain over the previous one (and over
+   its teacher), overall and opponent by opponent, with the same numbers as a table.
+3. **Score against each opponent**: the agents x opponents matrix as a heat map (``matrix.png``).
+4. **Learning curves** (``learning_curves.png``): one panel per quantity, each on its stage's own step axis
+   with labelled axes; PPO's greedy eval score starts at update 0 (the clone's baseline).
+5. **All agents** (``stages.png``: every agent's pool and unseen score with intervals, on an axis that does
+   not start at 0) and a compact table of them with the world's metrics.
+6. **Actions** (``actions.png``): each stage's action distribution.
+7. **Example games**: the opponents where the last stage's score differs most from the previous stage's
+   (up and down), the stages' games side by side, lines where they differ in bold.
+8. **Stages**: each stage's wall time and its one-line summary.
+
+Each stage has one colour in every plot (:func:`stage_colors`). Everything is read back from
+``results.json``, ``pipeline.json``, ``stages/NN_evaluate/returns.json`` and ``tb/``.
 """
 
 from __future__ import annotations
@@ -14,11 +28,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from evoarena.bench import figures
 from evoarena.training import runs
 
 PLOTS = "plots"
 REPORT = "report.md"
 HIDDEN_METRICS = ("payoff_player_", "score_player_")  #: per-seat metrics that say nothing averaged over seats
+SECTIONS = ("## Evolution", "## Paired gains", "## Score against each opponent", "## Learning curves",
+            "## All agents", "## Actions", "## Example games", "## Stages")
+PNGS = ("gains.png", "matrix.png", "learning_curves.png", "stages.png", "actions.png")
+STAGE_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+OTHER_COLOR = "#9a9a9a"
 
 
 def read_scalars(tb_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
@@ -40,10 +62,24 @@ def evaluation(results: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     return found[-1] if found else None
 
 
-def _cell(c: dict[str, Any] | None) -> str:
-    if not c:
+def stage_colors(stage_names: list[str]) -> dict[str, str]:
+    """One colour per stage's agent, the same in every plot (baselines are grey)."""
+    return {n: STAGE_PALETTE[i % len(STAGE_PALETTE)] for i, n in enumerate(stage_names)}
+
+
+def _ci(d: dict[str, Any] | None) -> str:
+    return "" if not d else f"{d['mean']:.2f} ± {d['ci95']:.2f}"
+
+
+def _gain(d: dict[str, Any] | None) -> str:
+    if not d:
         return ""
-    return f"{c['mean']:.2f} ± {c['ci95']:.2f}"
+    mark = " ✓" if d["low"] > 0 else (" ✗" if d["high"] < 0 else "")
+    return f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]{mark}"
+
+
+def _short(spec: str) -> str:
+    return spec.replace("scripted:", "")
 
 
 def _metric_keys(entry: dict[str, Any]) -> list[str]:
@@ -51,131 +87,188 @@ def _metric_keys(entry: dict[str, Any]) -> list[str]:
     return [k for k in metrics if not k.startswith(HIDDEN_METRICS)]
 
 
+# --------------------------------------------------------------------------- tables
+
+
+def evolution_rows(ev: dict[str, Any]) -> list[str]:
+    """The rows of the short evolution table: the stages' agents, then the teachers they cloned and random."""
+    names = list(ev.get("stage_rows", []))
+    teachers = [g["over"] for g in ev["gains"] if g["kind"] == "vs teacher"]
+    return names + [n for n in dict.fromkeys([*teachers, "random"]) if n in ev["rows"] and n not in names]
+
+
 def evolution_table(ev: dict[str, Any]) -> str:
-    """The Markdown evolution table: agents x opponents, pool and unseen means, the world's metrics."""
-    rows, cols, unseen = ev["rows"], ev["columns"], set(ev.get("unseen", []))
-    first = next(iter(rows.values()))
-    metrics = _metric_keys(first)
-    head = ["agent", "what"] + [f"{c} (unseen)" if c in unseen else c for c in cols]
-    head += ["**pool**"] + (["**unseen**"] if unseen else []) + metrics
+    """Agent, pool, unseen, and the paired gain over the previous stage on both (95% intervals)."""
+    unseen = bool(ev.get("unseen"))
+    over = {g["agent"]: g for g in ev["gains"] if g["kind"] == "over previous stage"}
+    head = ["agent", f"pool ({len(ev['pool'])} opponents)"] + ([f"unseen ({len(ev['unseen'])})"] if unseen else [])
+    head += ["gain over previous stage: pool"] + (["gain: unseen"] if unseen else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, entry in rows.items():
-        label = f"**{name}**" if entry.get("stage") else name
-        cells = [_cell(entry["cells"].get(c)) for c in cols]
-        cells += [f"**{_cell(entry.get('pool'))}**"] + ([_cell(entry.get("unseen"))] if unseen else [])
-        cells += [f"{entry['pool']['metrics'].get(m, float('nan')):.3f}" for m in metrics]
-        lines.append("| " + " | ".join([label, entry.get("label", "")] + cells) + " |")
+    for name in evolution_rows(ev):
+        entry, g = ev["rows"][name], over.get(name)
+        label = f"**{name}** ({entry.get('label', '')})" if entry.get("stage") else f"{name} ({entry.get('label')})"
+        cells = [label, _ci(entry.get("pool"))] + ([_ci(entry.get("unseen"))] if unseen else [])
+        cells += [f"{_gain(g['pool'])} over {g['over']}" if g else ""]
+        cells += [_gain(g.get("unseen")) if g else ""] if unseen else []
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def gains_table(ev: dict[str, Any]) -> str:
     """Paired differences (game by game, same seeds) of each stage's agent over the previous one."""
     unseen = bool(ev.get("unseen"))
-    head = ["agent", "over", "kind", "pool: mean difference [95% CI]", "games"]
-    head += ["unseen: mean difference [95% CI]"] if unseen else []
+    head = ["agent", "over", "pool: mean difference [95% CI]"] + (["unseen"] if unseen else []) + ["paired games"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in ev["gains"]:
-        p = g["pool"]
-        mark = " ✓" if p["low"] > 0 else ""
-        row = [g["agent"], g["over"], g["kind"], f"{p['mean']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}]{mark}",
-               str(p["games"])]
-        if unseen:
-            u = g.get("unseen")
-            row.append(f"{u['mean']:+.3f} [{u['low']:+.3f}, {u['high']:+.3f}]" if u else "")
-        lines.append("| " + " | ".join(row) + " |")
+        over = g["over"] if g["kind"] == "over previous stage" else f"{g['over']} (its teacher)"
+        row = [g["agent"], over, _gain(g["pool"])] + ([_gain(g.get("unseen"))] if unseen else [])
+        lines.append("| " + " | ".join(row + [str(g["pool"]["games"])]) + " |")
+    return "\n".join(lines)
+
+
+def agents_table(ev: dict[str, Any]) -> str:
+    """Every agent: pool and unseen score and the world's metrics (the per-opponent cells are the heat map)."""
+    unseen = bool(ev.get("unseen"))
+    metrics = _metric_keys(next(iter(ev["rows"].values())))
+    head = ["agent", "what", "pool"] + (["unseen"] if unseen else []) + [m.replace("_", " ") for m in metrics]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    order = sorted(ev["rows"], key=lambda n: (not ev["rows"][n].get("stage"), -ev["rows"][n]["pool"]["mean"]))
+    for name in order:
+        entry = ev["rows"][name]
+        cells = [f"**{name}**" if entry.get("stage") else name, entry.get("label", ""), _ci(entry.get("pool"))]
+        cells += [_ci(entry.get("unseen"))] if unseen else []
+        cells += [f"{entry['pool']['metrics'].get(m, float('nan')):.3f}" for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- plots
 
 
-def _stage_tags(stage: dict[str, Any], tags: list[str]) -> list[str]:
-    """The tags that show a stage's learning (the first that exist of its kind's)."""
-    kind = stage["kind"]
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return path
+
+
+#: per stage kind: (panel title, y label, tag or tag predicate, log y?)
+def _panels_of(stage: dict[str, Any], tags: list[str]) -> list[tuple[str, str, list[str], bool]]:
+    kind, task = stage["kind"], stage.get("task", stage["kind"])
     if kind == "pretrain":
-        want = ["pretrain/loss", "pretrain/perplexity_heldout"]
-    elif kind == "finetune":
-        want = [t for t in tags if t.startswith("finetune/") and t.endswith("/loss")]
-        want += [t for t in tags if t.startswith("eval/heldout/") and t.endswith("action_accuracy")]
-        want += ["finetune/loss", "eval/valid/entity_f1"]
-    elif kind == "train":
-        want = [t for t in tags if t.startswith("rollout/") and t.endswith("/episode_return")] + ["eval/score"]
-    else:
-        want = []
-    return [t for t in dict.fromkeys(want) if t in tags]
+        return [("masked-LM training loss", "cross-entropy (log)", ["pretrain/loss"], True),
+                ("held-out perplexity", "perplexity (log)", ["pretrain/perplexity_heldout"], True)]
+    if kind == "finetune" and task == "bc":
+        losses = [t for t in tags if t.startswith("finetune/") and t.endswith("/loss")]
+        accs = [t for t in tags if t.startswith("eval/heldout/") and t.endswith("/action_accuracy")]
+        return [("cloning loss (training batches)", "cross-entropy", losses, False),
+                ("held-out action accuracy", "share of the expert's actions", accs, False)]
+    if kind == "finetune":
+        return [("NER training loss", "cross-entropy", ["finetune/loss"], False),
+                ("validation entity F1", "entity F1", ["eval/valid/entity_f1"], False)]
+    if kind == "train":
+        rets = [t for t in tags if t.startswith("rollout/") and t.endswith("/episode_return")]
+        return [("PPO rollouts: mean episode return", "return per episode (sampled)", rets, False),
+                ("greedy eval score vs the training pool", "mean score per game", ["eval/score"], False)]
+    return []
+
+
+def _step_label(stage: dict[str, Any]) -> str:
+    return {"pretrain": "pretraining step", "train": "PPO update"}.get(stage["kind"], "fine-tuning step")
+
+
+def _draw_panel(ax: Any, stage: dict[str, Any], title: str, ylabel: str, tags: list[str], log: bool,
+                scalars: dict[str, list[tuple[int, float]]], color: str) -> bool:
+    lo = int(stage.get("step_offset", 0))
+    hi = lo + int(stage.get("length", 0))
+    drawn = False
+    for i, tag in enumerate(t for t in tags if t in scalars):
+        pts = [(x - lo, y) for x, y in scalars[tag] if lo <= x <= hi + 1]
+        if not pts:
+            continue
+        xs, ys = [x for x, _ in pts], [y for _, y in pts]
+        ax.plot(xs, ys, color=color, alpha=1.0 if i == 0 else 0.6, marker="o" if len(pts) <= 12 else None,
+                markersize=4, label=tag if len(tags) > 1 else None)
+        drawn = True
+        if tag == "eval/score" and xs[0] == 0:
+            ax.axhline(ys[0], color="black", linestyle="--", linewidth=0.8)
+            ax.annotate(f"update 0 (start): {ys[0]:.2f}", (xs[0], ys[0]), textcoords="offset points",
+                        xytext=(4, -12), fontsize=7)
+            best = int(np.argmax(ys))
+            ax.plot([xs[best]], [ys[best]], marker="*", markersize=12, color=color, markeredgecolor="black")
+            ax.annotate(f"best: {ys[best]:.2f} (update {xs[best]})", (xs[best], ys[best]),
+                        textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if log:
+        ax.set_yscale("log")
+    ax.set_title(f"{stage['name']}: {title}", fontsize=9, loc="left", color=color)
+    ax.set_xlabel(_step_label(stage), fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    if len(tags) > 1 and drawn:
+        ax.legend(fontsize=6)
+    return drawn
 
 
 def plot_learning_curves(scalars: dict[str, list[tuple[int, float]]], stages: list[dict[str, Any]],
-                         path: Path) -> Path | None:
-    """One panel per training stage, all on the run's one step axis, stage boundaries marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [(s, _stage_tags(s, list(scalars))) for s in stages if s["kind"] != "evaluate"]
-    panels = [(s, t) for s, t in panels if t]
-    if not panels:
+                         colors: dict[str, str], path: Path) -> Path | None:
+    """One row of panels per training stage, one panel per quantity, each on its stage's own step axis."""
+    rows = [(s, p) for s in stages for p in [_panels_of(s, list(scalars))] if p]
+    rows = [(s, p) for s, p in rows if any(t in scalars for _, _, tags, _ in p for t in tags)]
+    if not rows:
         return None
-    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.6 * len(panels)), squeeze=False)
-    for ax, (stage, tags) in zip(axes[:, 0], panels):
-        lo = stage.get("step_offset", 0)
-        hi = lo + stage.get("length", 0)
-        for tag in tags:
-            pts = [(x, y) for x, y in scalars[tag] if lo <= x <= hi + 1]
-            if pts:
-                ax.plot([x for x, _ in pts], [y for _, y in pts], label=tag, marker="." if len(pts) < 40 else None)
-        ax.set_xlim(lo, max(hi, lo + 1))
-        if stage["kind"] == "pretrain":
-            ax.set_yscale("log")
-        ax.set_title(f"stage {stage['key'][:2]}: {stage['name']} ({stage.get('task', stage['kind'])}), "
-                     f"global steps {lo}-{hi}", fontsize=9, loc="left")
-        ax.legend(fontsize=7, loc="best")
-        ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel("global step (one axis for the whole run: each panel is its stage's span)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    plt = _pyplot()
+    ncol = max(len(p) for _, p in rows)
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(5.2 * ncol, 2.9 * len(rows)), squeeze=False)
+    for r, (stage, panels) in enumerate(rows):
+        for c in range(ncol):
+            ax = axes[r, c]
+            if c >= len(panels) or not _draw_panel(ax, stage, *panels[c], scalars,
+                                                   colors.get(stage["name"], OTHER_COLOR)):
+                ax.axis("off")
+    return _save(fig, path)
 
 
-def plot_stage_bars(ev: dict[str, Any], path: Path) -> Path:
-    """Pool (and unseen) mean score of each stage's agent, the teacher and the baselines, with 95% CIs."""
-    import matplotlib
+def plot_stage_dots(ev: dict[str, Any], colors: dict[str, str], path: Path) -> Path:
+    """Every agent's pool (filled) and unseen (hollow) mean score with 95% intervals, best pool first; the
+    axis spans the data, not 0, so differences of a point or less are visible."""
+    plt = _pyplot()
+    names = sorted(ev["rows"], key=lambda n: -ev["rows"][n]["pool"]["mean"])
+    y = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(7.5, 0.8 + 0.32 * len(names)))
+    groups = [("pool", "o", 0.0), ("unseen", "D", 0.22)] if ev.get("unseen") else [("pool", "o", 0.0)]
+    for group, marker, dy in groups:
+        for i, n in enumerate(names):
+            d = ev["rows"][n].get(group)
+            if not d:
+                continue
+            c = colors.get(n, OTHER_COLOR)
+            ax.errorbar(d["mean"], i + dy, xerr=d["ci95"], fmt=marker, color=c, capsize=2, markersize=5,
+                        markerfacecolor=c if group == "pool" else "white")
+    ax.set_yticks(y, [f"{_short(n)}" for n in names], fontsize=8)
+    for label in ax.get_yticklabels():
+        if label.get_text() in colors:
+            label.set_color(colors[label.get_text()])
+            label.set_fontweight("bold")
+    ax.invert_yaxis()
+    ax.set_xlabel("mean score per game (95% CI); filled ●: pool, hollow ◇: unseen opponents", fontsize=8)
+    ax.set_title("all agents on the same games (the chain's agents in their stage colours)", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
 
-    names = list(ev["rows"])
-    groups = [g for g in ("pool", "unseen") if all(g in ev["rows"][n] for n in names)]
-    x = np.arange(len(names))
-    width = 0.8 / len(groups)
-    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(names) + 2), 3.8))
-    for i, g in enumerate(groups):
-        means = [ev["rows"][n][g]["mean"] for n in names]
-        cis = [ev["rows"][n][g]["ci95"] for n in names]
-        colors = ["tab:orange" if ev["rows"][n].get("stage") else "tab:gray" for n in names]
-        ax.bar(x + (i - (len(groups) - 1) / 2) * width, means, width, yerr=cis, capsize=2, label=g,
-               color=colors, alpha=1.0 if g == "pool" else 0.55, edgecolor="black", linewidth=0.4)
-    ax.set_xticks(x, [n.replace("scripted:", "") for n in names], rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("mean score per game (95% CI)")
-    ax.set_title("stage by stage (orange: the chain's agents; solid: pool, light: unseen opponents)", fontsize=9)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-def plot_actions(ev: dict[str, Any], path: Path, top: int = 12) -> Path | None:
-    """Action distribution (share of decisions) of each stage's agent: before and after RL."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
+def plot_actions(ev: dict[str, Any], colors: dict[str, str], path: Path, top: int = 12) -> Path | None:
+    """Action distribution (share of decisions) of each stage's agent in the evaluation games."""
+    plt = _pyplot()
     stage_rows = [n for n in ev.get("stage_rows", []) if ev["rows"][n].get("actions")]
     if not stage_rows:
         return None
@@ -186,24 +279,156 @@ def plot_actions(ev: dict[str, Any], path: Path, top: int = 12) -> Path | None:
     actions = sorted(total, key=lambda a: -total[a])[:top]
     x = np.arange(len(actions))
     width = 0.8 / len(stage_rows)
-    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(actions) + 2), 3.4))
+    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(actions) + 2.5), 3.2))
     for i, n in enumerate(stage_rows):
         counts = ev["rows"][n]["actions"]
         s = max(1, sum(counts.values()))
-        ax.bar(x + (i - (len(stage_rows) - 1) / 2) * width, [counts.get(a, 0) / s for a in actions], width, label=n)
+        ax.bar(x + (i - (len(stage_rows) - 1) / 2) * width, [counts.get(a, 0) / s for a in actions], width,
+               label=n, color=colors.get(n, OTHER_COLOR))
     ax.set_xticks(x, actions, rotation=30 if len(actions) > 4 else 0, ha="right" if len(actions) > 4 else "center",
                   fontsize=8)
-    ax.set_ylabel("share of decisions")
-    ax.set_title("action distribution of each stage's agent (evaluation games)", fontsize=9)
+    ax.set_ylabel("share of the agent's decisions", fontsize=8)
+    ax.set_xlabel("action", fontsize=8)
+    ax.set_title("what each stage's agent does (all evaluation games)", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
+
+
+def plot_matrix(ev: dict[str, Any], path: Path) -> Path:
+    """The agents x opponents matrix of mean scores as a heat map (unseen opponents right of the line)."""
+    names = sorted(ev["rows"], key=lambda n: (not ev["rows"][n].get("stage"), -ev["rows"][n]["pool"]["mean"]))
+    cols = ev["columns"]
+    m = np.array([[ev["rows"][n]["cells"].get(c, {}).get("mean", np.nan) for c in cols] for n in names])
+    labels = [f"{_short(c)} (unseen)" if c in ev.get("unseen", []) else _short(c) for c in cols]
+    return figures.heatmap(m, [_short(n) for n in names], labels, path,
+                           title="mean score per game of the row's agent against the column's opponent",
+                           colorbar="mean score per game", fmt="{:.0f}", col_split=len(ev["pool"]),
+                           row_split=len(ev.get("stage_rows", [])), xlabel="opponent", ylabel="agent")
+
+
+def per_opponent_gains(ev: dict[str, Any], returns: dict[str, dict[str, list[float]]]
+                       ) -> list[tuple[str, str, str, dict[str, float]]]:
+    """(agent, over, opponent, paired difference) of every stage over the previous one, opponent by opponent."""
+    from evoarena.training.evaluate import paired
+
+    out = []
+    for g in ev["gains"]:
+        if g["kind"] != "over previous stage" or g["agent"] not in returns or g["over"] not in returns:
+            continue
+        for c in ev["columns"]:
+            out.append((g["agent"], g["over"], c, paired(np.asarray(returns[g["agent"]][c]),
+                                                         np.asarray(returns[g["over"]][c]))))
+    return out
+
+
+def plot_gains(ev: dict[str, Any], returns: dict[str, dict[str, list[float]]] | None, colors: dict[str, str],
+               path: Path) -> Path | None:
+    """Forest plot: each stage's paired gain over the previous one (and its teacher) on the pool and the
+    unseen opponents; beside it the same gains opponent by opponent. Points: mean; bars: 95% intervals."""
+    rows = []
+    for g in ev["gains"]:
+        over = g["over"] if g["kind"] == "over previous stage" else f"teacher {_short(g['over'])}"
+        for group in ("pool", "unseen"):
+            if g.get(group):
+                rows.append((f"{g['agent']} over {over}: {group}", g[group], colors.get(g["agent"], OTHER_COLOR)))
+    if not rows:
+        return None
+    per_opp = per_opponent_gains(ev, returns or {})
+    pairs = list(dict.fromkeys((a, o) for a, o, _, _ in per_opp))
+    opp_rows = [(f"{_short(c)}{' (unseen)' if c in ev.get('unseen', []) else ''}", a, d)
+                for a, _, c, d in per_opp]
+    return figures.forest(
+        [(label, d["mean"], d["low"], d["high"], c) for label, d, c in rows],
+        path, title="paired gain in mean score per game (same games, 95% CI)", xlabel="gain (points per game)",
+        right=[(label, d["mean"], d["low"], d["high"], colors.get(a, OTHER_COLOR)) for label, a, d in opp_rows],
+        right_title="per opponent: " + ", ".join(f"{a} over {o}" for a, o in pairs),
+        right_groups=len(pairs))
+
+
+# --------------------------------------------------------------------------- example games
+
+
+def pick_examples(ev: dict[str, Any]) -> list[tuple[str, str]]:
+    """(why, opponent) of the games to show: where the last stage gained most over the previous one and
+    where it lost most, among opponents whose recorded games differ between the stages."""
+    names = ev.get("stage_rows", [])
+    if len(names) < 2:
+        return [("", c) for c in ev["columns"][:1]]
+    prev, last = names[-2], names[-1]
+    diffs = []
+    for c in ev["columns"]:
+        a, b = ev["rows"][last]["cells"].get(c, {}), ev["rows"][prev]["cells"].get(c, {})
+        if a.get("transcript") and b.get("transcript") and a["transcript"] != b["transcript"]:
+            diffs.append((a["mean"] - b["mean"], c))
+    if not diffs:
+        return [("", c) for c in ev["columns"][:1]]
+    diffs.sort()
+    out = [(f"where {last} gained most over {prev} ({diffs[-1][0]:+.2f} per game)", diffs[-1][1])]
+    if diffs[0][0] < 0 and diffs[0][1] != diffs[-1][1]:
+        out.append((f"where {last} lost most to {prev} ({diffs[0][0]:+.2f} per game)", diffs[0][1]))
+    return out
+
+
+def side_by_side(ev: dict[str, Any], column: str) -> str:
+    """The stages' recorded games against ``column`` as one table, a line per row; differing lines in bold."""
+    names = [n for n in ev.get("stage_rows", []) if ev["rows"][n]["cells"].get(column, {}).get("transcript")]
+    texts = [ev["rows"][n]["cells"][column]["transcript"].strip().splitlines() for n in names]
+    head = ["#"] + [f"{n} ({ev['rows'][n]['cells'][column]['mean']:.1f} per game)" for n in names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i in range(max(map(len, texts), default=0)):
+        cells = [t[i].replace("|", "/") if i < len(t) else "" for t in texts]
+        differ = len(set(cells)) > 1
+        cells = [f"**{c}**" if differ and c else c for c in cells]
+        lines.append("| " + " | ".join([str(i)] + cells) + " |")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- the report
+
+
+def _intro(ev: dict[str, Any]) -> list[str]:
+    kw = ", ".join(f"{k}={v}" for k, v in ev.get("env_kwargs", {}).items())
+    return [f"World `{ev['env']}`" + (f" ({kw})" if kw else "") + f". Every agent plays the same games: "
+            f"{ev['episodes_per_seat']} per opponent and seat order, seeds from {ev['eval_seed']}. Scores are mean "
+            f"points per game of the row's agent ± the half-width of the 95% interval; a gain is the paired "
+            f"difference game by game. **pool**: the {len(ev['pool'])} opponents the learner trained with; "
+            f"**unseen**: {len(ev.get('unseen', []))} opponents no stage met. ✓ / ✗: the interval lies above / "
+            f"below 0.", ""]
+
+
+def _evolution_section(ev: dict[str, Any]) -> list[str]:
+    out = [SECTIONS[0], "", evolution_table(ev), "", "Which checkpoint each row is:", ""]
+    for n in ev.get("stage_rows", []):
+        out.append(f"- **{n}**: {ev['rows'][n].get('source') or 'the stage checkpoint'}")
+    return out + [""]
+
+
+def _examples_section(ev: dict[str, Any]) -> list[str]:
+    out = [SECTIONS[6], "", f"The first game of each stage's agent (seat `{ev.get('first_seat', 'player_0')}`, "
+                            "its action first) against the same opponent on the same seed.", ""]
+    for why, col in pick_examples(ev):
+        out += [f"**vs {col}**" + (f": {why}" if why else ""), "", side_by_side(ev, col), ""]
+    return out
+
+
+def _stages_section(stages: list[dict[str, Any]], results: dict[str, Any]) -> list[str]:
+    out = [SECTIONS[7], "", "| # | stage | kind | wall time | summary |", "|---|---|---|---|---|"]
+    for s in stages:
+        summ = str(results.get(s["key"], {}).get("summary", "")).replace("|", "/").replace("\n", " ")
+        wall = s.get("wall_s")
+        out.append(f"| {s['key'][:2]} | {s['name']} | {s.get('task', s.get('kind'))} | "
+                   f"{'' if wall is None else f'{wall:.0f} s'} | {summ} |")
+    return out
+
+
+def _returns(run_dir: Path, key: str) -> dict[str, dict[str, list[float]]] | None:
+    path = run_dir / "stages" / key / "returns.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _img(path: Path | None, alt: str) -> list[str]:
+    return [f"![{alt}]({PLOTS}/{path.name})", ""] if path is not None else []
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -216,48 +441,36 @@ def write_report(run_dir: str | Path) -> Path:
     state_file = run_dir / "pipeline.json"
     state = json.loads(state_file.read_text()) if state_file.is_file() else {"stages": {}}
     stages = [{"key": k, **v} for k, v in state["stages"].items()]
+    planned = {s["key"]: s for s in results.get("pipeline", {}).get("stages", [])}
+    for s in stages:
+        s.setdefault("task", planned.get(s["key"], {}).get("task", s.get("kind")))
     name = results.get("pipeline", {}).get("name", run_dir.name)
     plots = run_dir / PLOTS
     plots.mkdir(exist_ok=True)
+    found = evaluation(results)
+    colors = stage_colors([s["name"] for s in stages if s.get("kind") != "evaluate"])
+    curves = plot_learning_curves(read_scalars(run_dir / "tb"), stages, colors, plots / "learning_curves.png")
     out = [f"# {name}: evolution report", ""]
-    ev_found = evaluation(results)
-    made = []
-    curves = plot_learning_curves(read_scalars(run_dir / "tb"), stages, plots / "learning_curves.png")
-    if ev_found:
-        _key, ev = ev_found
-        kw = ", ".join(f"{k}={v}" for k, v in ev.get("env_kwargs", {}).items())
-        out += [f"World `{ev['env']}`" + (f" ({kw})" if kw else "") + f". Every cell: {ev['episodes_per_seat']} "
-                f"games per seat order on the same seeds (from {ev['eval_seed']}), mean score of the row's agent "
-                f"per game ± the half-width of its 95% interval. **pool**: all games against the opponents the "
-                f"learner trained with; **unseen**: opponents no stage met.", "",
-                "## Evolution table", "", evolution_table(ev), "",
-                "## What each stage gained (paired differences, same games)", "", gains_table(ev), "",
-                "✓: the 95% interval lies above zero.", ""]
-        made.append(plot_stage_bars(ev, plots / "stages.png"))
-        made.append(plot_actions(ev, plots / "actions.png"))
-    out += ["## Plots", ""]
-    for p in [curves, *made]:
-        if p is not None:
-            out += [f"![{p.stem}]({PLOTS}/{p.name})", ""]
-    if ev_found:
-        _key, ev = ev_found
-        out += ["## Action distribution", ""]
-        for n in ev.get("stage_rows", []):
-            counts = ev["rows"][n].get("actions", {})
-            s = max(1, sum(counts.values()))
-            top = sorted(counts.items(), key=lambda kv: -kv[1])[:8]
-            out.append(f"- **{n}**: " + ", ".join(f"{a} {c / s:.1%}" for a, c in top))
-        out += ["", "## Example games", ""]
-        for n in ev.get("stage_rows", []):
-            for col, cell in ev["rows"][n]["cells"].items():
-                if cell.get("transcript"):
-                    out += [f"**{n}** vs {col}:", "", "```", cell["transcript"].strip(), "```", ""]
-                    break
-    out += ["## Stages", "", "| # | stage | kind | wall time | summary |", "|---|---|---|---|---|"]
-    for s in stages:
-        summ = str(results.get(s["key"], {}).get("summary", "")).replace("|", "/").replace("\n", " ")
-        wall = s.get("wall_s")
-        out.append(f"| {s['key'][:2]} | {s['name']} | {s.get('kind')} | "
-                   f"{'' if wall is None else f'{wall:.0f} s'} | {summ} |")
+    if found is None:
+        out += [SECTIONS[3], "", *_img(curves, "learning curves")]
+        out += _stages_section(stages, results)
+        return runs.atomic_write_text(run_dir / REPORT, "\n".join(out) + "\n")
+    key, ev = found
+    out += _intro(ev) + _evolution_section(ev)
+    gains = plot_gains(ev, _returns(run_dir, key), colors, plots / "gains.png")
+    out += [SECTIONS[1], "", *_img(gains, "paired gains"), gains_table(ev), ""]
+    out += [SECTIONS[2], "", *_img(plot_matrix(ev, plots / "matrix.png"), "score matrix")]
+    out += [SECTIONS[3], "", "Each panel on its stage's own steps. PPO's greedy eval score (learner vs the pool, "
+                             "both seats, other seeds than the tables) starts at update 0: the agent it started "
+                             "from.", "", *_img(curves, "learning curves")]
+    out += [SECTIONS[4], "", *_img(plot_stage_dots(ev, colors, plots / "stages.png"), "all agents"),
+            agents_table(ev), ""]
+    out += [SECTIONS[5], "", *_img(plot_actions(ev, colors, plots / "actions.png"), "actions")]
+    for n in ev.get("stage_rows", []):
+        counts = ev["rows"][n].get("actions", {})
+        s = max(1, sum(counts.values()))
+        top = sorted(counts.items(), key=lambda kv: -kv[1])[:8]
+        out.append(f"- **{n}**: " + ", ".join(f"{a} {c / s:.1%}" for a, c in top))
+    out += [""] + _examples_section(ev) + _stages_section(stages, results)
     out += ["", f"TensorBoard: `tensorboard --logdir {run_dir}` (every stage on one step axis).", ""]
     return runs.atomic_write_text(run_dir / REPORT, "\n".join(out))

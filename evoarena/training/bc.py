@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from evoarena.agents import spec_tag
 from evoarena.config import FinetuneConfig, demo_seed_base
 from evoarena.training import runs
 from evoarena.training.finetune import STAGE, STAGE_INDEX
@@ -465,7 +466,7 @@ def run_bc(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     roles = cloned_roles(bc)
     need_names = bc.policy.head == "scoring"
     n_ep = bc.train_episodes + bc.heldout_episodes
-    with progress_bar(f"demonstrations ({bc.expert})", n_ep) as update:
+    with progress_bar(f"demonstrations ({bc.expert})", n_ep, unit="episodes") as update:
         train = generate_demos(bc, bc.train_episodes, base, roles, need_names, update)
         held = generate_demos(bc, bc.heldout_episodes, base + bc.train_episodes, roles, need_names, update)
     demo_s = timer()
@@ -481,7 +482,7 @@ def run_bc(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     rows = evaluate_clones(bc, policies)
     eval_s = timer() - demo_s - train_s
     for row in rows:
-        name = row["opponent"].replace(" ", "_").replace(":", "_")
+        name = spec_tag(row["opponent"])
         writer.add_scalar(f"eval/{name}/{row['seat']}/clone_score", row["clone_score"], 0)
         writer.add_scalar(f"eval/{name}/{row['seat']}/expert_score", row["expert_score"], 0)
     games = sum(r["games"] for r in rows)
@@ -512,9 +513,9 @@ def run_bc(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
         "demo_s": demo_s, "train_s": train_s, "eval_s": eval_s, "wall_s": timer(),
         "threads": torch.get_num_threads(), "checkpoints": ckpts,
     }
-    acc = ", ".join(f"{r} {results['roles'][r]['heldout_action_accuracy']:.4f}" for r in roles)
-    results["summary"] = (f"bc {bc.env.id} expert {bc.expert}: held-out action accuracy {acc}; in-game score "
-                          f"clone {clone_score:.3f} vs expert {expert_score:.3f} over {games} games; "
+    acc = ", ".join(f"{r} {results['roles'][r]['heldout_action_accuracy']:.3f}" for r in roles)
+    results["summary"] = (f"cloned {bc.expert} in {bc.env.id}: held-out action accuracy {acc}; mean score "
+                          f"clone {clone_score:.2f} vs expert {expert_score:.2f} over {games} games; "
                           f"{results['wall_s']:.0f} s (demos {demo_s:.0f}, training {train_s:.0f}, "
                           f"evaluation {eval_s:.0f})")
     writer.add_text("finetune/summary", results["summary"], 0)

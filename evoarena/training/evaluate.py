@@ -7,9 +7,11 @@ pool the learner trained against, then the ``unseen`` ones. Every cell plays the
 and a stage's gain over the previous one is a paired difference game by game. An encoder-only stage
 (pretrain, NER) is evaluated as the policy the next stage builds on it, with untrained heads.
 
-TensorBoard: ``eval/<row>/<column>/score`` and ``eval/<row>/pool_score`` (and ``unseen_score``) at the
-stage's step; transcripts under ``episodes/<row>``. The per-game returns are kept in
-``stages/NN_evaluate/returns.json``.
+TensorBoard: ``evaluate/<row>/<column>/score`` and ``evaluate/<row>/pool_score`` (and ``unseen_score``)
+at the stage's step, agents spelt by :func:`evoarena.agents.spec_tag` (``eval/`` holds the learners' own
+evaluations while they train); one transcript per stage's agent and opponent under
+``episodes/<row>/<column>``. Each stage row records which checkpoint it is and how it was chosen. The
+per-game returns are kept in ``stages/NN_evaluate/returns.json``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from evoarena.agents import make_agent
+from evoarena.agents import make_agent, spec_tag
 from evoarena.agents.learned import PolicyAgent
 from evoarena.agents.match import mean_ci, play
 from evoarena.config import EvaluateConfig, PolicyConfig
@@ -45,6 +47,7 @@ class StageAgent:
     checkpoints: dict[str, str]
     fresh_policy: dict[str, Any] | None = None
     teacher: str | None = None  #: a behaviour-cloned stage's expert spec
+    source: str = ""  #: which checkpoint it is and how it was chosen (shown in the report)
 
 
 @dataclass
@@ -55,6 +58,7 @@ class Row:
     policies: dict[str, Any] = field(default_factory=dict)  #: role -> policy (learned rows)
     stage: str | None = None
     teacher: str | None = None
+    source: str = ""  #: which checkpoint a learned row is and how it was chosen
 
 
 class CountingAgent:
@@ -117,6 +121,30 @@ def _random_play_obs(cfg: EvaluateConfig, agent: str, episodes: int = 64) -> lis
     return out
 
 
+def _relative(path: str, run_dir: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(run_dir.resolve()))
+    except ValueError:
+        return path
+
+
+def describe_source(agent: StageAgent, results: dict[str, Any], run_dir: Path) -> str:
+    """Which checkpoint a stage's agent is and how it was chosen, from the folder and the stage's results
+    (``results``: the run's results.json)."""
+    paths = sorted(set(agent.checkpoints.values()))
+    where = ", ".join(f"`{_relative(p, run_dir)}`" for p in paths)
+    mine = results.get(agent.key, {})
+    if agent.fresh_policy is not None:
+        return f"the encoder {where} at its last step, with untrained (seeded) policy and value heads"
+    if any(Path(p).parts[-3:-2] == ("best",) for p in paths) and mine.get("best_update") is not None:
+        evals = mine.get("evals") or []
+        return (f"{where}: best greedy eval score of {len(evals)} evaluations during training (update "
+                f"{mine['best_update']} of {mine.get('updates')}; those games use other seeds than this table's)")
+    if "updates" in mine:
+        return f"{where}: the last update ({mine['updates']})"
+    return f"{where}: the stage's final checkpoint"
+
+
 def build_rows(cfg: EvaluateConfig, stage_agents: list[StageAgent], folder: Path) -> list[Row]:
     """The table's rows: each stage's agent (in chain order), then ``random`` and every scripted strategy."""
     from evoarena.agents import list_strategies
@@ -130,7 +158,8 @@ def build_rows(cfg: EvaluateConfig, stage_agents: list[StageAgent], folder: Path
             policies = _fresh_policy(sa, cfg, folder)
         else:
             policies = {role: load_policy(path) for role, path in sa.checkpoints.items()}
-        rows.append(Row(sa.name, sa.label, policies=policies, stage=sa.key, teacher=sa.teacher))
+        rows.append(Row(sa.name, sa.label, policies=policies, stage=sa.key, teacher=sa.teacher,
+                        source=sa.source))
     if cfg.baselines:
         rows.append(Row("random", "uniform over legal actions", spec="random"))
         for s in list_strategies(cfg.env.id):
@@ -208,6 +237,9 @@ def run_evaluate(cfg: EvaluateConfig, run_dir: str | Path, stage_agents: list[St
     pool = list(dict.fromkeys(cfg.opponents))
     unseen = [u for u in dict.fromkeys(cfg.unseen) if u not in pool]
     columns = pool + unseen or [SELF]
+    done = runs.read_results(run_dir)
+    for sa in stage_agents:
+        sa.source = sa.source or describe_source(sa, done, run_dir)
     rows = build_rows(cfg, stage_agents, folder)
     from evoarena.training.supervised import progress_bar
 
@@ -218,18 +250,19 @@ def run_evaluate(cfg: EvaluateConfig, run_dir: str | Path, stage_agents: list[St
         for row in rows:
             counts: Counter = Counter()
             cells, games = {}, {}
-            for c_i, col in enumerate(columns):
-                cell = play_cell(row, col, cfg, counts, record=cfg.transcripts and row.stage is not None and c_i == 0)
+            for col in columns:
+                cell = play_cell(row, col, cfg, counts, record=cfg.transcripts and row.stage is not None)
                 mean, half = mean_ci(cell["returns"])
                 cells[col] = {"mean": mean, "ci95": half, "games": int(len(cell["returns"])),
                               "metrics": cell["metrics"]}
                 games[col] = cell["returns"]
                 if cell["transcript"]:
                     cells[col]["transcript"] = cell["transcript"]
-                    writer.add_text(f"episodes/{row.name}", f"```\n{cell['transcript']}\n```", 0)
-                writer.add_scalar(f"eval/{_tag(row.name)}/{_tag(col)}/score", mean, 0)
+                    writer.add_text(f"episodes/{spec_tag(row.name)}/{spec_tag(col)}", f"```\n{cell['transcript']}\n```",
+                                    0)
+                writer.add_scalar(f"evaluate/{spec_tag(row.name)}/{spec_tag(col)}/score", mean, 0)
                 update(1, info=f"{row.name} vs {col}: {mean:.2f}")
-            entry: dict[str, Any] = {"label": row.label, "stage": row.stage, "cells": cells,
+            entry: dict[str, Any] = {"label": row.label, "stage": row.stage, "cells": cells, "source": row.source,
                                      "actions": {(action_names[a] if a < len(action_names) else str(a)): n
                                                  for a, n in sorted(counts.items())}}
             for group, cols in (("pool", pool or columns), ("unseen", unseen)):
@@ -239,7 +272,7 @@ def run_evaluate(cfg: EvaluateConfig, run_dir: str | Path, stage_agents: list[St
                     metrics = {k: float(np.mean([cells[c]["metrics"].get(k, np.nan) for c in cols]))
                                for k in cells[cols[0]]["metrics"]}
                     entry[group] = {"mean": mean, "ci95": half, "games": int(len(allg)), "metrics": metrics}
-                    writer.add_scalar(f"eval/{_tag(row.name)}/{group}_score", mean, 0)
+                    writer.add_scalar(f"evaluate/{spec_tag(row.name)}/{group}_score", mean, 0)
             table[row.name] = entry
             per_game[row.name] = {c: games[c].tolist() for c in columns}
     writer.close()
@@ -253,11 +286,12 @@ def run_evaluate(cfg: EvaluateConfig, run_dir: str | Path, stage_agents: list[St
                 gains.append(_gain(later.name, r.teacher, per_game, pool or columns, unseen, kind="vs teacher"))
     runs.atomic_write_text(folder / "returns.json", json.dumps(per_game))
     results = {"env": cfg.env.id, "env_kwargs": cfg.env.kwargs, "pool": pool, "unseen": unseen,
-               "columns": columns, "episodes_per_seat": cfg.episodes, "eval_seed": cfg.eval_seed,
+               "columns": columns, "first_seat": focus[0], "episodes_per_seat": cfg.episodes,
+               "eval_seed": cfg.eval_seed,
                "rows": table, "stage_rows": [r.name for r in stage_rows], "gains": gains,
                "wall_s": time.perf_counter() - t0}
-    parts = [f"{g['agent']} - {g['over']}: {g['pool']['mean']:+.3f} +- {g['pool']['ci95']:.3f}" for g in gains]
-    results["summary"] = f"evaluate {cfg.env.id}: {len(rows)} agents x {len(columns)} opponents; " + "; ".join(parts)
+    results["summary"] = (f"{len(rows)} agents x {len(columns)} opponents ({len(pool)} pool, {len(unseen)} unseen), "
+                          f"{cfg.episodes} games per seat order; " + "; ".join(evolution_words(results)))
     runs.update_results(run_dir, STAGE, results)
     return results
 
@@ -273,5 +307,18 @@ def _gain(agent: str, over: str, per_game: dict[str, dict[str, list[float]]], po
     return out
 
 
-def _tag(name: str) -> str:
-    return name.replace(":", "_").replace(" ", "_").replace("/", "_")
+def _interval(d: dict[str, float]) -> str:
+    return f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
+
+
+def evolution_words(results: dict[str, Any]) -> list[str]:
+    """Each stage's gain over the previous one (and over its teacher) in words: the paired mean difference
+    in score per game on the pool and on the unseen opponents, each with its 95% interval."""
+    out = []
+    for g in results.get("gains", []):
+        over = f"over {g['over']}" if g["kind"] == "over previous stage" else f"over its teacher {g['over']}"
+        text = f"{g['agent']} {over}: pool {_interval(g['pool'])}"
+        if g.get("unseen"):
+            text += f", unseen {_interval(g['unseen'])}"
+        out.append(text + f" points per game (95% CI, {g['pool']['games']} paired games)")
+    return out

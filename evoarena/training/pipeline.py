@@ -371,7 +371,7 @@ def run_pipeline(config: str | Path | PipelineConfig, overrides: list[str] | Non
     """
     from rich.console import Console
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # a summary is one line, also in a log file
     if resume:
         if run_dir is None:
             raise ValueError("resume needs the run folder")

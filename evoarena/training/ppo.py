@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from evoarena.agents import make_agent
+from evoarena.agents import make_agent, spec_tag
 from evoarena.agents.learned import PolicyAgent
 from evoarena.agents.match import play
 from evoarena.config import LearnerConfig, PPOConfig, SeatConfig, TrainConfig
@@ -43,6 +43,7 @@ from evoarena.training.ppo_math import (
     normalize,
     value_loss,
 )
+from evoarena.training.progress import progress_bar
 from evoarena.training.rollout import Assignment, LearnerBatch, Rollout
 
 STAGE = "ppo"
@@ -297,12 +298,20 @@ def evaluate(cfg: TrainConfig, learners: dict[str, Any], agents: list[str], role
     return results
 
 
+def eval_tag(label: str) -> str:
+    """The TensorBoard group of an eval matchup label: the opponent spelt by :func:`spec_tag` as in every
+    stage (``scripted:tit_for_tat/swapped`` -> ``scripted_tit_for_tat/swapped``)."""
+    base, swapped = (label[: -len("/swapped")], "/swapped") if label.endswith("/swapped") else (label, "")
+    return spec_tag(base) + swapped
+
+
 def log_eval(writer: Any, step: int, res: dict[str, Any]) -> None:
-    """eval/<opponent>/<metric> and eval/score of an :func:`evaluate` result."""
+    """eval/<opponent>/<metric> and eval/score of an :func:`evaluate` result (the learner's evaluations
+    while training; the evaluate stage's rows are under ``evaluate/``)."""
     for label, vals in res.items():
         if isinstance(vals, dict):
             for k, v in vals.items():
-                writer.add_scalar(f"eval/{label}/{k}", v, step)
+                writer.add_scalar(f"eval/{eval_tag(label)}/{k}", v, step)
     writer.add_scalar("eval/score", res["score"], step)
 
 
@@ -418,8 +427,6 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
         from evoarena.training.sb3_backend import run_sb3
 
         return run_sb3(cfg, run_dir, resume=resume, stage_index=stage_index, progress=progress)
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     run_dir = Path(run_dir)
     stage, agents, roles = stage_setup(cfg, run_dir, stage_index)
     torch.manual_seed(cfg.seed)
@@ -481,13 +488,12 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
             checkpoint(update, name="best")
         return res
 
+    if not start_update and cfg.eval.every:
+        run_eval(0)  # the starting policy's score (the clone's, in a chain): the baseline of the curve
     last_summary: dict[str, float] = {}
-    label = runs.progress_label("[bold]ppo[/bold]").replace("{", "{{").replace("}", "}}")
-    columns = [TextColumn(label + " {task.completed}/{task.total}"), BarColumn(),
-               TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
     interrupted = False
-    with _Interrupt() as stop, Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task("ppo", total=cfg.total_updates, completed=start_update, info="")
+    with _Interrupt() as stop, progress_bar("ppo", cfg.total_updates, completed=start_update, unit="updates",
+                                            enabled=progress) as bar:
         for update in range(start_update + 1, cfg.total_updates + 1):
             t_start = time.perf_counter()
             for name in learners:
@@ -559,9 +565,8 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
             if not nan_this and (update % cfg.checkpoint_every == 0 or update == cfg.total_updates
                                  or stop.requested):
                 checkpoint(update)
-            info = " ".join(f"{k}={v:.3f}" for k, v in last_summary.items())
-            bar.update(task, completed=update,
-                       info=f"{info} dec/s={result.decisions / max(total_s, 1e-9):.0f}")
+            info = ", ".join(f"return {k} {v:.1f}" for k, v in last_summary.items())
+            bar(1, info=f"{info}, {result.decisions / max(total_s, 1e-9):.0f} decisions/s")
             if stop.requested and update < cfg.total_updates:
                 interrupted = True
                 break
@@ -583,7 +588,20 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
                "final_eval": final_eval, "best_score": state["best_score"], "best_update": state.get("best_update"),
                "evals": state["evals"], "rollout_return": last_summary,
                "checkpoint": str(stage / "checkpoint"), "best_checkpoint": str(stage / "best")}
+    results["summary"] = ppo_summary(results)
     runs.update_results(run_dir, STAGE, results)
-    summary = f"final eval score {final_eval['score']:.3f} " + json.dumps(
-        {k: v for k, v in final_eval.items() if k != "score"}, default=float)[:400]
-    return {**results, "summary": summary}
+    return results
+
+
+def ppo_summary(results: dict[str, Any]) -> str:
+    """One line a person reads: updates and episodes, then the greedy eval score (the learners' mean return
+    against the eval opponents) at update 0, at the end, and its best with the update it came at."""
+    evals = results.get("evals") or []
+    line = f"PPO {results['updates']} updates, {results['episodes']:,} episodes; eval score (mean return vs the " \
+           f"eval opponents)"
+    if evals and evals[0].get("update") == 0:
+        line += f" {evals[0]['score']:.2f} at update 0 ->"
+    line += f" {results['final_eval']['score']:.2f} at update {results['updates']}"
+    if results.get("best_update") is not None:
+        line += f"; best {results['best_score']:.2f} at update {results['best_update']} (the checkpoint `best`)"
+    return line

@@ -403,7 +403,8 @@ def run_sb3(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
                "final_eval": final_eval, "best_score": state["best_score"], "best_update": state.get("best_update"),
                "evals": state["evals"], "rollout_return": last_summary, "backend": "sb3",
                "checkpoint": str(stage / "checkpoint"), "best_checkpoint": str(stage / "best")}
+    from evoarena.training.ppo import ppo_summary
+
+    results["summary"] = "MaskablePPO (sb3): " + ppo_summary(results)
     runs.update_results(run_dir, STAGE, results)
-    summary = f"final eval score {score:.3f} (MaskablePPO) " + json.dumps(
-        {k: v for k, v in final_eval.items() if k != "score"}, default=float)[:400]
-    return {**results, "summary": summary}
+    return results

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -55,34 +55,13 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-@contextmanager
-def progress_bar(description: str, total: int, completed: int = 0) -> Iterator[Any]:
-    """A rich progress bar on stderr; yields ``update(advance=1, info="...")``."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+def progress_bar(description: str, total: int, completed: int = 0, unit: str = "steps"
+                 ) -> AbstractContextManager[Callable[..., None]]:
+    """Progress on stderr (:func:`evoarena.training.progress.progress_bar`); yields ``update(advance=1,
+    info="...")``."""
+    from evoarena.training.progress import progress_bar as bar
 
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                        console=Console(stderr=True))
-    with progress:
-        from evoarena.training.runs import progress_label
-
-        task = progress.add_task(progress_label(description), total=total, completed=completed, info="")
-
-        def update(advance: int = 1, info: str | None = None) -> None:
-            if info is None:
-                progress.update(task, advance=advance)
-            else:
-                progress.update(task, advance=advance, info=info)
-
-        yield update
+    return bar(description, total, completed=completed, unit=unit)
 
 
 class Timer:
