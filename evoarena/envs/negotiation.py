@@ -161,9 +161,12 @@ def pareto_utilities(pool: Triple, v0: Triple, v1: Triple) -> frozenset[tuple[in
                 v0[0] * t[0] + v0[1] * t[1] + v0[2] * t[2],
                 v1[0] * (pool[0] - t[0]) + v1[1] * (pool[1] - t[1]) + v1[2] * (pool[2] - t[2]),
             ))
-    return frozenset(
-        (a, b) for a, b in points if not any(c >= a and d >= b and (c > a or d > b) for c, d in points)
-    )
+    front, best = [], -1
+    for a, b in sorted(points, reverse=True):  # by player_0's score, then player_1's, both descending
+        if b > best:  # every point before has a higher (or equal with a higher) score for player_0
+            front.append((a, b))
+            best = b
+    return frozenset(front)
 
 
 def is_pareto_optimal(pool: Triple, v0: Triple, v1: Triple, get0: Triple) -> bool:
