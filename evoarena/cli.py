@@ -364,18 +364,47 @@ def _add_bench_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
                                                   "to DIR (e.g. docs/results/NAME)")
 
 
+def user_message(exc: BaseException) -> str | None:
+    """The one-line ``error:`` text of an error the user can fix (bad input, a file-system fault, a run in
+    use, too little memory); None for anything else (a bug: its traceback is shown)."""
+    from evoarena.storage import RunLockedError, describe_os_error
+
+    if isinstance(exc, OSError):
+        return describe_os_error(exc)
+    if isinstance(exc, KeyError):
+        return str(exc.args[0]) if exc.args else str(exc)
+    if isinstance(exc, ValueError | RunLockedError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory; reduce the sizes in the config (episodes_per_update, num_envs, batch sizes)"
+    if type(exc).__name__ == "TrainingError":
+        return str(exc)
+    return None
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """The command that continues the interrupted run, or "" when no run folder was made."""
+    from evoarena.training import runs
+
+    run_dir = runs.current_run_dir()
+    if run_dir is None or args.command not in ("run", "pretrain", "finetune", "train"):
+        return ""
+    return f"evoarena {args.command} --resume {run_dir}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        console.print("interrupted")
+        hint = _resume_hint(args)
+        print("interrupted" + (f"; resume with:\n  {hint}" if hint else ""), file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        if os.environ.get("EVOARENA_DEBUG"):
+    except Exception as exc:
+        msg = user_message(exc)
+        if msg is None or os.environ.get("EVOARENA_DEBUG"):
             raise
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"error: {msg}", file=sys.stderr)
         return 2
 

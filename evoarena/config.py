@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -26,9 +27,10 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
-    """Base of all config models: unknown keys are rejected, values are validated on assignment."""
+    """Base of all config models: unknown keys are rejected, values are validated on assignment, numbers
+    must be finite (``.inf`` and ``.nan`` are refused)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- policies
@@ -84,6 +86,26 @@ class PolicyConfig(Strict):
 # --------------------------------------------------------------------------- loading
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2's booleans (true/false only: ``off``, ``no``, ``on``, ``yes`` stay strings, so
+    ``autocast: off`` is the string "off" in a file and in ``--set`` alike) and floats (``3e-4``)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))  # 1e9, 3e-4: floats, as in YAML 1.2
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text with :class:`_Loader` (what every config and ``--set`` value goes through)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def parse_overrides(pairs: list[str] | None) -> list[tuple[list[str], Any]]:
     """``["a.b=3", "c=[1,2]"]`` -> ``[(["a","b"], 3), (["c"], [1, 2])]``; values are parsed as YAML."""
     out = []
@@ -92,7 +114,7 @@ def parse_overrides(pairs: list[str] | None) -> list[tuple[list[str], Any]]:
         if not sep or not key.strip():
             raise ConfigError(f"--set {pair!r}: expected KEY.PATH=VALUE, e.g. --set ppo.lr=3e-4")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {pair!r}: value is not valid YAML ({exc})") from None
         out.append(([k for k in key.strip().split(".")], value))
@@ -181,7 +203,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the config as UTF-8") \
+            from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if data is None:
@@ -203,6 +230,15 @@ def dump_config(cfg: BaseModel) -> str:
 
 
 # --------------------------------------------------------------------------- worlds and seats
+
+
+class NumericsRecord(Strict):
+    """What a run decided once and keeps on ``--resume`` (see :mod:`evoarena.policies.numerics`): torch's
+    thread count, what ``device: auto`` became, and each ``autocast: auto`` probe's bf16 verdict."""
+
+    threads: int = Field(ge=1)
+    device: Literal["cpu", "cuda"]
+    bf16: dict[str, bool] = Field(default_factory=dict)
 
 
 class EnvConfig(Strict):
@@ -314,6 +350,7 @@ class TrainConfig(Strict):
     transcript_every: int = Field(10, ge=0)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     threads: int = Field(0, ge=0)  #: torch CPU threads (0: leave torch's default)
+    numerics: NumericsRecord | None = None  #: written by the run: decisions that change its numbers
 
     @model_validator(mode="after")
     def _seats_refer_to_policies(self) -> TrainConfig:
@@ -413,6 +450,7 @@ class PretrainConfig(Strict):
     checkpoint_every: int = Field(500, ge=1)  #: steps between resumable training states
     log_every: int = Field(25, ge=1)  #: steps between TensorBoard scalars
     threads: int = Field(0, ge=0)  #: torch CPU threads (0: leave torch's default)
+    numerics: NumericsRecord | None = None  #: written by the run: decisions that change its numbers
 
 
 class OptimConfig(Strict):
@@ -534,6 +572,7 @@ class FinetuneConfig(Strict):
     checkpoint_every: int = Field(0, ge=0)  #: steps between resumable training states (0: after each epoch)
     log_every: int = Field(25, ge=1)  #: steps between TensorBoard scalars
     threads: int = Field(0, ge=0)  #: torch CPU threads (0: leave torch's default)
+    numerics: NumericsRecord | None = None  #: written by the run: decisions that change its numbers
 
     @model_validator(mode="after")
     def _task_section(self) -> FinetuneConfig:
@@ -581,6 +620,7 @@ class EvaluateConfig(Strict):
     greedy: bool = True  #: learned agents take their most probable action
     transcripts: bool = True  #: record one game per stage agent (against the first opponent)
     threads: int = Field(0, ge=0)  #: torch CPU threads (0: leave torch's default)
+    numerics: NumericsRecord | None = None  #: written by the run: decisions that change its numbers
 
 
 STAGE_KINDS = ("pretrain", "finetune", "train", "evaluate")
@@ -599,6 +639,7 @@ class PipelineConfig(Strict):
     name: str = "run"
     seed: int = 0
     threads: int = Field(0, ge=0)
+    numerics: NumericsRecord | None = None  #: written by the run: decisions that change its numbers
     env: EnvConfig | None = None
     stages: list[dict[str, Any]] = Field(min_length=1)
 

@@ -72,12 +72,20 @@ def test_autocast_auto_on_cpu_follows_the_probe(monkeypatch):
 
 def test_bf16_probe_runs_once_per_architecture(monkeypatch):
     from evoarena.policies import encoder as enc_mod
+    from evoarena.policies import numerics
 
-    monkeypatch.setattr(enc_mod, "_BF16_PROBES", {})
+    numerics.reset()
+    seen = []
+    numerics.on_change(seen.append)
     enc = build_encoder(EncoderConfig.model_validate({**SMALL, "autocast": "off"}))
     first = enc_mod.cpu_bf16_faster(enc.model, len(enc.tokenizer))
-    assert isinstance(first, bool) and len(enc_mod._BF16_PROBES) == 1
+    assert isinstance(first, bool) and len(numerics.decisions()["bf16"]) == 1 and len(seen) == 1
     assert enc_mod.cpu_bf16_faster(enc.model, len(enc.tokenizer)) is first  # cached, not re-measured
+    assert len(seen) == 1  # the recorded verdict is reused: no second probe, no second record
+    recorded = numerics.decisions()
+    numerics.adopt({**recorded, "bf16": {k: not v for k, v in recorded["bf16"].items()}})
+    assert enc_mod.cpu_bf16_faster(enc.model, len(enc.tokenizer)) is (not first)  # a resumed run's verdict wins
+    numerics.reset()
 
 
 # ---------------------------------------------------------------- the cheap RL path: frozen encoder, cached outputs

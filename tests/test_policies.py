@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from evoarena import storage
 from evoarena.agents.learned import PolicyAgent, load_policy_agent
 from evoarena.config import EncoderConfig, PolicyConfig
 from evoarena.policies import (
@@ -146,7 +147,7 @@ def test_corrupt_truncated_or_missing_files_raise_checkpoint_error_naming_folder
     # without the size/checksum in policy.json, safetensors itself still rejects a truncated file
     bare = save_checkpoint(tmp_path / "bare", policy)
     meta = json.loads((bare / "policy.json").read_text())
-    del meta["weights_bytes"], meta["weights_sha256"]
+    del meta["weights_bytes"], meta["weights_sha256"], meta["file_sha256"]
     (bare / "policy.json").write_text(json.dumps(meta))
     (bare / "model.safetensors").write_bytes(data[:100])
     with pytest.raises(CheckpointError, match="model.safetensors"):
@@ -210,7 +211,7 @@ def test_failed_save_leaves_the_previous_checkpoint_loadable(tmp_path, tok, monk
             raise OSError("rename failed")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(ckpt_io.os, "replace", flaky_replace)
+    monkeypatch.setattr(storage.os, "replace", flaky_replace)
     with pytest.raises(OSError, match="rename failed"):
         save_checkpoint(folder, new_policy, trainer_state={"step": 3})
     monkeypatch.undo()
@@ -398,6 +399,7 @@ def test_checkpoint_without_statistics_loads_and_uses_batch_statistics(tmp_path,
     save_file(state, str(weights))  # as written before statistics were stored
     meta = json.loads((tmp_path / "ck" / "policy.json").read_text())
     meta["weights_bytes"] = weights.stat().st_size
+    meta.pop("file_sha256")  # as written then: weights_sha256 held the file's hash
     meta["weights_sha256"] = ckpt_io._sha256(weights)
     (tmp_path / "ck" / "policy.json").write_text(json.dumps(meta))
     back = load_policy(tmp_path / "ck")

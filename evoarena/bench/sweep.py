@@ -32,7 +32,7 @@ from pydantic import Field, model_validator
 
 from evoarena.bench import stats
 from evoarena.bench.tournament import RatingsConfig
-from evoarena.config import ConfigError, EnvConfig, Strict, dump_config, load_config
+from evoarena.config import ConfigError, EnvConfig, Strict, dump_config, load_config, yaml_load
 
 COMMANDS = ("train", "pretrain", "finetune", "run")
 DONE_FILE = "bench_done.json"
@@ -403,12 +403,11 @@ def read_scalars(run_dir: str | Path, tag: str) -> tuple[np.ndarray, np.ndarray]
 def _env_name(cfg: SweepConfig, specs: list[dict[str, Any]]) -> str:
     if cfg.env_name:
         return cfg.env_name
-    import yaml
 
     from evoarena.training import runs
 
     try:
-        data = yaml.safe_load((Path(specs[0]["run_dir"]) / runs.CONFIG_FILE).read_text()) or {}
+        data = yaml_load((Path(specs[0]["run_dir"]) / runs.CONFIG_FILE).read_text()) or {}
         env = data.get("env") or next((s.get("env") for s in data.get("stages", []) if s.get("env")), None)
         return str(env["id"]) if env else cfg.name
     except (OSError, KeyError, TypeError, AttributeError):

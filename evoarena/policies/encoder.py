@@ -30,8 +30,9 @@ import torch
 from torch import nn
 
 from evoarena.config import EncoderConfig
+from evoarena.policies import numerics
+from evoarena.policies.wordpiece import train_wordpiece
 
-SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TRAIN_MODE_KEYS = ("train_mode", "top_k", "lora_r", "lora_alpha", "lora_dropout")  #: how an encoder is trained
 MAX_CACHE_ENTRIES = 200_000  #: token-id and frozen-output caches are cleared when they grow past this
 DEFAULT_CHUNK = 1024  #: at most this many texts per forward pass inside one ``encode`` call
@@ -54,46 +55,11 @@ class EncoderLoadError(ValueError):
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> cuda if available else cpu; ``cuda`` without a GPU raises a clear error."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return numerics.auto_device()
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise EncoderLoadError(f"device {device!r} requested but torch sees no CUDA GPU; "
                                "use device: auto or cpu")
     return torch.device(device)
-
-
-def train_wordpiece(texts: Sequence[str], vocab_size: int):
-    """A lowercase WordPiece ``PreTrainedTokenizerFast`` trained on ``texts``.
-
-    Special tokens are ``[PAD] [UNK] [CLS] [SEP] [MASK]`` (ids 0-4); digits are split one by one so
-    numbers share tokens; an encoded text is ``[CLS] ... [SEP]``.
-    """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True, clean_text=True, strip_accents=True)
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.BertPreTokenizer(), pre_tokenizers.Digits(individual_digits=True)]
-    )
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=1, special_tokens=SPECIAL_TOKENS,
-                                        show_progress=False)
-    tok.train_from_iterator(list(texts) or [""], trainer=trainer)
-    # the trainer breaks ties in hash order, so ids differ from run to run: renumber the learned pieces in
-    # a fixed order (specials first, then sorted) so the same texts always give the same tokenizer
-    learned = tok.get_vocab()
-    order = list(SPECIAL_TOKENS) + sorted(t for t in learned if t not in SPECIAL_TOKENS)
-    tok.model = models.WordPiece(vocab={t: i for i, t in enumerate(order)}, unk_token="[UNK]",
-                                 max_input_chars_per_word=100)
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-    )
-    tok.decoder = decoders.WordPiece(prefix="##")
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]", model_max_length=4096,
-    )
 
 
 @lru_cache(maxsize=4)
@@ -185,18 +151,17 @@ def _layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
     return best
 
 
-_BF16_PROBES: dict[tuple, bool] = {}
-
-
 def cpu_bf16_faster(model: nn.Module, vocab_size: int, reps: int = 3) -> bool:
     """``autocast: auto`` on a CPU: True only if a short probe (a forward pass of 16 texts x 32 tokens, fp32
-    and bf16 alternately, median of ``reps`` after a warm-up) measures bf16 at least 10% faster. Cached per
-    architecture and thread count. (Measured on this project's AVX2 machine with torch 2.13: bf16 is faster
-    for ``tiny``, 1.5x in rollout forwards and 1.2x in PPO learn steps.)"""
+    and bf16 alternately, median of ``reps`` after a warm-up) measures bf16 at least 10% faster. Decided once
+    per architecture and thread count in a run, and recorded (:mod:`evoarena.policies.numerics`). (Measured
+    on this project's AVX2 machine with torch 2.13: bf16 is faster for ``tiny``, 1.5x in rollout forwards and
+    1.2x in PPO learn steps.)"""
     config = getattr(model, "config", None)
-    key = (type(model).__name__, getattr(config, "hidden_size", 0), getattr(config, "num_hidden_layers", 0),
-           getattr(config, "intermediate_size", 0), torch.get_num_threads())
-    if key not in _BF16_PROBES:
+    key = (f"{type(model).__name__}/h{getattr(config, 'hidden_size', 0)}/l{getattr(config, 'num_hidden_layers', 0)}"
+           f"/i{getattr(config, 'intermediate_size', 0)}/t{torch.get_num_threads()}")
+
+    def probe() -> bool:
         gen = torch.Generator().manual_seed(0)
         ids = torch.randint(5, max(vocab_size, 6), (16, 32), generator=gen)
         mask = torch.ones_like(ids)
@@ -212,8 +177,9 @@ def cpu_bf16_faster(model: nn.Module, vocab_size: int, reps: int = 3) -> bool:
                     times[use].append(time.perf_counter() - t0)
         model.train(was_training)
         fp32, bf16 = (float(np.median(times[u][1:])) for u in (False, True))  # first pass: warm-up
-        _BF16_PROBES[key] = bf16 < 0.9 * fp32
-    return _BF16_PROBES[key]
+        return bf16 < 0.9 * fp32
+
+    return numerics.bf16_verdict(key, probe)
 
 
 class TokenCache:

@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +28,7 @@ import torch
 
 from evoarena.config import PolicyConfig
 from evoarena.policies.actor_critic import ActorCritic, BasePolicy, MLPPolicy, make_policy
+from evoarena.storage import atomic_dir
 
 FORMAT = "evoarena-policy"
 FORMAT_VERSION = 1
@@ -56,28 +54,15 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """A hash of named tensors that is equal exactly when names, dtypes, shapes and values are equal
+    (unlike a hash of the safetensors file, whose header order may differ for equal weights)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(tensors[name].shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def policy_metadata(policy: BasePolicy) -> dict[str, Any]:
@@ -122,13 +107,14 @@ def _check_extra_name(name: str) -> None:
 
 def _write_contents(folder: Path, policy: BasePolicy, trainer_state: dict[str, Any] | None,
                     optimizer_state: dict[str, Any] | None, extra_files: dict[str, bytes] | None) -> None:
-    from safetensors.torch import save_model
+    from safetensors.torch import load_file, save_model
 
     weights = folder / WEIGHTS
     save_model(policy, str(weights), metadata={"format": "pt", "evoarena": FORMAT})
     meta = policy_metadata(policy)
     meta["weights_bytes"] = weights.stat().st_size
-    meta["weights_sha256"] = _sha256(weights)
+    meta["file_sha256"] = _sha256(weights)
+    meta["weights_sha256"] = tensors_sha256(load_file(str(weights)))  # canonical: equal for equal weights
     (folder / POLICY_JSON).write_text(json.dumps(meta, indent=2, default=_json_default))
     if policy.tokenizer is not None:
         policy.tokenizer.save_pretrained(str(folder))
@@ -140,23 +126,6 @@ def _write_contents(folder: Path, policy: BasePolicy, trainer_state: dict[str, A
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-
-
-def _swap_into_place(tmp: Path, folder: Path) -> None:
-    """Rename ``tmp`` to ``folder``; an existing ``folder`` is moved aside first and deleted last."""
-    if not folder.exists():
-        os.replace(tmp, folder)
-        _fsync_dir(folder.parent)
-        return
-    old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-    os.replace(folder, old)
-    try:
-        os.replace(tmp, folder)
-    except BaseException:
-        os.replace(old, folder)
-        raise
-    _fsync_dir(folder.parent)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_checkpoint(folder: str | Path, policy: BasePolicy, trainer_state: dict[str, Any] | None = None,
@@ -174,18 +143,8 @@ def save_checkpoint(folder: str | Path, policy: BasePolicy, trainer_state: dict[
         if any(folder.iterdir()) and not (folder / POLICY_JSON).is_file():
             raise CheckpointError(f"{folder}: exists, is not empty and is not an evoarena checkpoint "
                                   f"(no {POLICY_JSON}); refusing to overwrite it")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    for stale in folder.parent.glob(f".{folder.name}.tmp-*"):  # left by a crashed save
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(folder) as tmp:
         _write_contents(tmp, policy, trainer_state, optimizer_state, extra_files)
-        _fsync_tree(tmp)
-        _swap_into_place(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 
@@ -221,6 +180,12 @@ def read_policy_json(folder: str | Path) -> dict[str, Any]:
     for key in ("policy_config", "env_id", "num_actions", "num_features"):
         if key not in meta:
             raise CheckpointError(f"{path}: missing key {key!r}")
+    for key, low in (("num_actions", 1), ("num_features", 0)):
+        value = meta[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise CheckpointError(f"{path}: {key} = {value!r}; must be a whole number >= {low}")
+    if not isinstance(meta["env_id"], str) or not isinstance(meta["policy_config"], dict):
+        raise CheckpointError(f"{path}: env_id must be a string and policy_config an object")
     return meta
 
 
@@ -231,7 +196,8 @@ def _checked_weights(folder: Path, meta: dict[str, Any]) -> Path:
     size, expected = weights.stat().st_size, meta.get("weights_bytes")
     if expected is not None and size != expected:
         raise CheckpointError(f"{weights}: truncated or corrupt ({size} bytes, policy.json says {expected})")
-    digest = meta.get("weights_sha256")
+    # file_sha256 checks the file; checkpoints written before it existed kept the file's hash in weights_sha256
+    digest = meta["file_sha256"] if "file_sha256" in meta else meta.get("weights_sha256")
     if digest is not None and _sha256(weights) != digest:
         raise CheckpointError(f"{weights}: corrupt (sha256 differs from the one in policy.json)")
     return weights

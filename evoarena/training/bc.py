@@ -32,6 +32,7 @@ from torch import nn
 
 from evoarena.agents import spec_tag
 from evoarena.config import FinetuneConfig, demo_seed_base
+from evoarena.storage import read_json
 from evoarena.training import runs
 from evoarena.training.finetune import STAGE, STAGE_INDEX
 from evoarena.training.supervised import (
@@ -40,7 +41,9 @@ from evoarena.training.supervised import (
     init_encoder_weights,
     lr_factor,
     progress_bar,
+    restore_torch_rng,
     set_lr,
+    torch_rng_state,
 )
 
 VAR_FLOOR = 0.01  #: the value MSE is divided by max(variance of the returns, this)
@@ -312,6 +315,13 @@ def _train_role(cfg: FinetuneConfig, role: str, demos: Demos, held: Demos, state
             optimizer.load_state_dict(saved)
         if record.get("done"):
             return policy, record
+        restore_torch_rng(record)
+    logged: list[list[Any]] = record.get("scalars", [])  # [tag, step, value]: replayed after a resume
+
+    def log(tag: str, value: float, at: int) -> None:
+        writer.add_scalar(tag, value, at)
+        logged.append([tag, at, float(value)])
+
     policy.batch_stats = True  # standardisation over each batch while training; calibrated at the end
     return_var = return_stats(demos)[1]
     value_ids = {id(p) for p in policy.value_head.parameters()}
@@ -332,10 +342,10 @@ def _train_role(cfg: FinetuneConfig, role: str, demos: Demos, held: Demos, state
     if step == 0:
         m = heldout_accuracy(policy, held)
         history.append({"step": 0, "examples": 0, "wall_s": 0.0, **m})
-        writer.add_scalar(f"eval/heldout/{role}/action_accuracy", m["action_accuracy"], 0)
+        log(f"eval/heldout/{role}/action_accuracy", m["action_accuracy"], 0)
     tag = f"finetune/{role}"
-    sums = {"loss": 0.0, "policy_loss": 0.0, "value_mse": 0.0, "accuracy": 0.0}
-    k = 0
+    sums = {"loss": 0.0, "policy_loss": 0.0, "value_mse": 0.0, "accuracy": 0.0, **record.get("sums", {})}
+    k = int(record.get("sums_count", 0))
     with progress_bar(f"clone {role} ({cfg.name})", total, completed=step) as update:
         while step < total:
             epoch, b0 = divmod(step, steps_per_epoch)
@@ -359,32 +369,35 @@ def _train_role(cfg: FinetuneConfig, role: str, demos: Demos, held: Demos, state
                     sums[key] += v
                 if step % cfg.log_every == 0 or step == total:
                     for key, v in sums.items():
-                        writer.add_scalar(f"{tag}/{key}", v / k, step)
-                    writer.add_scalar(f"{tag}/lr", optimizer.param_groups[0]["lr"], step)
+                        log(f"{tag}/{key}", v / k, step)
+                    log(f"{tag}/lr", optimizer.param_groups[0]["lr"], step)
                     rate = step * opt.batch_size / max(timer(), 1e-9)
-                    writer.add_scalar(f"perf/{role}/examples_per_s", rate, step)
+                    log(f"perf/{role}/examples_per_s", rate, step)
                     update(0, info=f"loss {sums['loss'] / k:.3f} acc {sums['accuracy'] / k:.3f}")
                     sums = dict.fromkeys(sums, 0.0)
                     k = 0
                 if step % eval_every == 0 or step == total:
                     m = heldout_accuracy(policy, held)
                     history.append({"step": step, "examples": step * opt.batch_size, "wall_s": timer(), **m})
-                    writer.add_scalar(f"eval/heldout/{role}/action_accuracy", m["action_accuracy"], step)
-                    writer.add_scalar(f"eval/heldout/{role}/value_mse", m["value_mse"], step)
+                    log(f"eval/heldout/{role}/action_accuracy", m["action_accuracy"], step)
+                    log(f"eval/heldout/{role}/value_mse", m["value_mse"], step)
                     update(0, info=f"held-out accuracy {m['action_accuracy']:.4f}")
                 if step % ckpt_every == 0 and step < total:
-                    state = {"step": step, "history": history, "train_wall_s": timer()}
+                    writer.flush()  # what was logged up to this state is on disk before the state is
+                    state = {"step": step, "history": history, "train_wall_s": timer(), "scalars": logged,
+                             "sums": sums, "sums_count": k, "torch_rng": torch_rng_state()}
                     save_checkpoint(state_dir, policy, state, optimizer.state_dict())
                 update(1)
-    if hook is not None:
-        hook.remove()
-    heldout = history[-1]
-    if policy.standardizes:  # store the statistics: from now on every batch (even of one) sees the same
-        policy.batch_stats = False
-        policy.calibrate(demos.obs(np.arange(n)), seed=cfg.seed)
-        heldout = {**heldout_accuracy(policy, held), "step": step, "calibrated": True}
-        writer.add_scalar(f"eval/heldout/{role}/action_accuracy_calibrated", heldout["action_accuracy"], step)
-    record = {"step": step, "history": history, "train_wall_s": timer(), "done": True,
+        if hook is not None:
+            hook.remove()
+        heldout = history[-1]
+        if policy.standardizes:  # store the statistics: from now on every batch (even of one) sees the same
+            policy.batch_stats = False
+            policy.calibrate(demos.obs(np.arange(n)), seed=cfg.seed)
+            heldout = {**heldout_accuracy(policy, held), "step": step, "calibrated": True}
+            log(f"eval/heldout/{role}/action_accuracy_calibrated", heldout["action_accuracy"], step)
+        update(0, info=f"held-out accuracy {heldout['action_accuracy']:.3f} (final)")  # the number the summary says
+    record = {"step": step, "history": history, "train_wall_s": timer(), "done": True, "scalars": logged,
               "epochs": step / steps_per_epoch, "distinct_examples": n, "decisions": demos.decisions,
               "heldout": heldout}
     save_checkpoint(state_dir, policy, record, optimizer.state_dict())
@@ -451,6 +464,25 @@ def evaluate_clones(bc: Any, policies: dict[str, Any], episodes: int | None = No
     return rows
 
 
+def _resumed_writer(run_dir: Path, state_dirs: list[Path], resume: bool) -> Any:
+    """The stage's TensorBoard writer. On resume it drops what the interrupted process logged after the
+    last state of the first unfinished role (roles train one after another; all of the stage's steps when
+    every role had finished) and logs again what finished roles had logged there, so every scalar is
+    logged once."""
+    from evoarena.policies.io import load_trainer_state
+
+    records = [load_trainer_state(d) if resume and (d / "policy.json").is_file() else {} for d in state_dirs]
+    unfinished = [r for r in records if not r.get("done")]
+    purge = runs.resume_purge_step(resume, int(unfinished[0].get("step", 0)) if unfinished else 0)
+    writer = runs.tb_writer(run_dir, purge_step=purge)
+    for record in records:
+        if record.get("done") and purge is not None:
+            for tag, at, value in record.get("scalars", []):
+                if at >= purge:
+                    writer.add_scalar(tag, value, at)
+    return writer
+
+
 def run_bc(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     """``task: bc`` (see the module docstring)."""
     from evoarena.policies.io import save_checkpoint
@@ -461,7 +493,7 @@ def run_bc(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     sdir = runs.stage_dir(run_dir, STAGE_INDEX, STAGE)
     done_file = sdir / "state" / "results.json"
     if resume and done_file.is_file():
-        return json.loads(done_file.read_text())
+        return read_json(done_file)
     timer = Timer()
     roles = cloned_roles(bc)
     need_names = bc.policy.head == "scoring"
@@ -470,7 +502,7 @@ def run_bc(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
         train = generate_demos(bc, bc.train_episodes, base, roles, need_names, update)
         held = generate_demos(bc, bc.heldout_episodes, base + bc.train_episodes, roles, need_names, update)
     demo_s = timer()
-    writer = runs.tb_writer(run_dir)
+    writer = _resumed_writer(run_dir, [sdir / "state" / role for role in roles], resume)
     policies, records = {}, {}
     for role in roles:
         if len(train[role]) == 0:

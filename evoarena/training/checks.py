@@ -68,8 +68,8 @@ def check_train(cfg: TrainConfig, source: str = "<config>") -> None:
     for name, lc in cfg.policies.items():
         for key, folder in ((f"policies.{name}.policy.init_from", lc.policy.init_from),
                             (f"policies.{name}.reference", lc.reference)):
-            if folder is not None and not Path(folder).expanduser().is_dir():
-                raise ConfigError(f"{source}: {key} = {folder!r}: checkpoint folder not found{builder_hint(folder)}")
+            if folder is not None:
+                check_init_from(folder, cfg.env.id, source, key, encoder_ok=key.endswith("init_from"))
     for pattern, seat in cfg.seats.items():
         specs = [seat.agent] if seat.agent else [o.agent for o in seat.pool or []]
         for i, spec in enumerate(specs):
@@ -78,6 +78,85 @@ def check_train(cfg: TrainConfig, source: str = "<config>") -> None:
                 _check_agent(spec, cfg.env.id, source, key)
     for i, spec in enumerate(cfg.eval.opponents):
         _check_agent(spec, cfg.env.id, source, f"eval.opponents[{i}]")
+    check_memory(cfg.env, cfg.episodes_per_update, source, "episodes_per_update")
+
+
+def check_init_from(folder: str, env_id: str | None, source: str, key: str, encoder_ok: bool = True) -> None:
+    """``folder`` is an evoarena checkpoint of ``env_id`` with a readable policy.json, or (``encoder_ok``)
+    a Hugging Face model folder (an encoder for any world)."""
+    from evoarena.policies.io import POLICY_JSON, CheckpointError, read_policy_json
+
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"{source}: {key} = {folder!r}: checkpoint folder not found{builder_hint(folder)}")
+    if (path / POLICY_JSON).is_file():
+        try:
+            meta = read_policy_json(path)
+        except CheckpointError as exc:
+            raise ConfigError(f"{source}: {key} = {folder!r}: {exc}") from None
+        if env_id is not None and meta["env_id"] != env_id:
+            raise ConfigError(f"{source}: {key} = {folder!r}: a policy for {meta['env_id']}, this config plays "
+                              f"{env_id}")
+        return
+    if not encoder_ok or not (path / "config.json").is_file():
+        what = "an evoarena checkpoint (policy.json)" + (" or a Hugging Face model folder (config.json)"
+                                                         if encoder_ok else "")
+        raise ConfigError(f"{source}: {key} = {folder!r}: not {what}")
+
+
+MEMORY_FRACTION = 0.8  #: a config whose estimated memory exceeds this share of the available memory is refused
+BYTES_PER_DECISION_OVERHEAD = 1500  #: python objects of one stored decision (obs dict, arrays, floats): a rough bound
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (``MemAvailable``; total physical memory elsewhere)."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def decision_footprint(env: EnvConfig, episodes: int = 3) -> tuple[float, float]:
+    """(decisions per episode, bytes per stored decision) of world ``env``, measured in random play."""
+    import numpy as np
+
+    from evoarena.envs import make
+
+    world = make(env.id, **env.kwargs)
+    rng = np.random.default_rng(0)
+    decisions, size = 0, 0
+    try:
+        for ep in range(episodes):
+            obs, _ = world.reset(seed=ep)
+            while world.agents:
+                for agent in world.agents:
+                    o = obs[agent]
+                    if int(o["action_mask"].sum()) > 1:
+                        decisions += 1
+                        size += len(o["text"]) + o["features"].nbytes + o["action_mask"].nbytes
+                obs, *_ = world.step({a: int(rng.choice(np.flatnonzero(obs[a]["action_mask"]))) for a in world.agents})
+    finally:
+        world.close()
+    per_episode = max(decisions / episodes, 1.0)
+    return per_episode, size / max(decisions, 1) + BYTES_PER_DECISION_OVERHEAD
+
+
+def check_memory(env: EnvConfig, episodes: int, source: str, key: str) -> None:
+    """Refuse ``episodes`` stored episodes of ``env`` at once when they cannot fit in memory (with the estimate)."""
+    per_episode, per_decision = decision_footprint(env)
+    need = episodes * per_episode * per_decision
+    have = available_memory()
+    if need > MEMORY_FRACTION * have:
+        raise ConfigError(f"{source}: {key} = {episodes}: about {need / 2**30:.1f} GiB would be held at once "
+                          f"({per_episode:.0f} decisions per episode x {per_decision:.0f} bytes), but only "
+                          f"{have / 2**30:.1f} GiB is available; lower {key} to at most "
+                          f"{int(MEMORY_FRACTION * have / (per_episode * per_decision)):,}")
 
 
 def check_pretrain(cfg: PretrainConfig, source: str = "<config>") -> None:
@@ -103,10 +182,15 @@ def _check_agent(spec: str, env_id: str, source: str, key: str) -> None:
 def check_finetune(cfg: FinetuneConfig, source: str = "<config>") -> None:
     """``task: bc``: the env builds, the expert and every opponent are agents of it, the cloned roles are
     roles of it. (``task: ner`` needs no world: its files are checked by the schema.)"""
+    if cfg.ner is not None and cfg.ner.init_from is not None:
+        check_init_from(cfg.ner.init_from, None, source, "ner.init_from")
     bc = cfg.bc
     if bc is None:
         return
     role_of = check_env(bc.env, source, "bc.env")
+    if bc.policy.init_from is not None:
+        check_init_from(bc.policy.init_from, bc.env.id, source, "bc.policy.init_from")
+    check_memory(bc.env, bc.train_episodes + bc.heldout_episodes, source, "bc.train_episodes")
     _check_agent(bc.expert, bc.env.id, source, "bc.expert")
     for i, spec in enumerate(bc.opponents):
         _check_agent(spec, bc.env.id, source, f"bc.opponents[{i}]")

@@ -245,7 +245,7 @@ def run_evaluate(cfg: EvaluateConfig, run_dir: str | Path, stage_agents: list[St
 
     table: dict[str, Any] = {}
     per_game: dict[str, dict[str, list[float]]] = {}
-    writer = runs.tb_writer(run_dir)
+    writer = runs.tb_writer(run_dir, purge_step=runs.resume_purge_step(resume, 0))  # a resume redoes it all
     with progress_bar("evaluate", len(rows) * len(columns)) as update:
         for row in rows:
             counts: Counter = Counter()

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from evoarena.config import FinetuneConfig, NERConfig
+from evoarena.storage import atomic_dir
 from evoarena.training import runs
 from evoarena.training.finetune import STAGE, STAGE_INDEX
 from evoarena.training.supervised import (
@@ -42,8 +43,10 @@ from evoarena.training.supervised import (
     lr_factor,
     progress_bar,
     read_state,
+    restore_torch_rng,
     save_state,
     set_lr,
+    torch_rng_state,
 )
 
 
@@ -185,18 +188,11 @@ def export_token_classifier(model: TokenClassifier, id2label: dict[int, str], fo
     with torch.no_grad():
         heads[0].weight.copy_(model.classifier.weight)
         heads[0].bias.copy_(model.classifier.bias)
-    tmp = runs.temp_dir_for(folder)
-    try:
+    with atomic_dir(folder) as tmp:
         hf.save_pretrained(str(tmp))
         enc.tokenizer.save_pretrained(str(tmp))
         (tmp / "ner.json").write_text(json.dumps({"labels": [id2label[i] for i in sorted(id2label)], **extra},
                                                  indent=2, default=float))
-        runs.replace_dir(tmp, folder)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 
@@ -255,24 +251,29 @@ def run_ner(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     eval_split = splits.get("valid")
 
     step, history, wall0 = 0, [], 0.0
+    sums: dict[str, Any] = {}
     if prior is not None:
         load_state(state_dir, model, optimizer)
         step, history, wall0 = prior["step"], prior["history"], prior["wall_s"]
+        sums, untrained = prior.get("sums", {}), prior.get("untrained")
+        restore_torch_rng(prior)
     timer = Timer(wall0)
-    writer = runs.tb_writer(run_dir, purge_step=step if prior is not None else None)
-    writer.add_text("finetune/config", f"```\n{json.dumps(cfg.model_dump(mode='json'), indent=1)}\n```", 0)
+    writer = runs.tb_writer(run_dir, purge_step=runs.resume_purge_step(resume, step))
+    if step == 0:
+        writer.add_text("finetune/config", f"```\n{json.dumps(cfg.model_dump(mode='json'), indent=1)}\n```", 0)
     ckpt_every = cfg.checkpoint_every or steps_per_epoch
     eval_every = cfg.eval_every or steps_per_epoch
 
     def evaluate(split: NERSplit) -> dict[str, Any]:
         return evaluate_ner(model, split, id2label, ner.eval_batch_size, amp)
 
-    untrained = None
+    if prior is None:
+        untrained = None
     if prior is None and eval_split is not None:
         untrained = evaluate(eval_split)
         _log_ner_metrics(writer, eval_split.name, untrained, 0)
     model.train()
-    loss_sum, tok_sum, n_logged = 0.0, 0, 0
+    loss_sum, tok_sum = float(sums.get("loss_sum", 0.0)), int(sums.get("tok_sum", 0))
     lossf = nn.CrossEntropyLoss(ignore_index=-100, reduction="sum")
     from evoarena.training.conll import collate
 
@@ -296,7 +297,6 @@ def run_ner(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
                 step += 1
                 loss_sum += float(loss.detach()) * n_tok
                 tok_sum += n_tok
-                n_logged += 1
                 if step % cfg.log_every == 0 or step == total:
                     writer.add_scalar("finetune/loss", loss_sum / max(1, tok_sum), step)
                     writer.add_scalar("finetune/lr", optimizer.param_groups[0]["lr"], step)
@@ -304,7 +304,7 @@ def run_ner(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
                     rate = step * opt.batch_size / max(timer(), 1e-9)
                     writer.add_scalar("perf/sentences_per_s", rate, step)
                     update(0, info=f"loss {loss_sum / max(1, tok_sum):.4f}")
-                    loss_sum, tok_sum, n_logged = 0.0, 0, 0
+                    loss_sum, tok_sum = 0.0, 0
                 if eval_split is not None and (step % eval_every == 0 or step == total):
                     m = evaluate(eval_split)
                     _log_ner_metrics(writer, eval_split.name, m, step)
@@ -312,8 +312,11 @@ def run_ner(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
                                     "entity_f1": m["entity_f1"], "token_accuracy": m["token_accuracy"]})
                     update(0, info=f"valid F1 {m['entity_f1']:.3f} tok acc {m['token_accuracy']:.3f}")
                 if step % ckpt_every == 0 and step < total:
+                    writer.flush()  # what was logged up to this state is on disk before the state is
                     save_state(state_dir, model, optimizer,
-                               {"step": step, "history": history, "wall_s": timer()}, model.encoder.tokenizer)
+                               {"step": step, "history": history, "wall_s": timer(), "untrained": untrained,
+                                "sums": {"loss_sum": loss_sum, "tok_sum": tok_sum}, "torch_rng": torch_rng_state()},
+                               model.encoder.tokenizer)
                 update(1)
     train_wall = timer()
     results: dict[str, Any] = {

@@ -35,6 +35,7 @@ from evoarena.config import (
     read_yaml,
     validate_config,
 )
+from evoarena.storage import read_json
 from evoarena.training import runs
 
 STATE_FILE = "pipeline.json"
@@ -305,7 +306,7 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
 
 def _read_state(run_dir: Path) -> dict[str, Any]:
     path = run_dir / STATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else {"stages": {}}
+    return read_json(path) if path.is_file() else {"stages": {}}
 
 
 def _write_state(run_dir: Path, state: dict[str, Any]) -> None:

@@ -33,6 +33,7 @@ from evoarena.envs import make
 from evoarena.policies.actor_critic import build_policy
 from evoarena.policies.encoder import TRAIN_MODE_KEYS
 from evoarena.policies.io import load_optimizer_state, load_policy, save_checkpoint
+from evoarena.storage import atomic_dir, read_json
 from evoarena.training import runs
 from evoarena.training.ppo_math import (
     clipped_policy_loss,
@@ -324,21 +325,14 @@ def save_training_checkpoint(stage: Path, learners: dict[str, Any], optimizers: 
     """All learners (+ optimizer states), the snapshot pool and the trainer state, as one folder
     written to a temporary sibling and renamed into place."""
     final = stage / name
-    tmp = runs.temp_dir_for(final)
-    try:
+    with atomic_dir(final) as tmp:
         for pname, policy in learners.items():
             save_checkpoint(tmp / "policies" / pname, policy, trainer_state={"policy": pname, **state},
                             optimizer_state=optimizers[pname].state_dict() if optimizers else None)
         for pname, pool in snapshots.items():
             for update, snap in pool:
                 save_checkpoint(tmp / "snapshots" / pname / f"{update:06d}", snap)
-        runs.atomic_write_text(tmp / "trainer_state.json", json.dumps(state, indent=1))
-        runs.replace_dir(tmp, final)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
     return final
 
 
@@ -348,7 +342,7 @@ def load_training_checkpoint(stage: Path) -> tuple[dict[str, Any], dict[str, Any
     state_file = ck / "trainer_state.json"
     if not state_file.is_file():
         raise FileNotFoundError(f"{ck}: no trainer_state.json; nothing to resume from")
-    state = json.loads(state_file.read_text())
+    state = read_json(state_file)
     policies, optim_states = {}, {}
     for folder in sorted((ck / "policies").iterdir()):
         policies[folder.name] = load_policy(folder, device="cpu")
@@ -470,13 +464,14 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
         rng.bit_generator.state = state["update_rng"]
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
     start_update = int(state["update"])
-    writer = runs.tb_writer(run_dir, purge_step=start_update + 1 if start_update else None)
+    writer = runs.tb_writer(run_dir, purge_step=runs.resume_purge_step(resume, start_update))
     if not start_update:
         writer.add_text("config", f"```\n{json.dumps(cfg.model_dump(mode='json'), indent=1)}\n```", 0)
 
     def checkpoint(update: int, name: str = "checkpoint") -> None:
         state.update(update=update, rollout=rollout.state(), update_rng=rng.bit_generator.state,
                      torch_rng=torch.get_rng_state().tolist())
+        writer.flush()  # what was logged up to this checkpoint is on disk before the checkpoint is
         save_training_checkpoint(stage, learners, optimizers, state, snapshots, name=name)
 
     def run_eval(update: int) -> dict[str, Any]:
@@ -562,8 +557,10 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
                     del pool[:-cfg.snapshot_pool_size]
             if cfg.eval.every and update % cfg.eval.every == 0 and update < cfg.total_updates:
                 run_eval(update)
-            if not nan_this and (update % cfg.checkpoint_every == 0 or update == cfg.total_updates
-                                 or stop.requested):
+            # the last update's checkpoint is written after the final evaluation (below), so a resume never
+            # evaluates the last update twice
+            if not nan_this and update < cfg.total_updates and (update % cfg.checkpoint_every == 0
+                                                                 or stop.requested):
                 checkpoint(update)
             info = ", ".join(f"return {k} {v:.1f}" for k, v in last_summary.items())
             bar(1, info=f"{info}, {result.decisions / max(total_s, 1e-9):.0f} decisions/s")
@@ -572,11 +569,12 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
                 break
     if interrupted:
         writer.close()
-        print(f"interrupted after update {state['update']}; checkpoint saved. Resume with:\n"
-              f"  evoarena train --resume {run_dir}")
+        print(f"ppo: interrupted after update {state['update']}; checkpoint saved in {stage / 'checkpoint'}")
         raise KeyboardInterrupt
-    final_eval = run_eval(cfg.total_updates)
-    checkpoint(cfg.total_updates)
+    if state.get("final_eval") is None:  # a run resumed after its final checkpoint keeps that evaluation
+        state["final_eval"] = run_eval(cfg.total_updates)
+        checkpoint(cfg.total_updates)
+    final_eval = state["final_eval"]
     metrics = {"hparam/final_score": final_eval["score"],
                **{f"hparam/return_{k}": v for k, v in last_summary.items()}}
     hparams = {"env": cfg.env.id, "seed": cfg.seed, "lr": cfg.ppo.lr, "ent_coef": cfg.ppo.ent_coef,

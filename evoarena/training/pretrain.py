@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from evoarena.config import CorpusConfig, PretrainConfig
+from evoarena.storage import atomic_dir
 from evoarena.training import runs
 from evoarena.training.supervised import (
     Timer,
@@ -44,9 +45,11 @@ from evoarena.training.supervised import (
     lr_factor,
     progress_bar,
     read_state,
+    restore_torch_rng,
     save_state,
     set_lr,
     set_threads,
+    torch_rng_state,
 )
 
 STAGE_INDEX = 1
@@ -168,20 +171,13 @@ def heldout_metrics(model, batches: list[tuple[torch.Tensor, torch.Tensor, torch
 
 def save_pretrained_checkpoint(model, tokenizer, folder: Path, info: dict[str, Any]) -> Path:
     """``model.save_pretrained`` + tokenizer files + ``pretrain.json`` into ``folder``, atomically."""
-    import shutil
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    tmp = runs.temp_dir_for(folder)
-    try:
+    with atomic_dir(folder) as tmp:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         (tmp / "pretrain.json").write_text(json.dumps(info, indent=2, default=float))
-        runs.replace_dir(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 
@@ -221,18 +217,21 @@ def run_pretrain(cfg: PretrainConfig, run_dir: str | Path, resume: bool = False)
 
     optimizer = adamw(model, cfg.lr, cfg.weight_decay)
     step, history = 0, []
+    sums = {"loss_sum": 0.0, "right": 0, "n_tok": 0}
     if prior is not None:
         load_state(state_dir, model, optimizer)
         step, history = prior["step"], prior["history"]
+        sums.update(prior.get("sums", {}))
+        restore_torch_rng(prior)
     initial = prior["initial"] if prior is not None else heldout_metrics(model, held_batches, device)
-    writer = runs.tb_writer(run_dir, purge_step=step if prior is not None else None)
+    writer = runs.tb_writer(run_dir, purge_step=runs.resume_purge_step(resume, step))
     if prior is None:
         writer.add_scalar("pretrain/perplexity_heldout", initial["perplexity"], 0)
         writer.add_scalar("pretrain/masked_accuracy_heldout", initial["masked_accuracy"], 0)
         history.append({"step": 0, "wall_s": timer(), **initial})
     warmup = int(cfg.warmup_fraction * cfg.steps)
     step0, t0 = step, timer()
-    loss_sum, right, n_tok = 0.0, 0, 0
+    loss_sum, right, n_tok = float(sums["loss_sum"]), int(sums["right"]), int(sums["n_tok"])
     with progress_bar(f"pretrain ({cfg.name})", cfg.steps, completed=step) as update:
         while step < cfg.steps:
             rng = np.random.default_rng([cfg.seed, 1, step])  # the batch of a step is fixed: exact resume
@@ -268,8 +267,11 @@ def run_pretrain(cfg: PretrainConfig, run_dir: str | Path, resume: bool = False)
                 history.append({"step": step, "wall_s": timer(), **m})
                 update(0, info=f"held-out perplexity {m['perplexity']:.3f}")
             if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                save_state(state_dir, model, optimizer, {"step": step, "history": history, "initial": initial,
-                                                         "wall_s": timer()}, tokenizer)
+                writer.flush()  # what was logged up to this state is on disk before the state is
+                save_state(state_dir, model, optimizer, {
+                    "step": step, "history": history, "initial": initial, "wall_s": timer(),
+                    "sums": {"loss_sum": loss_sum, "right": right, "n_tok": n_tok}, "torch_rng": torch_rng_state()},
+                    tokenizer)
             update(1)
     final = history[-1]
     results: dict[str, Any] = {

@@ -6,64 +6,51 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import json
-import os
-import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import BaseModel
 
-from evoarena.config import dump_config
+from evoarena.config import NumericsRecord, dump_config
+from evoarena.policies import numerics
+from evoarena.storage import RunLock, atomic_write_text, read_json
 
 CONFIG_FILE = "config.yaml"
 RESULTS_FILE = "results.json"
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+_LOCKS: dict[Path, RunLock] = {}
+_CURRENT: list[Path] = []
 
 
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move the finished folder ``tmp`` to ``final``, replacing an existing one without a gap in which neither
-    a complete old nor a complete new folder exists."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+def current_run_dir() -> Path | None:
+    """The run folder this process created or reopened last (what an interrupt's resume hint names)."""
+    return _CURRENT[-1] if _CURRENT else None
 
 
-def temp_dir_for(final: Path) -> Path:
-    """A fresh temporary sibling of ``final`` (stale ones from crashed writes are removed)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    for stale in final.parent.glob(f".{final.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    return tmp
+def lock_run(run_dir: str | Path) -> RunLock:
+    """Hold the run folder's lock for the rest of this process (again for the same folder is a no-op);
+    another live process holding it is an error naming its pid."""
+    key = Path(run_dir).resolve()
+    if key not in _LOCKS:
+        _LOCKS[key] = RunLock(key).acquire()
+    return _LOCKS[key]
 
 
-def create_run(run_dir: str | Path, config: BaseModel, resume: bool = False) -> Path:
-    """Create (or, with ``resume``, reopen) a run folder and write its resolved ``config.yaml``.
+def unlock_run(run_dir: str | Path) -> None:
+    lock = _LOCKS.pop(Path(run_dir).resolve(), None)
+    if lock is not None:
+        lock.release()
 
-    A new run refuses a folder that already holds a run, so nothing is overwritten by accident.
-    """
+
+def check_run_dir(run_dir: str | Path, resume: bool = False) -> Path:
+    """The run folder checked before any work: for a new run, a folder (or nothing) that holds no run
+    and can be created; for ``resume``, an existing run. Creates nothing."""
     run_dir = Path(run_dir)
     if resume:
         if not (run_dir / CONFIG_FILE).is_file():
@@ -72,7 +59,45 @@ def create_run(run_dir: str | Path, config: BaseModel, resume: bool = False) -> 
     if (run_dir / CONFIG_FILE).exists():
         raise ValueError(f"{run_dir} already holds a run; pass --resume {run_dir} to continue it, "
                          f"or choose another --run-dir")
+    for parent in [run_dir, *run_dir.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder", str(parent))
+            break
+    return run_dir
+
+
+def _adopt_numerics(run_dir: Path, config: BaseModel, resume: bool) -> None:
+    """A new run decides its numerics afresh; a resumed one takes those its config.yaml recorded. Either
+    way the decisions are written to ``config.numerics`` now and whenever a new one is made."""
+    recorded = getattr(config, "numerics", None)
+    if resume:
+        numerics.adopt(recorded.model_dump() if recorded is not None else None)
+    else:
+        numerics.reset()
+    threads = int(getattr(config, "threads", 0) or 0)
+    if threads:
+        torch.set_num_threads(threads)
+    if "numerics" not in type(config).model_fields:
+        return
+
+    def record(decided: dict[str, Any]) -> None:
+        config.numerics = NumericsRecord.model_validate(decided)  # type: ignore[attr-defined]
+        atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
+
+    config.numerics = NumericsRecord.model_validate(numerics.decisions())  # type: ignore[attr-defined]
+    numerics.on_change(record)
+
+
+def create_run(run_dir: str | Path, config: BaseModel, resume: bool = False) -> Path:
+    """Create (or, with ``resume``, reopen) a run folder, take its lock, and write its resolved
+    ``config.yaml`` with the run's numerics decisions (threads, device, autocast probes; a resumed run
+    reuses those it recorded). A new run refuses a folder that already holds a run."""
+    run_dir = check_run_dir(run_dir, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock_run(run_dir)
+    _CURRENT.append(run_dir)
+    _adopt_numerics(run_dir, config, resume)
     atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
     return run_dir
 
@@ -123,7 +148,7 @@ def stage_dir(run_dir: str | Path, index: int, stage: str) -> Path:
 
 def read_results(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / RESULTS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
 
 
 def update_results(run_dir: str | Path, key: str, value: Any) -> dict[str, Any]:
@@ -157,6 +182,15 @@ class OffsetWriter:
             return attr(tag, value, None if step is None else int(step) + self.offset, *args, **kwargs)
 
         return shifted
+
+
+def resume_purge_step(resume: bool, saved_step: int) -> int | None:
+    """The TensorBoard purge step of a stage that (re)starts at ``saved_step``: a resumed stage drops
+    what the interrupted process logged after its last checkpoint (at ``saved_step``; everything when it
+    had none), so no step is logged twice; a fresh stage purges nothing."""
+    if not resume:
+        return None
+    return saved_step + 1 if saved_step > 0 else 0
 
 
 def tb_writer(run_dir: str | Path, purge_step: int | None = None):

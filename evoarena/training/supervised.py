@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from evoarena.training import runs
+from evoarena.storage import atomic_dir, read_json
 
 STATE_WEIGHTS = "model.safetensors"
 STATE_OPTIMIZER = "optimizer.pt"
@@ -77,26 +77,29 @@ class Timer:
 # --------------------------------------------------------------------------- resumable states
 
 
+def torch_rng_state() -> list[int]:
+    """torch's CPU random state as JSON-able ints (saved in a training state: dropout resumes exactly)."""
+    return torch.get_rng_state().tolist()
+
+
+def restore_torch_rng(state: dict[str, Any]) -> None:
+    """Restore the torch random state saved by :func:`torch_rng_state` under ``state["torch_rng"]``."""
+    if state.get("torch_rng") is not None:
+        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+
+
 def save_state(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                state: dict[str, Any], tokenizer: Any = None) -> Path:
     """Write a resumable training state folder atomically (see the module docstring)."""
     from safetensors.torch import save_model
 
-    folder = Path(folder)
-    tmp = runs.temp_dir_for(folder)
-    try:
+    with atomic_dir(folder) as tmp:
         save_model(model, str(tmp / STATE_WEIGHTS))
         torch.save(optimizer.state_dict(), tmp / STATE_OPTIMIZER)
         (tmp / STATE_JSON).write_text(json.dumps(state, indent=1, default=float))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
-        runs.replace_dir(tmp, folder)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    return Path(folder)
 
 
 def read_state(folder: str | Path) -> dict[str, Any] | None:
@@ -104,7 +107,7 @@ def read_state(folder: str | Path) -> dict[str, Any] | None:
     path = Path(folder) / STATE_JSON
     if not path.is_file() or not (Path(folder) / STATE_WEIGHTS).is_file():
         return None
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 def load_state(folder: str | Path, model: nn.Module,
