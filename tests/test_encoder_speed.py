@@ -185,6 +185,7 @@ def test_ppo_update_reuses_the_rollouts_encodings(monkeypatch):
     import numpy as np
 
     from evoarena.config import PPOConfig
+    from evoarena.training import ppo as ppo_mod
     from evoarena.training.ppo import ppo_update
     from evoarena.training.rollout import LearnerBatch
 
@@ -197,11 +198,22 @@ def test_ppo_update_reuses_the_rollouts_encodings(monkeypatch):
     batch.rewards = list(np.random.default_rng(0).normal(size=len(obs)))
     batch.streams = [([i], 0.0) for i in range(len(obs))]
     batch.finish(0.99, 0.95)
+    twin = copy.deepcopy(policy)  # the same update through forward_obs on every minibatch
     calls = []
     real = policy.encoder.forward_texts
     monkeypatch.setattr(policy.encoder, "forward_texts", lambda texts: calls.append(len(texts)) or real(texts))
     heads = [p.detach().clone() for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=1e-3)
-    ppo_update(policy, opt, batch, PPOConfig(epochs=2, minibatch_size=16), None, np.random.default_rng(0))
+
+    def update(pol) -> dict:
+        opt = torch.optim.Adam([p for p in pol.parameters() if p.requires_grad], lr=1e-3)
+        return ppo_update(pol, opt, batch, PPOConfig(epochs=2, minibatch_size=16), None, np.random.default_rng(0))
+
+    stats = update(policy)
     assert calls == []  # no text of the rollout was encoded again
-    assert any(not torch.equal(h, p) for h, p in zip(heads, (p for p in policy.parameters() if p.requires_grad)))
+    trained = [p for p in policy.parameters() if p.requires_grad]
+    assert any(not torch.equal(h, p) for h, p in zip(heads, trained))
+    monkeypatch.setattr(ppo_mod, "rollout_features", lambda pol, b: None)
+    want = update(twin)
+    for p, q in zip(trained, (q for q in twin.parameters() if q.requires_grad)):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
+    assert abs(stats["policy_loss"] - want["policy_loss"]) < 1e-5

@@ -296,9 +296,11 @@ class ActorCritic(BasePolicy):
         uniq, local = torch.unique(inv, return_inverse=True)
         return self._standardize(feats[uniq], "obs_stats")[local]
 
-    def _forward(self, obs_list):
+    def encode_obs(self, obs_list: Sequence[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(features [U, H], obs_rows [B], action_rows [B, A] or None)``: the distinct texts of the batch
+        (observations, and for the scoring head every observation's action names) encoded in one encoder call,
+        and which row of ``features`` each observation (and action name) reads."""
         B = len(obs_list)
-        mask = self.action_masks(obs_list)
         texts = [o["text"] for o in obs_list]
         if self.head == "scoring":
             names: list[str] = []
@@ -313,19 +315,31 @@ class ActorCritic(BasePolicy):
                 names.extend(an)
             texts = texts + names
         feats, inv = self.encoder.encode_unique(texts)  # one encoder call, each distinct text once
-        h_obs = self._split_standardize(feats, inv[:B])
+        act_rows = inv[B:].view(B, self.num_actions) if self.head == "scoring" else None
+        return feats, inv[:B], act_rows
+
+    def heads(self, feats: torch.Tensor, obs_rows: torch.Tensor, act_rows: torch.Tensor | None,
+              mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(masked_logits [B, A], values [B])`` from encoded features (:meth:`encode_obs`; a PPO update of a
+        frozen encoder passes the rollout's features with the rows of a minibatch)."""
+        B = obs_rows.shape[0]
+        h_obs = self._split_standardize(feats, obs_rows)
         values = self.value_head(h_obs).squeeze(-1)
-        if self.head == "linear":
+        if act_rows is None:
             logits = self.policy_head(h_obs)
         else:
-            act_inv = inv[B:]
-            uniq, local = torch.unique(act_inv, return_inverse=True)  # score each distinct action text once
+            uniq, local = torch.unique(act_rows.reshape(-1), return_inverse=True)  # each distinct action text once
             h_act = feats[uniq]
             if self.cfg.standardize:
                 h_act = self._standardize(h_act, "act_stats")
             scores = self.obs_proj(h_obs) @ self.act_proj(h_act).T / math.sqrt(self.score_dim)  # [B, U]
             logits = scores.gather(1, local.view(B, self.num_actions))
-        return logits.float().masked_fill(~mask, MASKED_LOGIT), values.float(), mask
+        return logits.float().masked_fill(~mask, MASKED_LOGIT), values.float()
+
+    def _forward(self, obs_list):
+        mask = self.action_masks(obs_list)
+        logits, values = self.heads(*self.encode_obs(obs_list), mask)
+        return logits, values, mask
 
 
 def make_policy(cfg: PolicyConfig, num_actions: int, num_features: int, env_id: str = "", agent: str = "",

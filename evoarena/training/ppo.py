@@ -186,6 +186,18 @@ def frozen_copy(policy: Any) -> Any:
 # --------------------------------------------------------------------------- update
 
 
+def rollout_features(policy: Any, batch: LearnerBatch) -> tuple[torch.Tensor, ...] | None:
+    """For a policy whose encoder is frozen: ``(features, obs_rows, action_rows, masks)`` of every decision of
+    ``batch``, encoded once (texts the rollout saw come from the encoder's cache), which every minibatch of the
+    update indexes; None for policies that must re-encode (trained encoders, MLP policies)."""
+    enc = getattr(policy, "encoder", None)
+    if enc is None or getattr(enc, "train_mode", "") != "frozen" or not hasattr(policy, "heads"):
+        return None
+    with torch.no_grad():
+        feats, obs_rows, act_rows = policy.encode_obs(batch.obs)
+    return feats, obs_rows, act_rows, policy.action_masks(batch.obs)
+
+
 def ppo_update(policy: Any, optimizer: torch.optim.Optimizer, batch: LearnerBatch, pc: PPOConfig,
                reference: Any | None, rng: np.random.Generator) -> dict[str, float]:
     """PPO epochs over one learner's batch; returns the metrics to log (``nan_skipped`` > 0 on bad losses)."""
@@ -202,6 +214,7 @@ def ppo_update(policy: Any, optimizer: torch.optim.Optimizer, batch: LearnerBatc
     count, epochs_run, nan_skipped = 0, 0, 0
     policy.train()
     prepare_for_rl(policy)
+    rollout_feats = rollout_features(policy, batch)
     stop = False
     for _ in range(pc.epochs):
         perm = rng.permutation(n)
@@ -209,11 +222,18 @@ def ppo_update(policy: Any, optimizer: torch.optim.Optimizer, batch: LearnerBatc
         for start in range(0, n, pc.minibatch_size):
             idx = perm[start:start + pc.minibatch_size]
             obs = [batch.obs[i] for i in idx]
-            logits, values = policy.forward_obs(obs)
-            logits, values = logits.float(), values.float()
-            mask = policy.action_masks(obs)
-            logp_all = masked_log_softmax(logits, mask)
             ti = torch.as_tensor(idx)
+            if rollout_feats is None:
+                logits, values = policy.forward_obs(obs)
+                mask = policy.action_masks(obs)
+            else:  # frozen encoder: the rollout's features, no text encoded again
+                feats, obs_rows, act_rows, masks = rollout_feats
+                rows = ti.to(masks.device)
+                mask = masks[rows]
+                logits, values = policy.heads(feats, obs_rows[rows], None if act_rows is None else act_rows[rows],
+                                              mask)
+            logits, values = logits.float(), values.float()
+            logp_all = masked_log_softmax(logits, mask)
             new_logp = logp_all.gather(1, actions[ti][:, None]).squeeze(1)
             pg_loss, clipfrac, approx_kl = clipped_policy_loss(new_logp, old_logp[ti], adv_all[ti], pc.clip)
             v_loss = value_loss(values, old_v[ti], ret_all[ti], pc.value_clip)
