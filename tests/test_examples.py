@@ -26,6 +26,7 @@ def test_run_chain_then_evaluate_the_saved_agent(tmp_path):
     run_dir = tmp_path / "chain"
     out = run(str(ROOT / "examples/run_chain.py"), "--quick", "--run-dir", str(run_dir))
     assert "train over finetune:" in out and (run_dir / "report.md").is_file()
-    ckpt = run_dir / "stages/03_train/checkpoint/policies/main"
+    ckpt = run_dir / "stages/03_train/checkpoint"  # a training checkpoint with one policy is an agent
     out = run(str(ROOT / "examples/evaluate_saved_agent.py"), str(ckpt), "--episodes", "3")
+    assert f"agent {ckpt}/policies/main in dilemma_v0" in out.splitlines()[0]
     assert "tit_for_tat: agent" in out and "mean: agent" in out

@@ -78,3 +78,23 @@ def test_bad_specs_and_seats():
         play("dilemma_v0", ["random"], episodes=1)
     with pytest.raises(ValueError, match="episodes must be >= 1"):
         play("dilemma_v0", ["random", "random"], episodes=0)
+
+
+def test_a_training_checkpoint_with_one_policy_is_an_agent_and_several_are_named(tmp_path):
+    from evoarena.config import EncoderConfig, PolicyConfig
+    from evoarena.policies.actor_critic import build_policy
+    from evoarena.policies.io import CheckpointError, save_checkpoint
+
+    policy = build_policy(PolicyConfig(kind="mlp", encoder=EncoderConfig(device="cpu")), "dilemma_v0")
+    one = tmp_path / "03_train" / "checkpoint"  # as the PPO stage writes it: policies/NAME/
+    save_checkpoint(one / "policies" / "main", policy)
+    agent = make_agent(f"ckpt:{one}", "dilemma_v0")
+    assert agent.name == f"ckpt:{one / 'policies' / 'main'}"
+    res = play("dilemma_v0", [f"ckpt:{one}", "scripted:tit_for_tat"], episodes=2, seed=0)
+    assert res.returns["player_0"].shape == (2,)
+    two = tmp_path / "two"
+    for name in ("attacker", "defender"):
+        save_checkpoint(two / "policies" / name, policy)
+    with pytest.raises(CheckpointError, match=r"holding 2 policies; name one: ckpt:.*two/policies/attacker, "
+                                              r"ckpt:.*two/policies/defender"):
+        make_agent(f"ckpt:{two}", "dilemma_v0")

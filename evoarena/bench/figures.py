@@ -64,34 +64,44 @@ def heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], path: 
 ForestRow = tuple[str, float, float, float, str]  #: (label, point, low, high, colour)
 
 
-def _forest_panel(ax, rows: Sequence[ForestRow], title: str, xlabel: str, groups: int = 1) -> None:
-    y = np.arange(len(rows))
+def _forest_panel(ax, rows: Sequence[ForestRow], title: str, xlabel: str, slots: int,
+                  groups: Sequence[tuple[str, str]] = ()) -> None:
+    """Rows top to bottom at unit spacing (``slots`` rows tall, so two panels share one spacing);
+    ``groups``: (name, colour) of equal consecutive blocks of rows, labelled and separated."""
     for i, (_, p, lo, hi, color) in enumerate(rows):
         ax.errorbar(p, i, xerr=[[p - lo], [hi - p]], fmt="o", color=color, capsize=3, markersize=5,
                     markerfacecolor=color if lo > 0 or hi < 0 else "white")
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(y, [_short(r[0], 44) for r in rows], fontsize=8)
-    if groups > 1:
-        per = len(rows) // groups
-        for g in range(1, groups):
-            ax.axhline(g * per - 0.5, color="grey", linewidth=0.6, linestyle=":")
-    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_yticks(np.arange(len(rows)), [_short(r[0], 44) for r in rows], fontsize=8)
+    lows, highs = [r[2] for r in rows], [r[3] for r in rows]
+    span = max(max(highs + [0.0]) - min(lows + [0.0]), 1e-6)
+    ax.set_xlim(min(lows + [0.0]) - 0.08 * span, max(highs + [0.0]) + 0.08 * span)
+    if groups:
+        per = len(rows) // len(groups)
+        for g, (name, color) in enumerate(groups):
+            if g:
+                ax.axhline(g * per - 0.5, color="grey", linewidth=0.6, linestyle=":")
+            ax.text(0.99, g * per - 0.42, name, transform=ax.get_yaxis_transform(), ha="right", va="top",
+                    fontsize=8, color=color, fontweight="bold")
+    ax.set_ylim(slots - 0.5, -0.5)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.grid(axis="x", alpha=0.3)
 
 
 def forest(rows: Sequence[ForestRow], path: str | Path, title: str, xlabel: str,
-           right: Sequence[ForestRow] = (), right_title: str = "", right_groups: int = 1) -> Path:
+           right: Sequence[ForestRow] = (), right_title: str = "",
+           right_groups: Sequence[tuple[str, str]] = ()) -> Path:
     """A forest plot: one row per estimate, its point and interval, a line at 0; filled points: the interval
-    excludes 0. ``right``: a second panel beside it (e.g. the same estimates opponent by opponent)."""
+    excludes 0. ``right``: a second panel under it (e.g. the same estimates opponent by opponent, in
+    ``right_groups``: equal blocks of rows, each (name, colour))."""
     plt = _pyplot()
-    n = max(len(rows), len(right))
-    panels = 2 if right else 1
-    fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 1.2 + 0.3 * n), squeeze=False)
-    _forest_panel(axes[0, 0], rows, title, xlabel)
+    heights = [len(rows) + 2.5] + ([len(right) + 2.5] if right else [])
+    fig, axes = plt.subplots(len(heights), 1, figsize=(8.0, 0.8 + 0.27 * sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    _forest_panel(axes[0, 0], rows, title, xlabel, len(rows))
     if right:
-        _forest_panel(axes[0, 1], right, right_title, xlabel, right_groups)
+        _forest_panel(axes[1, 0], right, right_title, xlabel, len(right), right_groups)
     return _save(fig, path)
 
 

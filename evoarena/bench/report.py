@@ -186,6 +186,18 @@ def _step_label(stage: dict[str, Any]) -> str:
     return {"pretrain": "pretraining step", "train": "PPO update"}.get(stage["kind"], "fine-tuning step")
 
 
+def _mark_eval(ax: Any, xs: list[int], ys: list[float], color: str) -> None:
+    """The eval curve's start (update 0: the policy PPO started from) as a dashed line, its best as a star."""
+    if xs[0] == 0:
+        ax.axhline(ys[0], color="black", linestyle="--", linewidth=0.8)
+        ax.annotate(f"update 0 (start): {ys[0]:.2f}", (xs[0], ys[0]), textcoords="offset points",
+                    xytext=(4, -12), fontsize=7)
+    best = int(np.argmax(ys))
+    ax.plot([xs[best]], [ys[best]], marker="*", markersize=13, color=color, markeredgecolor="black")
+    ax.annotate(f"best: {ys[best]:.2f} (update {xs[best]})", (xs[best], ys[best]), textcoords="offset points",
+                xytext=(4, 5), fontsize=7)
+
+
 def _draw_panel(ax: Any, stage: dict[str, Any], title: str, ylabel: str, tags: list[str], log: bool,
                 scalars: dict[str, list[tuple[int, float]]], color: str) -> bool:
     lo = int(stage.get("step_offset", 0))
@@ -199,16 +211,14 @@ def _draw_panel(ax: Any, stage: dict[str, Any], title: str, ylabel: str, tags: l
         ax.plot(xs, ys, color=color, alpha=1.0 if i == 0 else 0.6, marker="o" if len(pts) <= 12 else None,
                 markersize=4, label=tag if len(tags) > 1 else None)
         drawn = True
-        if tag == "eval/score" and xs[0] == 0:
-            ax.axhline(ys[0], color="black", linestyle="--", linewidth=0.8)
-            ax.annotate(f"update 0 (start): {ys[0]:.2f}", (xs[0], ys[0]), textcoords="offset points",
-                        xytext=(4, -12), fontsize=7)
-            best = int(np.argmax(ys))
-            ax.plot([xs[best]], [ys[best]], marker="*", markersize=12, color=color, markeredgecolor="black")
-            ax.annotate(f"best: {ys[best]:.2f} (update {xs[best]})", (xs[best], ys[best]),
-                        textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if tag == "eval/score":
+            _mark_eval(ax, xs, ys, color)
     if log:
+        from matplotlib.ticker import LogFormatter
+
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
     ax.set_title(f"{stage['name']}: {title}", fontsize=9, loc="left", color=color)
     ax.set_xlabel(_step_label(stage), fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
@@ -342,8 +352,8 @@ def plot_gains(ev: dict[str, Any], returns: dict[str, dict[str, list[float]]] | 
         [(label, d["mean"], d["low"], d["high"], c) for label, d, c in rows],
         path, title="paired gain in mean score per game (same games, 95% CI)", xlabel="gain (points per game)",
         right=[(label, d["mean"], d["low"], d["high"], colors.get(a, OTHER_COLOR)) for label, a, d in opp_rows],
-        right_title="per opponent: " + ", ".join(f"{a} over {o}" for a, o in pairs),
-        right_groups=len(pairs))
+        right_title="the same gains opponent by opponent",
+        right_groups=[(f"{a} over {o}", colors.get(a, OTHER_COLOR)) for a, o in pairs])
 
 
 # --------------------------------------------------------------------------- example games

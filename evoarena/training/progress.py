@@ -85,6 +85,7 @@ class PlainLines:
 
 def _rich_progress(unit: str, console: Any) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
+    from rich.table import Column
     from rich.text import Text
 
     class TimesColumn(ProgressColumn):
@@ -95,8 +96,12 @@ def _rich_progress(unit: str, console: Any) -> Any:
             left = int(max(0, (task.total or 0) - task.completed))
             return Text(times_text(task.elapsed or 0.0, done, left), style="progress.elapsed")
 
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
-                    TimesColumn(), TextColumn("{task.fields[info]}"), console=console)
+    keep = Column(no_wrap=True)  # the label, counts and times stay whole; the bar and the info give way
+    return Progress(TextColumn("[bold]{task.description}", table_column=keep), BarColumn(bar_width=20),
+                    MofNCompleteColumn(table_column=keep), TextColumn(unit, table_column=keep),
+                    TimesColumn(table_column=keep),
+                    TextColumn("{task.fields[info]}", table_column=Column(no_wrap=True, overflow="ellipsis")),
+                    console=console)
 
 
 @contextmanager
