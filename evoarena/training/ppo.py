@@ -68,8 +68,27 @@ def seat_of(agent: str, seats: dict[str, SeatConfig]) -> SeatConfig:
     raise KeyError(f"agent {agent!r} has no seat")
 
 
+def agent_rng_state(agent: Any) -> Any:
+    """The random state of a fixed agent as JSON (numpy ``rng`` or torch ``generator``), or None."""
+    if isinstance(getattr(agent, "rng", None), np.random.Generator):
+        return {"numpy": agent.rng.bit_generator.state}
+    if isinstance(getattr(agent, "generator", None), torch.Generator):
+        return {"torch": agent.generator.get_state().tolist()}
+    return None
+
+
+def set_agent_rng_state(agent: Any, state: Any) -> None:
+    """Restore what :func:`agent_rng_state` returned."""
+    if state and "numpy" in state:
+        agent.rng.bit_generator.state = state["numpy"]
+    elif state and "torch" in state:
+        agent.generator.set_state(torch.tensor(state["torch"], dtype=torch.uint8))
+
+
 class SeatPlanner:
-    """Draws who fills every seat for one episode (a swap happens only between episodes)."""
+    """Draws who fills every seat for one episode (a swap happens only between episodes). Its fixed and
+    snapshot agents' random states are part of a checkpoint (:meth:`state`), so a resumed run plays on as
+    the uninterrupted one would."""
 
     def __init__(self, cfg: TrainConfig, agents: list[str], roles: dict[str, str], learners: dict[str, Any],
                  snapshots: dict[str, list[tuple[int, Any]]], seed: int) -> None:
@@ -104,6 +123,21 @@ class SeatPlanner:
             self.snapshot_agents[key] = PolicyAgent(policy, greedy=False, seed=self.seed + update,
                                                     name=f"snapshot:{learner}@{update}")
         return ("agent", self.snapshot_agents[key])
+
+    def state(self) -> dict[str, Any]:
+        return {"fixed": [[spec, agent_rng_state(a)] for spec, a in self.fixed.items()],
+                "snapshots": [[learner, update, agent_rng_state(a)]
+                              for (learner, update), a in self.snapshot_agents.items()]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for spec, rng_state in state.get("fixed", []):
+            set_agent_rng_state(self._agent(spec), rng_state)
+        for learner, update, rng_state in state.get("snapshots", []):
+            policy = next((p for u, p in self.snapshots.get(learner, []) if u == update), None)
+            if policy is not None:
+                self.snapshot_agents[(learner, update)] = agent = PolicyAgent(
+                    policy, greedy=False, seed=self.seed + update, name=f"snapshot:{learner}@{update}")
+                set_agent_rng_state(agent, rng_state)
 
     def resolve(self, agent: str, seat: SeatConfig, rng: np.random.Generator) -> Assignment:
         if seat.policy:
@@ -483,6 +517,7 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
         rollout.load_state(state["rollout"])
         rng.bit_generator.state = state["update_rng"]
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+        planner.load_state(state.get("seats", {}))
     start_update = int(state["update"])
     writer = runs.tb_writer(run_dir, purge_step=runs.resume_purge_step(resume, start_update))
     if not start_update:
@@ -490,7 +525,7 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
 
     def checkpoint(update: int, name: str = "checkpoint") -> None:
         state.update(update=update, rollout=rollout.state(), update_rng=rng.bit_generator.state,
-                     torch_rng=torch.get_rng_state().tolist())
+                     torch_rng=torch.get_rng_state().tolist(), seats=planner.state())
         writer.flush()  # what was logged up to this checkpoint is on disk before the checkpoint is
         save_training_checkpoint(stage, learners, optimizers, state, snapshots, name=name)
 
