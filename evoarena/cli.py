@@ -65,7 +65,7 @@ def _print_summary(summary: dict[str, Any], title: str) -> None:
     95% CI, then the mean of every metric."""
     table = Table(title=title)
     for col in ("seat", "agent", "mean return", "95% CI"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold" if col == "agent" else "ellipsis")  # a long ckpt: path in full
     for seat, row in summary["seats"].items():
         table.add_row(seat, row["agent"], f"{row['mean_return']:.3f}", f"+- {row['ci95']:.3f}")
     console.print(table)
@@ -258,8 +258,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from evoarena.bench.report import write_report
 
     report = write_report(args.run_dir)
-    console.print(report.read_text().split("\n## ")[0])
-    console.print(f"wrote {report}")
+    text = report.read_text()
+    console.print(text.split("\n## Paired gains")[0], soft_wrap=True)  # the intro and the evolution table
+    console.print(f"wrote {report} and its plots in {report.parent / 'plots'}")
     return 0
 
 
@@ -370,7 +371,11 @@ def user_message(exc: BaseException) -> str | None:
     from evoarena.storage import RunLockedError, describe_os_error
 
     if isinstance(exc, OSError):
-        return describe_os_error(exc)
+        from evoarena.training import runs
+
+        run_dir = runs.current_run_dir()
+        line = describe_os_error(exc)
+        return f"{run_dir}: {line}" if exc.filename is None and run_dir is not None else line
     if isinstance(exc, KeyError):
         return str(exc.args[0]) if exc.args else str(exc)
     if isinstance(exc, ValueError | RunLockedError):
@@ -407,6 +412,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {msg}", file=sys.stderr)
         return 2
+    finally:
+        from evoarena.training import runs
+
+        runs.unlock_all()
 
 
 if __name__ == "__main__":

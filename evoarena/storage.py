@@ -85,6 +85,8 @@ def fsync_tree(root: Path) -> None:
 def _as_disk_full(exc: BaseException, where: Path) -> BaseException:
     """A write error on a (nearly) full disk as ``OSError(ENOSPC)`` naming ``where``; else ``exc``."""
     if isinstance(exc, OSError) and exc.errno is not None:
+        if exc.filename is None:  # a write that failed deep in a library: name what was being written
+            return type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), str(where))
         return exc
     if not isinstance(exc, Exception):
         return exc

@@ -42,10 +42,10 @@ def lock_run(run_dir: str | Path) -> RunLock:
     return _LOCKS[key]
 
 
-def unlock_run(run_dir: str | Path) -> None:
-    lock = _LOCKS.pop(Path(run_dir).resolve(), None)
-    if lock is not None:
-        lock.release()
+def unlock_all() -> None:
+    """Release every run folder this process holds (the end of a command)."""
+    while _LOCKS:
+        _LOCKS.popitem()[1].release()
 
 
 def check_run_dir(run_dir: str | Path, resume: bool = False) -> Path:
