@@ -120,7 +120,8 @@ def test_report_sections_in_order_with_the_evolution_table_first(finished):
     assert "{" not in stages  # no JSON dump
     # example games: the stages side by side against one opponent
     examples = report.split("## Example games\n")[1].split("\n## ")[0]
-    assert re.search(r"\| # \| pretrain \(.* per game\) \| finetune \(.* \| train \(.* \|", examples)
+    assert re.search(r"\| step \| pretrain \(mean .*\) \| finetune \(mean .* \| train \(mean .* \|", examples)
+    assert re.search(r"\| round 1 \| \**[CD] [CD]; payoffs", examples)  # the shared label moved to the first column
 
 
 def test_report_pngs_are_drawn_and_linked(finished):

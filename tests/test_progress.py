@@ -24,8 +24,9 @@ def test_plain_lines_off_a_terminal_are_whole_and_labelled(monkeypatch):
         now[0] += 20.0
         bar.update(1, info="return main 49.9, 300 decisions/s " + "x" * 100)
     lines = out.getvalue().splitlines()
-    assert len(lines) == 10  # one line per tenth of the work (every_s is out of reach here)
-    assert lines[0].startswith("[3/4] ppo: 3/30 updates, elapsed 1:00 · left ~9:00 · return main 49.9")
+    assert len(lines) == 11  # after the first update, then one line per tenth (every_s is out of reach here)
+    assert lines[0].startswith("[3/4] ppo: 1/30 updates, elapsed 0:20 · left ~9:40 · return main 49.9")
+    assert lines[1].startswith("[3/4] ppo: 3/30 updates, elapsed 1:00 · left ~9:00 · return main 49.9")
     assert lines[-1].startswith("[3/4] ppo: 30/30 updates, elapsed 10:00 · left ~0:00")
     assert all(len(ln) > 150 for ln in lines)  # never cut to 80 columns
 

@@ -214,11 +214,13 @@ def _draw_panel(ax: Any, stage: dict[str, Any], title: str, ylabel: str, tags: l
         if tag == "eval/score":
             _mark_eval(ax, xs, ys, color)
     if log:
-        from matplotlib.ticker import LogFormatter
+        from matplotlib.ticker import FuncFormatter, LogLocator
 
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
-        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
+        plain = FuncFormatter(lambda v, _pos: f"{v:g}")  # 0.3, 2, 50: not 3e-01
+        ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
     ax.set_title(f"{stage['name']}: {title}", fontsize=9, loc="left", color=color)
     ax.set_xlabel(_step_label(stage), fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
@@ -384,14 +386,24 @@ def side_by_side(ev: dict[str, Any], column: str) -> str:
     """The stages' recorded games against ``column`` as one table, a line per row; differing lines in bold."""
     names = [n for n in ev.get("stage_rows", []) if ev["rows"][n]["cells"].get(column, {}).get("transcript")]
     texts = [ev["rows"][n]["cells"][column]["transcript"].strip().splitlines() for n in names]
-    head = ["#"] + [f"{n} ({ev['rows'][n]['cells'][column]['mean']:.1f} per game)" for n in names]
+    head = ["step"] + [f"{n} (mean {ev['rows'][n]['cells'][column]['mean']:.1f})" for n in names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i in range(max(map(len, texts), default=0)):
         cells = [t[i].replace("|", "/") if i < len(t) else "" for t in texts]
-        differ = len(set(cells)) > 1
+        label, cells = _common_label(cells, str(i))
+        differ = len(set(cells[-2:])) > 1  # where the last stage plays differently from the one before
         cells = [f"**{c}**" if differ and c else c for c in cells]
-        lines.append("| " + " | ".join([str(i)] + cells) + " |")
+        lines.append("| " + " | ".join([label] + cells) + " |")
     return "\n".join(lines)
+
+
+def _common_label(cells: list[str], default: str) -> tuple[str, list[str]]:
+    """``["round 3: C C", "round 3: D C"]`` -> ``("round 3", ["C C", "D C"])``: a label every cell starts
+    with moves to the first column."""
+    heads = {c.split(": ", 1)[0] for c in cells if ": " in c}
+    if len(heads) == 1 and all(": " in c for c in cells):
+        return heads.pop(), [c.split(": ", 1)[1] for c in cells]
+    return default, cells
 
 
 # --------------------------------------------------------------------------- the report
@@ -416,7 +428,9 @@ def _evolution_section(ev: dict[str, Any]) -> list[str]:
 
 def _examples_section(ev: dict[str, Any]) -> list[str]:
     out = [SECTIONS[6], "", f"The first game of each stage's agent (seat `{ev.get('first_seat', 'player_0')}`, "
-                            "its action first) against the same opponent on the same seed.", ""]
+                            "its action first) against the same opponent on the same seed; the column head is "
+                            "the agent's mean over all its games against that opponent; bold: steps where the "
+                            "last stage plays differently from the one before.", ""]
     for why, col in pick_examples(ev):
         out += [f"**vs {col}**" + (f": {why}" if why else ""), "", side_by_side(ev, col), ""]
     return out

@@ -246,7 +246,7 @@ def run_evaluate(cfg: EvaluateConfig, run_dir: str | Path, stage_agents: list[St
     table: dict[str, Any] = {}
     per_game: dict[str, dict[str, list[float]]] = {}
     writer = runs.tb_writer(run_dir, purge_step=runs.resume_purge_step(resume, 0))  # a resume redoes it all
-    with progress_bar("evaluate", len(rows) * len(columns)) as update:
+    with progress_bar("evaluate", len(rows) * len(columns), unit="matchups") as update:
         for row in rows:
             counts: Counter = Counter()
             cells, games = {}, {}
@@ -290,8 +290,11 @@ def run_evaluate(cfg: EvaluateConfig, run_dir: str | Path, stage_agents: list[St
                "eval_seed": cfg.eval_seed,
                "rows": table, "stage_rows": [r.name for r in stage_rows], "gains": gains,
                "wall_s": time.perf_counter() - t0}
+    gains_text = "; ".join(f"{g['agent']} over {g['over']} {_interval(g['pool'])}"
+                           + (f" / {_interval(g['unseen'])}" if g.get("unseen") else "") for g in gains)
     results["summary"] = (f"{len(rows)} agents x {len(columns)} opponents ({len(pool)} pool, {len(unseen)} unseen), "
-                          f"{cfg.episodes} games per seat order; " + "; ".join(evolution_words(results)))
+                          f"{cfg.episodes} games per seat order, {results['wall_s']:.0f} s; paired gains per game, "
+                          f"pool" + (" / unseen" if unseen else "") + f" (95% CI): {gains_text}")
     runs.update_results(run_dir, STAGE, results)
     return results
 

@@ -4,7 +4,7 @@ Both say what they count, the time elapsed and an estimate of the time left, lab
 left ~1:05``). The estimate is the mean time per step since the bar opened (steps done before a resume are
 not counted), so it appears as soon as the first step (the first PPO update) ends; before that the bar
 says ``left: after the first step``. Off a terminal a line is printed at most every ``PLAIN_EVERY_S``
-seconds or every tenth of the work, and always at the end; lines are never cut to a width.
+seconds or every tenth of the work, after the first step and at the end; lines are never cut to a width.
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ class PlainLines:
         if info is not None:
             c.info = info
         now = time.perf_counter()
-        due = now - self._last_t >= self.every_s or self._tenth(c.completed) > self._last_tenth
+        first = c.completed - c.start == advance  # the first step: the first estimate of the time left
+        due = first or now - self._last_t >= self.every_s or self._tenth(c.completed) > self._last_tenth
         if advance and (due or c.completed >= c.total):
             self.line()
             self._last_t, self._last_tenth = now, self._tenth(c.completed)
