@@ -35,10 +35,12 @@ def test_progress_bar_writes_plain_lines_when_stderr_is_not_a_terminal():
     out = io.StringIO()
     with progress_bar("clone player", 4, unit="steps", stream=out) as update:
         for _ in range(4):
-            update(1, info="held-out accuracy 0.968 (final)")
+            update(1, info="held-out accuracy 0.974")
+        update(0, info="held-out accuracy 0.968 (final)")  # after the work: the number the summary says
     text = out.getvalue()
     assert "\x1b[" not in text and "━" not in text  # no bar, no escape codes
-    assert text.splitlines()[-1].startswith("clone player: 4/4 steps, elapsed 0:00 · left ~0:00 · held-out")
+    assert text.splitlines()[-1].startswith("clone player: 4/4 steps, elapsed 0:00 · left ~0:00 · held-out "
+                                            "accuracy 0.968 (final)")
     silent = io.StringIO()
     with progress_bar("x", 3, enabled=False, stream=silent) as update:
         update(1)

@@ -61,6 +61,7 @@ class PlainLines:
         self.clock = _Clock(total, completed)
         self._last_t = time.perf_counter()
         self._last_tenth = self._tenth(completed)
+        self._shown = ""
 
     def _tenth(self, done: int) -> int:
         return int(10 * done / self.clock.total) if self.clock.total else 10
@@ -73,8 +74,9 @@ class PlainLines:
         now = time.perf_counter()
         first = c.completed - c.start == advance  # the first step: the first estimate of the time left
         due = first or now - self._last_t >= self.every_s or self._tenth(c.completed) > self._last_tenth
-        if advance and (due or c.completed >= c.total):
-            self.line()
+        done = c.completed >= c.total
+        if (advance and (due or done)) or (done and not advance and c.info != self._shown):
+            self.line()  # (the second case: a last word once the work is done, e.g. the final accuracy)
             self._last_t, self._last_tenth = now, self._tenth(c.completed)
 
     def line(self) -> None:
@@ -82,6 +84,7 @@ class PlainLines:
         text = f"{self.label}: {c.completed}/{c.total} {self.unit}, {c.times()}"
         self.stream.write(text + (f" · {c.info}" if c.info else "") + "\n")
         self.stream.flush()
+        self._shown = c.info
 
 
 def _rich_progress(unit: str, console: Any) -> Any:
