@@ -3,6 +3,7 @@ and SB3-style fixed-width inputs through ``forward_padded``."""
 
 import copy
 
+import pytest
 import torch
 
 from evoarena.config import EncoderConfig
@@ -162,6 +163,25 @@ def test_frozen_cache_never_serves_an_encoding_of_old_weights():
     torch.testing.assert_close(enc.encode(texts), other.encode(texts))
 
 
+@pytest.mark.parametrize("autocast", ["off", "bf16"])
+def test_frozen_cache_entries_do_not_depend_on_the_batch(autocast):
+    """A cached encoding is a function of the text alone (bit for bit), whatever texts shared its batch: a
+    resumed run, whose cache starts empty, re-fills it with the same bits."""
+    texts = list(dict.fromkeys(o["text"] for o in world_obs()))
+    cfg = EncoderConfig.model_validate({**SMALL, "train_mode": "frozen", "autocast": autocast})
+    torch.manual_seed(0)
+    together = build_encoder(cfg)
+    alone = copy.deepcopy(together)
+    mixed = copy.deepcopy(together)
+    want = together.encode(texts)
+    got = torch.cat([alone.encode([t]) for t in texts])
+    assert torch.equal(want, got)
+    order = list(range(len(texts)))[::-1]
+    for start in range(0, len(order), 3):
+        mixed.encode([texts[i] for i in order[start:start + 3]])
+    assert torch.equal(mixed.encode(texts), want)
+
+
 def test_top_k_cache_survives_top_layer_steps_but_not_lower_layer_changes():
     torch.manual_seed(0)
     enc = build_encoder(EncoderConfig.model_validate({**SMALL, "train_mode": "top_k", "top_k": 1}))
@@ -200,8 +220,8 @@ def test_ppo_update_reuses_the_rollouts_encodings(monkeypatch):
     batch.finish(0.99, 0.95)
     twin = copy.deepcopy(policy)  # the same update through forward_obs on every minibatch
     calls = []
-    real = policy.encoder.forward_texts
-    monkeypatch.setattr(policy.encoder, "forward_texts", lambda texts: calls.append(len(texts)) or real(texts))
+    real = policy.encoder.forward_padded
+    monkeypatch.setattr(policy.encoder, "forward_padded", lambda *a, **k: calls.append(1) or real(*a, **k))
     heads = [p.detach().clone() for p in policy.parameters() if p.requires_grad]
 
     def update(pol) -> dict:
