@@ -331,7 +331,8 @@ def run_ner(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     for name in ("valid", "test"):
         if name in splits:
             m = evaluate(splits[name])
-            _log_ner_metrics(writer, name, m, step)
+            if eval_split is None or name != eval_split.name:  # the loop logged valid at this step already
+                _log_ner_metrics(writer, name, m, step)
             results[name] = _ner_row(m)
             all_o = all_o_baseline(splits[name].sentences)
             results[f"{name}_all_o_baseline_token_accuracy"] = all_o["token_accuracy"]
