@@ -397,9 +397,19 @@ def _resume_hint(args: argparse.Namespace) -> str:
     return f"evoarena {args.command} --resume {run_dir}"
 
 
+def _terminate_like_interrupt() -> None:
+    """SIGTERM (a scheduler stopping the job) does what Ctrl-C does: save, print the resume command."""
+    import contextlib
+    import signal
+
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGTERM, lambda _sig, _frame: signal.raise_signal(signal.SIGINT))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _terminate_like_interrupt()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -39,7 +39,7 @@ def no_half_written(folder: Path) -> None:
 
 @pytest.mark.parametrize("override, key", [
     ("ppo.lr=.inf", "ppo.lr"), ("ppo.ent_coef=.inf", "ppo.ent_coef"), ("ppo.clip=.nan", "ppo.clip"),
-    ("episodes_per_update=1e9", "episodes_per_update"),
+    ("episodes_per_update=1e9", "episodes_per_update"), ("env.kwargs.rounds=1000000000", "env.kwargs"),
 ])
 def test_bad_numbers_are_refused_before_any_work(tmp_path, capsys, override, key):
     err = error_line(capsys, ["train", *PPO, "--set", override, "--run-dir", str(tmp_path / "run")])

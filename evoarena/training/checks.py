@@ -105,6 +105,7 @@ def check_init_from(folder: str, env_id: str | None, source: str, key: str, enco
 
 
 MEMORY_FRACTION = 0.8  #: a config whose estimated memory exceeds this share of the available memory is refused
+MAX_PROBE_STEPS = 20_000  #: an episode of random play must end within this many steps (rollouts keep whole episodes)
 BYTES_PER_DECISION_OVERHEAD = 1500  #: python objects of one stored decision (obs dict, arrays, floats): a rough bound
 
 
@@ -122,8 +123,10 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def decision_footprint(env: EnvConfig, episodes: int = 3) -> tuple[float, float]:
-    """(decisions per episode, bytes per stored decision) of world ``env``, measured in random play."""
+def decision_footprint(env: EnvConfig, episodes: int = 3, source: str = "<config>",
+                       key: str = "env") -> tuple[float, float]:
+    """(decisions per episode, bytes per stored decision) of world ``env``, measured in random play; an
+    episode that does not end within ``MAX_PROBE_STEPS`` steps is an error (it could not be stored)."""
     import numpy as np
 
     from evoarena.envs import make
@@ -134,22 +137,28 @@ def decision_footprint(env: EnvConfig, episodes: int = 3) -> tuple[float, float]
     try:
         for ep in range(episodes):
             obs, _ = world.reset(seed=ep)
-            while world.agents:
+            for _ in range(MAX_PROBE_STEPS):
+                if not world.agents:
+                    break
                 for agent in world.agents:
                     o = obs[agent]
                     if int(o["action_mask"].sum()) > 1:
                         decisions += 1
                         size += len(o["text"]) + o["features"].nbytes + o["action_mask"].nbytes
                 obs, *_ = world.step({a: int(rng.choice(np.flatnonzero(obs[a]["action_mask"]))) for a in world.agents})
+            if world.agents:
+                raise ConfigError(f"{source}: {key}.kwargs = {env.kwargs!r}: an episode of {env.id} did not end "
+                                  f"within {MAX_PROBE_STEPS:,} steps of random play; rollouts keep whole episodes in "
+                                  "memory, so give the world shorter episodes")
     finally:
         world.close()
     per_episode = max(decisions / episodes, 1.0)
     return per_episode, size / max(decisions, 1) + BYTES_PER_DECISION_OVERHEAD
 
 
-def check_memory(env: EnvConfig, episodes: int, source: str, key: str) -> None:
+def check_memory(env: EnvConfig, episodes: int, source: str, key: str, env_key: str = "env") -> None:
     """Refuse ``episodes`` stored episodes of ``env`` at once when they cannot fit in memory (with the estimate)."""
-    per_episode, per_decision = decision_footprint(env)
+    per_episode, per_decision = decision_footprint(env, source=source, key=env_key)
     need = episodes * per_episode * per_decision
     have = available_memory()
     if need > MEMORY_FRACTION * have:
@@ -190,7 +199,7 @@ def check_finetune(cfg: FinetuneConfig, source: str = "<config>") -> None:
     role_of = check_env(bc.env, source, "bc.env")
     if bc.policy.init_from is not None:
         check_init_from(bc.policy.init_from, bc.env.id, source, "bc.policy.init_from")
-    check_memory(bc.env, bc.train_episodes + bc.heldout_episodes, source, "bc.train_episodes")
+    check_memory(bc.env, bc.train_episodes + bc.heldout_episodes, source, "bc.train_episodes", "bc.env")
     _check_agent(bc.expert, bc.env.id, source, "bc.expert")
     for i, spec in enumerate(bc.opponents):
         _check_agent(spec, bc.env.id, source, f"bc.opponents[{i}]")
