@@ -39,8 +39,8 @@ def write_sweep(folder: Path, train: dict | None = None, **over) -> Path:
             "bootstrap": 200,
             "tasks": {"score": {"result": "ppo.final_eval.score", "curve": "eval/score", "low": 0, "high": 25},
                       "vs_alld": {"result": "ppo.final_eval.scripted:always_defect.learner_return",
-                                  "curve": "eval/scripted:always_defect/learner_return",
-                                  "curve_offset": "ppo.evals.0.update"}},
+                                  "curve": "eval/scripted_always_defect/learner_return",
+                                  "curve_offset": "ppo.evals.1.update"}},  # 1: evals[0] is update 0
             "tournament": {"env": {"id": "dilemma_v0", "kwargs": {"rounds": 5}}, "checkpoint": "ppo.checkpoint",
                            "subdir": "policies/main", "pool": ["scripted:tit_for_tat", "scripted:always_defect"],
                            "episodes": 2, "ratings": {"bootstrap": 50}},
@@ -96,8 +96,8 @@ def test_sweep_report_and_files(reference):
     assert bench["scores"]["fast"]["iqm"]["value"] == pytest.approx(float(np.mean(np.sort(fast, axis=None)[1:3])))
     poi = bench["probability_of_improvement"]
     assert poi["fast"]["slow"]["value"] + poi["slow"]["fast"]["value"] == pytest.approx(1.0)
-    assert bench["curves"]["score"]["fast"]["steps"] == [1, 2, 3]
-    assert bench["curves"]["vs_alld"]["slow"]["steps"] == [0, 1, 2]  # less ppo.evals[0].update = 1
+    assert bench["curves"]["score"]["fast"]["steps"] == [0, 1, 2, 3]  # PPO evaluates before its first update too
+    assert bench["curves"]["vs_alld"]["slow"]["steps"] == [-1, 0, 1, 2]  # less ppo.evals[1].update = 1
     assert "fast_best" not in bench["curves"]["score"]
     assert set(bench["tournament"]["per_variant"]) == {"fast", "slow", "fast_best"}
     assert bench["tournament"]["entrants"] == 8
@@ -109,10 +109,10 @@ def test_marl_eval_export(reference):
     data = json.loads((out / "marl_eval.json").read_text())
     assert list(data) == ["dilemma_v0"] and set(data["dilemma_v0"]) == {"score", "vs_alld"}
     run = data["dilemma_v0"]["vs_alld"]["slow"]["run_1"]
-    assert [run[f"step_{k}"]["step_count"] for k in range(3)] == [0, 1, 2]
+    assert [run[f"step_{k}"]["step_count"] for k in range(4)] == [-1, 0, 1, 2]
     final = json.loads((out / "slow" / "seed_1" / "results.json").read_text())["ppo"]["final_eval"]
     assert run["absolute_metrics"]["score"] == [final["scripted:always_defect"]["learner_return"]]
-    assert run["step_2"]["score"] == run["absolute_metrics"]["score"]  # the last eval is the final one
+    assert run["step_3"]["score"] == run["absolute_metrics"]["score"]  # the last eval is the final one
 
 
 def test_rerun_skips_finished_runs_and_publishes(reference, capsys, tmp_path):
@@ -175,7 +175,7 @@ def test_killed_sweep_finishes_only_the_missing_runs(tmp_path):
     assert resumed["updates"] == fresh["updates"] == 40
     assert resumed["final_eval"] == fresh["final_eval"]
     steps, _ = sw.read_scalars(second, "eval/score")
-    assert steps.tolist() == [10, 20, 30, 40]
+    assert steps.tolist() == [0, 10, 20, 30, 40]  # the evaluation before the first update, then every 10
 
 
 def test_config_errors_name_the_problem(tmp_path):

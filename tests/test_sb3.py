@@ -67,7 +67,7 @@ def test_sb3_run_writes_tensorboard_and_checkpoint(data, world, tmp_path):
     decisions = [e.value for e in acc.Scalars("perf/decisions")]
     assert decisions[-1] == res["decisions"]
     assert all(np.isfinite(e.value) for e in acc.Scalars("train/main/value_loss"))
-    opp = "scripted:conceder" if world == "negotiation" else "scripted:tit_for_tat"
+    opp = "scripted_conceder" if world == "negotiation" else "scripted_tit_for_tat"  # spec_tag: no ":" in tags
     assert f"eval/{opp}/learner_return" in tags
     results = json.loads((tmp_path / "results.json").read_text())["ppo"]
     assert np.isfinite(results["final_eval"]["score"])
