@@ -209,11 +209,15 @@ def prepare_for_rl(policy: Any) -> Any:
 
 
 def frozen_copy(policy: Any) -> Any:
-    """A deep copy with no gradients: snapshots and references are never views of live weights."""
+    """A deep copy with no gradients: snapshots and references are never views of live weights. Its encoder
+    never trains, so a fully trained one is switched to ``frozen`` (its pooled outputs cached per text)."""
     twin = copy.deepcopy(policy)
     twin.eval()
     for p in twin.parameters():
         p.requires_grad_(False)
+    enc = getattr(twin, "encoder", None)
+    if enc is not None and getattr(enc, "train_mode", "") == "full":
+        enc.set_train_mode(enc.cfg.model_copy(update={"train_mode": "frozen"}))
     return twin
 
 
