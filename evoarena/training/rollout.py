@@ -31,7 +31,8 @@ def needs_action_names(actor: Any) -> bool:
     if getattr(actor, "needs_action_names", False):
         return True
     cfg = getattr(actor, "cfg", None)
-    return bool(cfg is not None and getattr(cfg, "kind", "") == "transformer" and getattr(cfg, "head", "") == "scoring")
+    return bool(cfg is not None and getattr(cfg, "kind", "") == "transformer"
+                and getattr(cfg, "head", "") in ("scoring", "lm"))
 
 
 @dataclass
