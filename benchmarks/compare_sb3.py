@@ -10,7 +10,11 @@ trainers run one after the other (evoarena first, then SB3 with evoarena's decis
 shared machine falls on both alike. Printed per world: decisions per second of each (training wall time
 without evaluation), ``ratio`` = evoarena / SB3, and the final greedy score of each against the scripted
 opponents (every opponent, both seats, ``--eval-episodes`` each on fixed seeds), medians over the seeds;
-and where evoarena's time goes (env, tokenise, forward without tokenise, learn). Both trainers use the
+and where evoarena's time goes (env, tokenise, forward without tokenise, learn). ``--clock cpu`` (the default)
+counts decisions per CPU second of the process over each trainer's updates (``perf/cpu_seconds``: rollouts and
+training epochs, no set-up or evaluation): with one thread that is the trainer's own work whatever else runs on
+a shared machine; ``--clock wall`` counts per wall second of the same loops. Both ratios are printed per seed.
+Both trainers use the
 same code for the encoder (:class:`~evoarena.policies.encoder.TextEncoder`) and the same evaluation.
 """
 
@@ -27,8 +31,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from evoarena.agents.learned import PolicyAgent
 from evoarena.agents.match import play
-from evoarena.config import TrainConfig, validate_config
+from evoarena.config import EncoderConfig, TrainConfig, validate_config
 from evoarena.policies import load_policy
+from evoarena.policies.encoder import default_tiny_tokenizer
 from evoarena.training.ppo import run_ppo
 from evoarena.training.sb3_backend import run_sb3
 
@@ -89,12 +94,13 @@ def run_pair(world: str, seed: int, args: argparse.Namespace) -> dict[str, dict[
         res = run_ppo(config(world, seed, args.updates, args.num_envs, args.threads, "evoarena"), evo_dir,
                       progress=False)
         perf = scalars(evo_dir)
+        evo_cpu = perf["perf/cpu_seconds"].sum()
         env_s, fwd_s = perf["perf/env_seconds"].sum(), perf["perf/forward_seconds"].sum()
         tok_s, learn_s = perf["perf/tokenize_seconds"].sum(), perf["perf/learn_seconds"].sum()
         total = env_s + fwd_s + learn_s
         decisions = int(res["decisions"])
-        out["evoarena"] = {"dec/s": decisions / total, "score": score(world, Path(res["checkpoint"]).parent /
-                                                                       "checkpoint", args.eval_episodes),
+        score_evo = score(world, Path(res["checkpoint"]).parent / "checkpoint", args.eval_episodes)
+        out["evoarena"] = {"wall dec/s": decisions / total, "cpu dec/s": decisions / evo_cpu, "score": score_evo,
                            "env %": 100 * env_s / total, "tokenise %": 100 * tok_s / total,
                            "forward %": 100 * (fwd_s - tok_s) / total, "learn %": 100 * learn_s / total,
                            "decisions": decisions}
@@ -105,8 +111,10 @@ def run_pair(world: str, seed: int, args: argparse.Namespace) -> dict[str, dict[
         res = run_sb3(config(world, seed, args.updates, args.num_envs, args.threads, "sb3", n_steps), sb3_dir,
                       progress=False, total_timesteps=decisions)
         perf = scalars(sb3_dir)
+        sb3_cpu = perf["perf/cpu_seconds"].sum()
         total = perf["perf/rollout_seconds"].sum() + perf["perf/learn_seconds"].sum()
-        out["sb3"] = {"dec/s": res["decisions"] / total, "decisions": int(res["decisions"]),
+        out["sb3"] = {"wall dec/s": res["decisions"] / total, "cpu dec/s": res["decisions"] / sb3_cpu,
+                      "decisions": int(res["decisions"]),
                       "score": score(world, Path(res["checkpoint"]), args.eval_episodes)}
     return out
 
@@ -119,19 +127,28 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--eval-episodes", type=int, default=200, help="per opponent and seat")
     parser.add_argument("--worlds", nargs="*", default=list(WORLDS))
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                        help="decisions per CPU second of the trainer's process (robust to other jobs on a "
+                             "shared machine) or per wall second of its training loop")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.num_envs} envs; this machine may be shared "
+    default_tiny_tokenizer(EncoderConfig().vocab_size)  # trained once per process: not part of either trainer's time
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.num_envs} envs, decisions per {args.clock} "
+          "second; this machine may be shared "
           "with other jobs, so the two trainers run alternately (evoarena, SB3, evoarena, ...) per seed")
     for world in args.worlds:
         rows = []
         for seed in args.seeds:
             r = run_pair(world, seed, args)
+            for who in r.values():
+                who["dec/s"] = who[f"{args.clock} dec/s"]
             rows.append(r)
             e, s = r["evoarena"], r["sb3"]
+            other = "wall" if args.clock == "cpu" else "cpu"
             print(f"  {world} seed {seed}: evoarena {e['dec/s']:.0f} dec/s score {e['score']:.3f} | "
                   f"SB3 {s['dec/s']:.0f} dec/s score {s['score']:.3f} | decisions {e['decisions']} vs "
-                  f"{s['decisions']} | ratio {e['dec/s'] / s['dec/s']:.2f}")
+                  f"{s['decisions']} | ratio {e['dec/s'] / s['dec/s']:.2f} per {args.clock} second "
+                  f"({e[f'{other} dec/s'] / s[f'{other} dec/s']:.2f} per {other} second)")
 
         def med(who: str, key: str, rows: list[dict[str, dict[str, float]]] = rows) -> float:
             return float(np.median([r[who][key] for r in rows]))

@@ -549,7 +549,7 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
     with _Interrupt() as stop, progress_bar("ppo", cfg.total_updates, completed=start_update, unit="updates",
                                             enabled=progress) as bar:
         for update in range(start_update + 1, cfg.total_updates + 1):
-            t_start = time.perf_counter()
+            t_start, cpu_start = time.perf_counter(), time.process_time()
             for name in learners:
                 learners[name].eval()
             result = rollout.collect(cfg.episodes_per_update)
@@ -595,6 +595,7 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
                     writer.add_scalar(f"train/{name}/{k}", v, update)
             last_summary = log_rollout(writer, update, learners, result.episodes)
             total_s = time.perf_counter() - t_start
+            writer.add_scalar("perf/cpu_seconds", time.process_time() - cpu_start, update)  # this process, all threads
             writer.add_scalar("perf/env_seconds", result.env_seconds, update)
             writer.add_scalar("perf/forward_seconds", result.forward_seconds, update)
             writer.add_scalar("perf/tokenize_seconds", result.tokenize_seconds, update)  # part of forward

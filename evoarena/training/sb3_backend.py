@@ -337,7 +337,7 @@ def run_sb3(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
 
         def __init__(self) -> None:
             super().__init__()
-            self.t_rollout = self.t_learn = 0.0
+            self.t_rollout = self.t_learn = self.cpu_rollout = 0.0
             self.rollout_s = 0.0
             self.returns: list[float] = []
             self.lengths: list[float] = []
@@ -359,6 +359,7 @@ def run_sb3(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
                 for key in sorted({k for m in self.metrics for k in m}):
                     writer.add_scalar(f"rollout/{name}/{key}",
                                       float(np.mean([m[key] for m in self.metrics if key in m])), update)
+            writer.add_scalar("perf/cpu_seconds", time.process_time() - self.cpu_rollout, update)  # rollout + learn
             writer.add_scalar("perf/rollout_seconds", self.rollout_s, update)
             writer.add_scalar("perf/learn_seconds", learn_s, update)
             writer.add_scalar("perf/decisions_per_second", rollout_size / max(self.rollout_s + learn_s, 1e-9),
@@ -370,7 +371,7 @@ def run_sb3(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
 
         def _on_rollout_start(self) -> None:
             self.flush()
-            self.t_rollout = time.perf_counter()
+            self.t_rollout, self.cpu_rollout = time.perf_counter(), time.process_time()
 
         def _on_step(self) -> bool:
             for info, done in zip(self.locals["infos"], self.locals["dones"]):
