@@ -15,7 +15,8 @@ hundreds to a few thousand decisions/s; forward and learn dominate, env time is 
 ``--compare-modes`` runs negotiation with full fine-tuning and with the cheap RL path the shipped configs use
 (:data:`CHEAP`: encoder frozen, pooled outputs cached per text, MLP policy and value heads) alternately,
 ``--rounds`` times each, in one process, and prints the decisions/s of each (summed over the rounds, warm-up
-updates dropped), where their time goes and ``speedup X`` = cheap / full. Alternating makes the ratio robust
+updates dropped; also per CPU second of the process, ``perf/cpu_seconds``), where their time goes and
+``speedup X`` = cheap / full (wall) and the same per CPU second. Alternating makes the ratio robust
 to other jobs on a shared machine; the absolute figures are not.
 
 ``--curve`` also prints each timed update's mean rollout return (a fixed-seed learning curve, to show that
@@ -86,11 +87,13 @@ def measure(world: str, updates: int, episodes: int, threads: int, mode: str = "
             return np.array([e.value for e in acc.Scalars(tag)][1:])
 
         env, fwd, learn = tail("perf/env_seconds"), tail("perf/forward_seconds"), tail("perf/learn_seconds")
+        cpu = tail("perf/cpu_seconds")
         decisions = np.diff([e.value for e in acc.Scalars("perf/decisions")])
         curve = [round(e.value, 4) for e in acc.Scalars("rollout/main/episode_return")] \
             if "rollout/main/episode_return" in acc.Tags()["scalars"] else []
     total = env.sum() + fwd.sum() + learn.sum()
     return {"decisions/s": decisions.sum() / total, "decisions": decisions.sum(), "seconds": total,
+            "cpu s": cpu.sum(),
             "env s": env.sum(), "forward s": fwd.sum(), "learn s": learn.sum(), "env %": 100 * env.sum() / total,
             "forward %": 100 * fwd.sum() / total, "learn %": 100 * learn.sum() / total,
             "decisions/update": decisions.mean(), "curve": curve}
@@ -180,22 +183,23 @@ def learn_mfu(preset: str, batch: int, steps: int, peak: float, device: str) -> 
 def compare_modes(rounds: int, updates: int, episodes: int, threads: int) -> float:
     """Full fine-tuning and :data:`CHEAP` on negotiation, alternated ``rounds`` times; prints and returns the
     speedup (cheap decisions/s over full decisions/s, each summed over its rounds)."""
-    tot: dict[str, dict[str, float]] = {m: {"decisions": 0.0, "seconds": 0.0, "env s": 0.0, "forward s": 0.0,
-                                            "learn s": 0.0} for m in ("full", "cheap")}
+    tot: dict[str, dict[str, float]] = {m: {"decisions": 0.0, "seconds": 0.0, "cpu s": 0.0, "env s": 0.0,
+                                            "forward s": 0.0, "learn s": 0.0} for m in ("full", "cheap")}
     for r in range(rounds):
         for mode in ("full", "cheap"):
             res = measure("negotiation_v0", updates, episodes, threads, mode)
             for k in tot[mode]:
                 tot[mode][k] += float(res[k])
             print(f"  round {r + 1} {mode:5s}: {res['decisions/s']:7.0f} dec/s")
-    print(f"{'mode':6s} {'decisions/s':>12s} {'env %':>7s} {'forward %':>10s} {'learn %':>8s}")
-    rate = {}
+    print(f"{'mode':6s} {'decisions/s':>12s} {'per CPU s':>10s} {'env %':>7s} {'forward %':>10s} {'learn %':>8s}")
+    rate, cpu_rate = {}, {}
     for mode, t in tot.items():
-        rate[mode] = t["decisions"] / t["seconds"]
-        print(f"{mode:6s} {rate[mode]:12.0f} {100 * t['env s'] / t['seconds']:7.1f} "
+        rate[mode], cpu_rate[mode] = t["decisions"] / t["seconds"], t["decisions"] / t["cpu s"]
+        print(f"{mode:6s} {rate[mode]:12.0f} {cpu_rate[mode]:10.0f} {100 * t['env s'] / t['seconds']:7.1f} "
               f"{100 * t['forward s'] / t['seconds']:10.1f} {100 * t['learn s'] / t['seconds']:8.1f}")
     speedup = rate["cheap"] / rate["full"]
     print(f"speedup {speedup:.2f}")
+    print(f"speedup per CPU second {cpu_rate['cheap'] / cpu_rate['full']:.2f}")
     return speedup
 
 
