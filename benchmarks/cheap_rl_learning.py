@@ -9,8 +9,10 @@ The PPO settings are the ``train`` stage of ``--pipeline`` (its world, seats, PP
 threads); only the encoder's train mode, the number of updates and the evaluation schedule change. The clone is
 the pipeline's finetune checkpoint (its heads are the ones both modes train, so train it with the shipped
 ``head_hidden``). Each mode is evaluated every ``--eval-every`` updates on the same fixed games (greedy, against
-the stage's eval opponents, evaluation time not counted); the x axis is training seconds (env + forward + learn,
-from the run's ``perf/`` scalars). Printed: each curve, and at the time full fine-tuning needed for its updates,
+the stage's eval opponents, evaluation time not counted); the x axis is training seconds: CPU seconds of the
+process over rollouts and updates (``perf/cpu_seconds``; with one thread, robust to other jobs on the machine), or
+env + forward + learn wall seconds for runs that do not log it.
+Printed: each curve, and at the time full fine-tuning needed for its updates,
 the score of each mode (the cheap path's last evaluation within that time). ``--out`` writes ``curves.json`` and
 ``curves.png``. Modes run alternately (full, cheap, full, ...), so load on a shared machine falls on both alike.
 """
@@ -59,8 +61,9 @@ def curve(cfg: TrainConfig) -> dict[str, Any]:
         res = run_ppo(cfg, Path(tmp), progress=False)
         acc = EventAccumulator(str(Path(tmp) / "tb"), size_guidance={"scalars": 0})
         acc.Reload()
-        per_update = sum(np.array([e.value for e in acc.Scalars(f"perf/{k}_seconds")])
-                         for k in ("env", "forward", "learn"))
+        tags = acc.Tags()["scalars"]
+        parts = ("cpu",) if "perf/cpu_seconds" in tags else ("env", "forward", "learn")
+        per_update = sum(np.array([e.value for e in acc.Scalars(f"perf/{k}_seconds")]) for k in parts)
     seconds = np.concatenate([[0.0], np.cumsum(per_update)])
     points = [(0, 0.0, None)] + [(int(e["update"]), float(seconds[int(e["update"])]), float(e["score"]))
                                  for e in res["evals"]]
@@ -85,7 +88,7 @@ def plot(results: dict[str, dict[int, dict[str, Any]]], title: str, path: Path) 
             pts = [(sec, s) for _, sec, s in run["points"] if s is not None]
             ax.plot(*zip(*pts), marker="o", ms=3, color=color, alpha=0.9 if i == 0 else 0.5,
                     label=f"{mode} ({run['decisions_per_s']:.0f} dec/s)" if i == 0 else None)
-    ax.set_xlabel("training seconds (env + forward + learn, 1 thread)")
+    ax.set_xlabel("training seconds (rollouts + updates, 1 thread)")
     ax.set_ylabel("greedy eval score")
     ax.set_title(title)
     ax.grid(alpha=0.3)
