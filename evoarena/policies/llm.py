@@ -102,6 +102,7 @@ def write_dequantized(gguf: Path, out: Path) -> None:
     finally:
         hf_logging.enable_progress_bar()
     save_model(model, str(out / "model.safetensors"), metadata={"format": "pt"})
+    model.config.architectures = [type(model).__name__]  # a GGUF-loaded config names none
     model.config.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     stat = gguf.stat()
