@@ -205,6 +205,13 @@ def resolve_run_config(spec: dict[str, Any]) -> tuple[Any, str]:
     return cfg, dump_config(cfg)
 
 
+def _settings(config_text: str) -> Any:
+    """A run's config without what the run itself records (``numerics``: its threads, device, probes)."""
+    data = yaml_load(config_text) or {}
+    data.pop("numerics", None)
+    return data
+
+
 def check_plan(cfg: SweepConfig, specs: list[dict[str, Any]]) -> None:
     """Validate every variant's config and refuse run folders made from another config, before any work."""
     from evoarena.training import runs
@@ -219,7 +226,7 @@ def check_plan(cfg: SweepConfig, specs: list[dict[str, Any]]) -> None:
             raise ConfigError(f"sweep {cfg.name}, variant {spec['variant']!r} (overrides {spec['overrides']}): "
                               f"{exc}") from None
         existing = Path(spec["run_dir"]) / runs.CONFIG_FILE
-        if existing.is_file() and existing.read_text() != text:
+        if existing.is_file() and _settings(existing.read_text()) != _settings(text):
             raise ConfigError(f"{spec['run_dir']} holds a run of another config than variant {spec['variant']!r} "
                               f"seed {spec['seed']} now resolves to; delete that folder to run it again")
 
