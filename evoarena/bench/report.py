@@ -82,6 +82,13 @@ def _short(spec: str) -> str:
     return spec.replace("scripted:", "")
 
 
+def _chain_then_by_pool(ev: dict[str, Any]) -> list[str]:
+    """The stages' agents in chain order, then every other agent by its pool score, best first."""
+    stages = [n for n in ev.get("stage_rows", []) if n in ev["rows"]]
+    others = sorted((n for n in ev["rows"] if n not in stages), key=lambda n: -ev["rows"][n]["pool"]["mean"])
+    return stages + others
+
+
 def _metric_keys(entry: dict[str, Any]) -> list[str]:
     metrics = entry.get("pool", {}).get("metrics", {})
     return [k for k in metrics if not k.startswith(HIDDEN_METRICS)]
@@ -132,8 +139,7 @@ def agents_table(ev: dict[str, Any]) -> str:
     metrics = _metric_keys(next(iter(ev["rows"].values())))
     head = ["agent", "what", "pool"] + (["unseen"] if unseen else []) + [m.replace("_", " ") for m in metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    order = sorted(ev["rows"], key=lambda n: (not ev["rows"][n].get("stage"), -ev["rows"][n]["pool"]["mean"]))
-    for name in order:
+    for name in _chain_then_by_pool(ev):
         entry = ev["rows"][name]
         cells = [f"**{name}**" if entry.get("stage") else name, entry.get("label", ""), _ci(entry.get("pool"))]
         cells += [_ci(entry.get("unseen"))] if unseen else []
@@ -309,7 +315,7 @@ def plot_actions(ev: dict[str, Any], colors: dict[str, str], path: Path, top: in
 
 def plot_matrix(ev: dict[str, Any], path: Path) -> Path:
     """The agents x opponents matrix of mean scores as a heat map (unseen opponents right of the line)."""
-    names = sorted(ev["rows"], key=lambda n: (not ev["rows"][n].get("stage"), -ev["rows"][n]["pool"]["mean"]))
+    names = _chain_then_by_pool(ev)
     cols = ev["columns"]
     m = np.array([[ev["rows"][n]["cells"].get(c, {}).get("mean", np.nan) for c in cols] for n in names])
     labels = [f"{_short(c)} (unseen)" if c in ev.get("unseen", []) else _short(c) for c in cols]
@@ -362,8 +368,9 @@ def plot_gains(ev: dict[str, Any], returns: dict[str, dict[str, list[float]]] | 
 
 
 def pick_examples(ev: dict[str, Any]) -> list[tuple[str, str]]:
-    """(why, opponent) of the games to show: where the last stage gained most over the previous one and
-    where it lost most, among opponents whose recorded games differ between the stages."""
+    """(why, opponent) of the games to show: where the last stage did best and where it did worst against
+    the previous one (mean difference per game), preferring opponents whose recorded games differ between
+    the two; always two opponents when there are two (the report's shape does not depend on the numbers)."""
     names = ev.get("stage_rows", [])
     if len(names) < 2:
         return [("", c) for c in ev["columns"][:1]]
@@ -371,14 +378,16 @@ def pick_examples(ev: dict[str, Any]) -> list[tuple[str, str]]:
     diffs = []
     for c in ev["columns"]:
         a, b = ev["rows"][last]["cells"].get(c, {}), ev["rows"][prev]["cells"].get(c, {})
-        if a.get("transcript") and b.get("transcript") and a["transcript"] != b["transcript"]:
-            diffs.append((a["mean"] - b["mean"], c))
+        if a.get("transcript") and b.get("transcript"):
+            diffs.append((a["transcript"] != b["transcript"], a["mean"] - b["mean"], c))
     if not diffs:
         return [("", c) for c in ev["columns"][:1]]
-    diffs.sort()
-    out = [(f"where {last} gained most over {prev} ({diffs[-1][0]:+.2f} per game)", diffs[-1][1])]
-    if diffs[0][0] < 0 and diffs[0][1] != diffs[-1][1]:
-        out.append((f"where {last} lost most to {prev} ({diffs[0][0]:+.2f} per game)", diffs[0][1]))
+    best = max(diffs, key=lambda d: (d[0], d[1]))
+    out = [(f"where {last} did best against {prev} ({best[1]:+.2f} per game)", best[2])]
+    rest = [d for d in diffs if d[2] != best[2]]
+    if rest:
+        worst = min(rest, key=lambda d: (not d[0], d[1]))
+        out.append((f"where {last} did worst against {prev} ({worst[1]:+.2f} per game)", worst[2]))
     return out
 
 
