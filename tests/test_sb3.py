@@ -64,6 +64,9 @@ def test_sb3_run_writes_tensorboard_and_checkpoint(data, world, tmp_path):
         assert tag in tags, tag
     steps = [e.step for e in acc.Scalars("train/main/value_loss")]
     assert steps == [1, 2, 3, 4]  # one point per update, on evoarena's update axis
+    if data["eval"]["every"]:  # as the evoarena backend: the starting policy is evaluated before update 1
+        assert [e.step for e in acc.Scalars("eval/score")] == [0, 2, 4]
+        assert [e["update"] for e in res["evals"]] == [0, 2, 4]
     decisions = [e.value for e in acc.Scalars("perf/decisions")]
     assert decisions[-1] == res["decisions"]
     assert all(np.isfinite(e.value) for e in acc.Scalars("train/main/value_loss"))

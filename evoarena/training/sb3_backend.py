@@ -389,6 +389,8 @@ def run_sb3(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
             state["episodes"] += len(self.returns) // max(learner_seats, 1)
 
     callback = Logging()
+    if cfg.eval.every:
+        run_eval(0)  # the starting policy's score, as the evoarena backend: the baseline of the eval curve
     model.learn(total_timesteps=total_updates * rollout_size, callback=callback, progress_bar=False)
     callback.flush()
     venv.close()
