@@ -163,23 +163,46 @@ def test_frozen_cache_never_serves_an_encoding_of_old_weights():
     torch.testing.assert_close(enc.encode(texts), other.encode(texts))
 
 
-@pytest.mark.parametrize("autocast", ["off", "bf16"])
-def test_frozen_cache_entries_do_not_depend_on_the_batch(autocast):
-    """A cached encoding is a function of the text alone (bit for bit), whatever texts shared its batch: a
-    resumed run, whose cache starts empty, re-fills it with the same bits."""
-    texts = list(dict.fromkeys(o["text"] for o in world_obs()))
-    cfg = EncoderConfig.model_validate({**SMALL, "train_mode": "frozen", "autocast": autocast})
-    torch.manual_seed(0)
-    together = build_encoder(cfg)
-    alone = copy.deepcopy(together)
-    mixed = copy.deepcopy(together)
-    want = together.encode(texts)
-    got = torch.cat([alone.encode([t]) for t in texts])
-    assert torch.equal(want, got)
-    order = list(range(len(texts)))[::-1]
-    for start in range(0, len(order), 3):
-        mixed.encode([texts[i] for i in order[start:start + 3]])
-    assert torch.equal(mixed.encode(texts), want)
+def test_a_frozen_encoder_run_resumed_from_a_checkpoint_equals_the_uninterrupted_one(tmp_path, monkeypatch):
+    """Cached outputs carry the last bits of the batch they were first computed in; PPO drops them at every
+    checkpoint, so a run stopped after one and resumed (caches empty) encodes exactly as the uninterrupted run."""
+    from safetensors.torch import load_file
+
+    from evoarena.config import TrainConfig, validate_config
+    from evoarena.training.ppo import run_ppo
+    from evoarena.training.rollout import Rollout
+
+    data = {"env": {"id": "dilemma_v0", "kwargs": {"rounds": 6}}, "seed": 0, "threads": 1, "num_envs": 16,
+            "episodes_per_update": 16, "total_updates": 4, "checkpoint_every": 2, "transcript_every": 0,
+            "eval": {"every": 0, "episodes": 2},
+            "policies": {"main": {"policy": {**CHEAP_POLICY, "encoder": {**CHEAP_POLICY["encoder"],
+                                                                           "autocast": "bf16"}}}},
+            "seats": {"player_0": {"policy": "main"}, "player_1": {"agent": "random"}},
+            "ppo": {"epochs": 2, "minibatch_size": 32, "log_kl_ref": False}}
+    cfg = validate_config(data, TrainConfig, source="test")
+    run_ppo(cfg, tmp_path / "whole", progress=False)
+
+    class Stop(Exception):
+        pass
+
+    real, calls = Rollout.collect, []
+
+    def collect(self, episodes):
+        calls.append(1)
+        if len(calls) == 3:  # update 3, after the checkpoint of update 2
+            raise Stop
+        return real(self, episodes)
+
+    monkeypatch.setattr(Rollout, "collect", collect)
+    with pytest.raises(Stop):
+        run_ppo(cfg, tmp_path / "split", progress=False)
+    monkeypatch.setattr(Rollout, "collect", real)
+    run_ppo(cfg, tmp_path / "split", resume=True, progress=False)
+    weights = [load_file(str(d / "stages/01_ppo/checkpoint/policies/main/model.safetensors"))
+               for d in (tmp_path / "whole", tmp_path / "split")]
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
 
 
 def test_top_k_cache_survives_top_layer_steps_but_not_lower_layer_changes():

@@ -39,11 +39,6 @@ DEFAULT_CHUNK = 1024  #: at most this many texts per forward pass inside one ``e
 ACT_CACHE_BYTES = 1 << 29  #: top_k: cached frozen-layer activations are cleared past this many bytes
 CPU_CHUNK_TOKENS = 2048  #: and at most this many (padded) tokens: small chunks are faster on CPU
 GPU_CHUNK_TOKENS = 65536
-#: frozen-output cache fills pad every text to a multiple of this many tokens (at most ``max_length``), in
-#: batches of at least two: a text's pooled output then depends on the text alone, not on which texts shared
-#: its batch (measured: the padded width and a batch of one change the last bits), so a resumed run re-fills
-#: the cache with the same bits
-CANON_WIDTH = 8
 
 # (query, value) projection names of common architectures, tried in order by ``lora_target_modules``;
 # single names are fused qkv projections.
@@ -335,6 +330,12 @@ class TextEncoder(nn.Module):
     def clear_cache(self) -> None:
         """Forget cached token ids and frozen outputs (e.g. after loading new weights)."""
         self._tokens.clear()
+        self.drop_cached_outputs()
+
+    def drop_cached_outputs(self) -> None:
+        """Forget the cached frozen outputs and lower-layer activations (token ids are kept). A cached output
+        carries the last bits of the batch it was first computed in, so PPO drops them at every checkpoint:
+        a run resumed from it then re-fills them exactly as the uninterrupted run does."""
         self._frozen.clear()
         self._clear_acts()
 
@@ -439,11 +440,10 @@ class TextEncoder(nn.Module):
         m = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
-    def _forward_ids(self, ids_list: list[list[int]], width: int | None = None) -> torch.Tensor:
-        """Pooled float32 outputs of token-id lists, padded (right) to ``width`` (default: the longest)."""
+    def _forward_ids(self, ids_list: list[list[int]]) -> torch.Tensor:
+        """Pooled float32 outputs of token-id lists, padded (right) to the longest of the list."""
         lengths = np.fromiter((len(x) for x in ids_list), dtype=np.int64, count=len(ids_list))
-        cut = width is None
-        width = int(lengths.max()) if width is None else width
+        width = int(lengths.max())
         arr = np.full((len(ids_list), width), self.pad_id, dtype=np.int64)
         for i, ids in enumerate(ids_list):
             arr[i, : len(ids)] = ids
@@ -451,15 +451,13 @@ class TextEncoder(nn.Module):
         dev = self._device
         input_ids = torch.from_numpy(arr).to(dev, non_blocking=True)
         mask = torch.from_numpy(mask_np.astype(np.int64)).to(dev, non_blocking=True)
-        return self.forward_padded(input_ids, mask, cut=cut)
+        return self.forward_padded(input_ids, mask)
 
-    def forward_padded(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cut: bool = True) -> torch.Tensor:
+    def forward_padded(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled float32 outputs ``[B, H]`` of right-padded ``input_ids`` / ``attention_mask`` ``[B, L]``
-        (``cut``: cut to the longest row first, so fixed-width inputs such as SB3 observations cost no more)."""
+        (cut to the longest row first, so fixed-width inputs such as SB3 observations cost no more)."""
         lens = attention_mask.sum(1).long()
         width = max(int(lens.max()), 1) if lens.numel() else 1
-        if not cut:
-            width = input_ids.shape[1]
         input_ids, attention_mask = input_ids[:, :width].long(), attention_mask[:, :width].long()
         dev = input_ids.device
         with torch.autocast(dev.type, dtype=self._autocast_dtype or torch.bfloat16,
@@ -491,24 +489,6 @@ class TextEncoder(nn.Module):
         inv[torch.tensor(order)] = torch.arange(len(order))
         return out[inv.to(out.device)]
 
-    def forward_canonical(self, texts: Sequence[str]) -> torch.Tensor:
-        """Pooled outputs of ``texts`` in order, each a function of its text alone (frozen-cache fills): texts
-        are grouped by their length rounded up to :data:`CANON_WIDTH`, padded to it, and a group of one is
-        run with a copy of itself."""
-        ids = self.token_ids(texts)
-        groups: dict[int, list[int]] = {}
-        for i, x in enumerate(ids):
-            groups.setdefault(min(-(-len(x) // CANON_WIDTH) * CANON_WIDTH, self.max_length), []).append(i)
-        out = torch.empty(len(texts), self.hidden_size, device=self._device)
-        budget = self.chunk_tokens or (GPU_CHUNK_TOKENS if self._device.type == "cuda" else CPU_CHUNK_TOKENS)
-        for width, members in groups.items():
-            per = max(2, min(self.chunk_size, budget // width))
-            for s in range(0, len(members), per):
-                chunk = members[s:s + per]
-                rows = [ids[i] for i in chunk] * (2 if len(chunk) == 1 else 1)
-                out[torch.tensor(chunk, device=self._device)] = self._forward_ids(rows, width)[: len(chunk)]
-        return out
-
     def encode_unique(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(features[U, H], inverse[N])``: each distinct text encoded once; ``features[inverse]``
         is one row per text."""
@@ -522,7 +502,7 @@ class TextEncoder(nn.Module):
         missing = [t for t in uniq if t not in self._frozen]
         if missing:
             with torch.no_grad():
-                feats = self.forward_canonical(missing)
+                feats = self.forward_texts(missing)
             if len(self._frozen) + len(missing) > MAX_CACHE_ENTRIES:
                 self._frozen.clear()
             self._frozen.update(zip(missing, feats, strict=True))

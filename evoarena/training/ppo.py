@@ -208,6 +208,15 @@ def prepare_for_rl(policy: Any) -> Any:
     return policy
 
 
+def drop_cached_outputs(policies: list[Any]) -> None:
+    """Forget the cached encoder outputs of ``policies`` (see :meth:`TextEncoder.drop_cached_outputs`): done at
+    every checkpoint, so a run resumed from it encodes exactly as the uninterrupted one."""
+    for policy in policies:
+        enc = getattr(policy, "encoder", None)
+        if enc is not None and hasattr(enc, "drop_cached_outputs"):
+            enc.drop_cached_outputs()
+
+
 def frozen_copy(policy: Any) -> Any:
     """A deep copy with no gradients: snapshots and references are never views of live weights. Its encoder
     never trains, so a fully trained one is switched to ``frozen`` (its pooled outputs cached per text)."""
@@ -532,6 +541,8 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
                      torch_rng=torch.get_rng_state().tolist(), seats=planner.state())
         writer.flush()  # what was logged up to this checkpoint is on disk before the checkpoint is
         save_training_checkpoint(stage, learners, optimizers, state, snapshots, name=name)
+        drop_cached_outputs([*learners.values(), *references.values(), *(s for pool in snapshots.values()
+                                                                         for _, s in pool)])
 
     def run_eval(update: int) -> dict[str, Any]:
         res = evaluate(cfg, learners, agents, roles)
