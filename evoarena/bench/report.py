@@ -167,8 +167,9 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-#: per stage kind: (panel title, y label, tag or tag predicate, log y?)
 def _panels_of(stage: dict[str, Any], tags: list[str]) -> list[tuple[str, str, list[str], bool]]:
+    """A stage's learning-curve panels, one per quantity: (title, y label, its tags (one line each, e.g. per
+    role or policy), log y axis?)."""
     kind, task = stage["kind"], stage.get("task", stage["kind"])
     if kind == "pretrain":
         return [("masked-LM training loss", "cross-entropy (log)", ["pretrain/loss"], True),
