@@ -119,7 +119,7 @@ def main() -> None:
             print(f"{mode} seed {seed}: {run['decisions_per_s']:.0f} dec/s; (update, train s, score): "
                   + ", ".join(f"({u}, {sec:.0f}, {'-' if s is None else f'{s:.2f}'})" for u, sec, s in run["points"]),
                   flush=True)
-    for seed in args.seeds:
+    for seed in args.seeds if {"full", "cheap"} <= set(results) else []:
         t = results["full"][seed]["train_seconds"]
         got = {m: score_at(results[m][seed]["points"], t) for m in results}
         print(f"seed {seed}: at {t:.0f} training seconds (full fine-tuning's {updates['full']} updates): "
