@@ -62,13 +62,20 @@ def curve(cfg: TrainConfig) -> dict[str, Any]:
         acc = EventAccumulator(str(Path(tmp) / "tb"), size_guidance={"scalars": 0})
         acc.Reload()
         tags = acc.Tags()["scalars"]
-        parts = ("cpu",) if "perf/cpu_seconds" in tags else ("env", "forward", "learn")
-        per_update = sum(np.array([e.value for e in acc.Scalars(f"perf/{k}_seconds")]) for k in parts)
-    seconds = np.concatenate([[0.0], np.cumsum(per_update)])
-    points = [(0, 0.0, None)] + [(int(e["update"]), float(seconds[int(e["update"])]), float(e["score"]))
-                                 for e in res["evals"]]
-    return {"points": points, "decisions_per_s": res["decisions"] / float(seconds[-1]),
-            "train_seconds": float(seconds[-1])}
+
+        def clock(parts: tuple[str, ...]) -> np.ndarray:
+            per_update = sum(np.array([e.value for e in acc.Scalars(f"perf/{k}_seconds")]) for k in parts)
+            return np.concatenate([[0.0], np.cumsum(per_update)])
+
+        wall = clock(("env", "forward", "learn"))
+        seconds = clock(("cpu",)) if "perf/cpu_seconds" in tags else wall
+
+    def points(sec: np.ndarray) -> list[tuple[int, float, float | None]]:
+        return [(0, 0.0, None)] + [(int(e["update"]), float(sec[int(e["update"])]), float(e["score"]))
+                                   for e in res["evals"]]
+
+    return {"points": points(seconds), "points_wall": points(wall),
+            "decisions_per_s": res["decisions"] / float(seconds[-1]), "train_seconds": float(seconds[-1])}
 
 
 def score_at(points: list[tuple[int, float, float | None]], t: float) -> float:
