@@ -87,6 +87,13 @@ class PolicyConfig(Strict):
     mlp_hidden: list[int] = Field(default_factory=lambda: [64, 64])  #: kind mlp: hidden layer widths
     init_from: str | None = None  #: a checkpoint folder whose weights start this policy
 
+    @model_validator(mode="after")
+    def _lm_head_on_a_language_model(self) -> PolicyConfig:
+        if self.kind == "transformer" and self.head == "lm" and self.encoder.preset in ("tiny", "minilm"):
+            raise ValueError(f"head lm scores actions with a causal language model; encoder preset "
+                             f"{self.encoder.preset} is not one (use preset: smollm2 or path: a causal-LM folder)")
+        return self
+
 
 # --------------------------------------------------------------------------- loading
 

@@ -116,6 +116,11 @@ def test_cached_and_uncached_features_are_equal(lm_policy: LMPolicy) -> None:
     assert torch.equal(other.encoder.encode(texts), cached)
 
 
+def test_lm_head_needs_a_language_model() -> None:
+    with pytest.raises(ValueError, match="head lm scores actions with a causal language model"):
+        PolicyConfig.model_validate({"head": "lm", "encoder": {"preset": "tiny"}})
+
+
 def test_prompt_states_the_worlds_rules(lm_policy: LMPolicy) -> None:
     assert "10 rounds" in lm_policy.encoder.system and "defect" in lm_policy.encoder.system
     assert world_rules("signaling_v0", "speaker") != world_rules("signaling_v0", "listener_0")
