@@ -19,6 +19,7 @@ from evoarena.policies.llm import (
     LLMEncoder,
     LMPolicy,
     gguf_path,
+    is_causal_lm_folder,
     smollm2_folder,
     world_rules,
 )
@@ -55,6 +56,7 @@ def test_gguf_loads_through_the_package(lm_policy: LMPolicy) -> None:
     folder = smollm2_folder()
     assert json.loads((folder / "source.json").read_text())["gguf"] == GGUF_FILE
     assert json.loads((folder / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
+    assert is_causal_lm_folder(folder)  # so `encoder: {path: <this folder>}` is an LLM encoder too
     # the cached weights are the GGUF's: its token embedding dequantised by the gguf package itself
     from gguf import GGUFReader
     from gguf.quants import dequantize
