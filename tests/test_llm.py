@@ -111,6 +111,16 @@ def test_cached_and_uncached_features_are_equal(lm_policy: LMPolicy) -> None:
             ids = torch.tensor([enc.prefix_ids + enc.token_ids([t])[0]])
             last = enc.model(input_ids=ids).last_hidden_state[0, -1]
             assert torch.allclose(cached[i], last, atol=1e-4)
+    # a frozen fill is a function of the text alone: other batch compositions give the same bits
+    from evoarena.policies import llm
+
+    for batch in ([texts[2]], [texts[1], "round 9/10. no history yet.", texts[3], texts[0]]):
+        enc.drop_cached_outputs()
+        llm._SHARED_FEATURES.clear()
+        got = enc.encode(batch)
+        for t, row in zip(batch, got):
+            if t in texts:
+                assert torch.equal(row, cached[texts.index(t)])
     # a second policy with the same weights and prompt reads the process-wide table: same bits
     other = build_policy(PolicyConfig.model_validate({"head": "linear", "encoder": {**LLM, "train_mode": "frozen"}}),
                          ENV, env_kwargs=KW)

