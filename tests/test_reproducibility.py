@@ -126,17 +126,30 @@ def test_the_weights_hash_is_equal_for_equal_tensors_in_any_order():
 # ---------------------------------------------------------------------------- one stage: PPO
 
 
-@pytest.fixture(scope="module")
-def ppo_reference(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("ppo") / "run"
-    evoarena("train", *PPO, "--run-dir", str(run))
+RUNS = {"ppo_reference": ("train", PPO), "quick_reference": ("run", QUICK)}  #: fixture -> (command, arguments)
+
+
+def run_into(run: Path, fixture: str) -> Path:
+    command, args = RUNS[fixture]
+    evoarena(command, *args, "--run-dir", str(run))
     return run
 
 
-def test_same_seed_same_ppo_run_in_a_new_process(ppo_reference, tmp_path):
-    evoarena("train", *PPO, "--run-dir", str(tmp_path / "again"))
-    assert_same_run(ppo_reference, tmp_path / "again")
-    assert "train/main/policy_loss" in scalars(ppo_reference)
+@pytest.fixture(scope="module")
+def ppo_reference(tmp_path_factory) -> Path:
+    return run_into(tmp_path_factory.mktemp("ppo") / "run", "ppo_reference")
+
+
+@pytest.fixture(scope="module")
+def quick_reference(tmp_path_factory) -> Path:
+    return run_into(tmp_path_factory.mktemp("quick") / "run", "quick_reference")
+
+
+@pytest.mark.parametrize("reference", list(RUNS))
+def test_same_seed_same_run_in_a_new_process(reference, tmp_path, request):
+    first = request.getfixturevalue(reference)
+    assert_same_run(first, run_into(tmp_path / "again", reference))
+    assert len(scalars(first)) > 10 and tensors(first)
 
 
 @pytest.mark.parametrize("when", ["before_first_checkpoint", "after_a_checkpoint"])
@@ -158,18 +171,6 @@ def test_sigkill_then_resume_equals_the_uninterrupted_ppo_run(ppo_reference, tmp
 
 
 # ---------------------------------------------------------------------------- the pipeline
-
-
-@pytest.fixture(scope="module")
-def quick_reference(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("quick") / "run"
-    evoarena("run", *QUICK, "--run-dir", str(run))
-    return run
-
-
-def test_same_seed_same_pipeline_in_a_new_process(quick_reference, tmp_path):
-    evoarena("run", *QUICK, "--run-dir", str(tmp_path / "again"))
-    assert_same_run(quick_reference, tmp_path / "again")
 
 
 def _bc_step(run: Path) -> int:
