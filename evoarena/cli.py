@@ -176,21 +176,9 @@ def _stage_command(stage: str) -> Callable[[argparse.Namespace], int]:
     """A subcommand running one stage from a YAML config into a run folder."""
 
     def run(args: argparse.Namespace) -> int:
-        from evoarena.training import runs
-        from evoarena.training.checks import load_checked
-        from evoarena.training.stages import STAGES
+        from evoarena.training.pipeline import run_command
 
-        model, fn = STAGES[stage]
-        if args.resume:
-            run_dir = Path(args.resume)
-            cfg = load_checked(run_dir / runs.CONFIG_FILE, model, args.set)
-        else:
-            if not args.config:
-                raise ValueError(f"evoarena {stage}: give a CONFIG file, or --resume RUN_DIR")
-            cfg = load_checked(args.config, model, args.set)
-            run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
-        runs.create_run(run_dir, cfg, resume=bool(args.resume))
-        result = fn(cfg, run_dir, resume=bool(args.resume))
+        run_dir, result = run_command(stage, args.config, args.set, args.resume or args.run_dir, bool(args.resume))
         console.print(f"[bold]{stage}[/bold] done: {run_dir}")
         if isinstance(result, dict) and result.get("summary"):
             console.print(result["summary"])
@@ -229,13 +217,11 @@ def _add_training_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from evoarena.bench.report import write_report
-    from evoarena.training.pipeline import run_pipeline
+    from evoarena.training.pipeline import run_command
 
     if not args.config and not args.resume:
         raise ValueError("evoarena run: give a CONFIG file, or --resume RUN_DIR")
-    run_dir = args.resume or args.run_dir
-    results = run_pipeline(args.config, args.set, run_dir=run_dir, resume=bool(args.resume))
-    run_dir = run_dir or str(Path("runs") / results["pipeline"]["name"])
+    run_dir, results = run_command("run", args.config, args.set, args.resume or args.run_dir, bool(args.resume))
     report = write_report(run_dir)
     _print_evolution(results)
     console.print(f"[bold]run[/bold] done: {run_dir}\nreport: {report}\nTensorBoard: tensorboard --logdir {run_dir}")

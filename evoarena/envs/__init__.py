@@ -11,8 +11,8 @@ import os
 import sys
 
 from evoarena.envs import dilemma, negotiation, signaling
-from evoarena.envs.base import EnvArgumentError, TextParallelEnv
-from evoarena.envs.registry import UnknownEnvError, env_class, list_envs, make, make_aec, register
+from evoarena.envs.base import EnvArgumentError, TextParallelEnv, forced_actions, only_legal
+from evoarena.envs.registry import UnknownEnvError, WorldInfo, describe, env_class, list_envs, make, make_aec, register
 from evoarena.envs.single_agent import SingleAgentEnv, single_agent
 
 register("negotiation_v0", negotiation.NegotiationEnv)
@@ -41,7 +41,8 @@ def load_plugins(spec: str | None = None) -> list[str]:
     return loaded
 
 
-__all__ = ["EnvArgumentError", "SingleAgentEnv", "TextParallelEnv", "UnknownEnvError", "env_class", "list_envs",
-           "load_plugins", "make", "make_aec", "register", "single_agent"]
+__all__ = ["EnvArgumentError", "SingleAgentEnv", "TextParallelEnv", "UnknownEnvError", "WorldInfo", "describe",
+           "env_class", "forced_actions", "list_envs", "load_plugins", "make", "make_aec", "only_legal", "register",
+           "single_agent"]
 
 load_plugins()

@@ -11,6 +11,7 @@ transcript of the episode so far.
 from __future__ import annotations
 
 import string
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,26 @@ def one_hot_mask(num_actions: int, legal: int) -> np.ndarray:
     mask = np.zeros(num_actions, dtype=np.int8)
     mask[legal] = 1
     return mask
+
+
+def only_legal(obs: dict[str, Any]) -> int | None:
+    """The one legal action of an observation whose mask allows exactly one, else None."""
+    legal = np.flatnonzero(obs["action_mask"])
+    return int(legal[0]) if len(legal) == 1 else None
+
+
+def forced_actions(agents: Iterable[str], obs: dict[str, dict[str, Any]]) -> tuple[dict[str, int], list[str]]:
+    """Split the acting ``agents`` into those with a single legal action (played here: agent -> action) and
+    those with a real choice (in order). Every loop that steps a world asks only the latter."""
+    forced: dict[str, int] = {}
+    choosing: list[str] = []
+    for agent in agents:
+        action = only_legal(obs[agent])
+        if action is None:
+            choosing.append(agent)
+        else:
+            forced[agent] = action
+    return forced, choosing
 
 
 class LegalDiscrete(spaces.Discrete):

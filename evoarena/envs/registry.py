@@ -1,9 +1,14 @@
-"""The one registry of worlds: ``make(env_id, **kwargs)``, ``make_aec``, ``list_envs``."""
+"""The one registry of worlds: ``make(env_id, **kwargs)``, ``make_aec``, ``list_envs``, and ``describe``: what a
+world is made of (agents, roles, action and feature counts), probed once per ``(env_id, kwargs)``."""
 
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 from pettingzoo.utils.conversions import parallel_to_aec
 
@@ -45,3 +50,41 @@ def make(env_id: str, **kwargs) -> TextParallelEnv:
 def make_aec(env_id: str, **kwargs):
     """The AEC form of ``make(env_id, **kwargs)``."""
     return parallel_to_aec(make(env_id, **kwargs))
+
+
+@dataclass(frozen=True)
+class WorldInfo:
+    """The shape of a world built with given kwargs: its agents in order, each agent's role, and per role
+    the number of actions and of features."""
+
+    env_id: str
+    agents: tuple[str, ...]
+    roles: dict[str, str]  #: agent -> role
+    num_actions: dict[str, int]  #: role -> size of its action space
+    num_features: dict[str, int]  #: role -> length of its feature vector
+
+    def agent_of(self, role: str) -> str:
+        """The first agent that plays ``role`` (an error naming the roles when none does)."""
+        for agent in self.agents:
+            if self.roles[agent] == role:
+                return agent
+        raise ValueError(f"{self.env_id} has no role {role!r}; roles: {', '.join(sorted(set(self.roles.values())))}")
+
+
+def describe(env_id: str, kwargs: dict[str, Any] | None = None) -> WorldInfo:
+    """:class:`WorldInfo` of ``make(env_id, **kwargs)``, built once per distinct ``(env_id, kwargs)``."""
+    return _describe(env_id, json.dumps(kwargs or {}, sort_keys=True))
+
+
+@lru_cache(maxsize=64)
+def _describe(env_id: str, kwargs_json: str) -> WorldInfo:
+    world = make(env_id, **json.loads(kwargs_json))
+    try:
+        agents = tuple(world.possible_agents)
+        roles = {a: world.role(a) for a in agents}
+        first = {role: next(a for a in agents if roles[a] == role) for role in dict.fromkeys(roles.values())}
+        return WorldInfo(env_id, agents, roles,
+                         {r: int(world.action_space(a).n) for r, a in first.items()},
+                         {r: int(world.observation_space(a)["features"].shape[0]) for r, a in first.items()})
+    finally:
+        world.close()

@@ -419,3 +419,44 @@ def run_pipeline(config: str | Path | PipelineConfig, overrides: list[str] | Non
                                             **state["stages"][s.key]} for s in planned]}
     return runs.update_results(run_dir, "pipeline", summary)
 
+
+
+# --------------------------------------------------------------------------- commands
+
+STAGE_COMMANDS = ("pretrain", "finetune", "train")
+
+
+def load_command(command: str, config: str | Path, overrides: list[str] | None = None) -> BaseModel:
+    """The validated config of ``evoarena COMMAND CONFIG --set ...``: for ``run``, a pipeline whose every stage
+    is planned and checked; for a stage command, the stage's config with its world and agents checked."""
+    if command == "run":
+        pc = load_pipeline(config, overrides)
+        plan(pc, str(config))
+        return pc
+    if command not in STAGE_COMMANDS:
+        raise ValueError(f"unknown command {command!r}; known: run, {', '.join(STAGE_COMMANDS)}")
+    from evoarena.training.checks import load_checked
+
+    return load_checked(config, MODELS[command], overrides)
+
+
+def run_command(command: str, config: str | Path | None, overrides: list[str] | None = None,
+                run_dir: str | Path | None = None, resume: bool = False) -> tuple[Path, dict[str, Any]]:
+    """``evoarena COMMAND``: load and check the config (with ``resume``, the run folder's own ``config.yaml``),
+    create or reopen the run folder, run it; returns (run folder, results). The CLI and sweeps both call it."""
+    if resume and run_dir is None:
+        raise ValueError(f"evoarena {command}: --resume needs the run folder")
+    if command == "run":
+        results = run_pipeline(config, overrides, run_dir=run_dir, resume=resume)
+        return Path(run_dir or Path("runs") / results["pipeline"]["name"]), results
+    if resume:
+        cfg = load_command(command, Path(run_dir) / runs.CONFIG_FILE, overrides)  # type: ignore[arg-type]
+    elif config is None:
+        raise ValueError(f"evoarena {command}: give a CONFIG file, or --resume RUN_DIR")
+    else:
+        cfg = load_command(command, config, overrides)
+    run_dir = Path(run_dir) if run_dir else Path("runs") / cfg.name  # type: ignore[attr-defined]
+    runs.create_run(run_dir, cfg, resume=resume)
+    from evoarena.training.stages import STAGES
+
+    return run_dir, STAGES[command][1](cfg, run_dir, resume=resume)
