@@ -33,7 +33,7 @@ from evoarena.agents.learned import PolicyAgent
 from evoarena.agents.match import play
 from evoarena.config import EncoderConfig, TrainConfig, validate_config
 from evoarena.policies import load_policy
-from evoarena.policies.encoder import default_tiny_tokenizer
+from evoarena.policies.hf_models import default_tiny_tokenizer
 from evoarena.training.ppo import run_ppo
 from evoarena.training.sb3_backend import run_sb3
 

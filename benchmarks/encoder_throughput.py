@@ -21,7 +21,8 @@ from evoarena.config import EncoderConfig, PolicyConfig
 from evoarena.envs import list_envs, make
 from evoarena.policies.actor_critic import build_policy
 from evoarena.policies.corpus import world_corpus
-from evoarena.policies.encoder import build_encoder, train_wordpiece
+from evoarena.policies.encoder import build_encoder
+from evoarena.policies.wordpiece import train_wordpiece
 
 
 def world_texts(n: int, seed: int = 0) -> list[str]:

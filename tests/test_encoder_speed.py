@@ -61,7 +61,7 @@ def test_forward_padded_ignores_extra_padding():
 
 
 def test_autocast_auto_on_cpu_follows_the_probe(monkeypatch):
-    from evoarena.policies import encoder as enc_mod
+    from evoarena.policies import text_encoder as enc_mod
 
     for verdict in (False, True):
         monkeypatch.setattr(enc_mod, "cpu_bf16_faster", lambda model, vocab, v=verdict: v)
@@ -72,8 +72,8 @@ def test_autocast_auto_on_cpu_follows_the_probe(monkeypatch):
 
 
 def test_bf16_probe_runs_once_per_architecture(monkeypatch):
-    from evoarena.policies import encoder as enc_mod
     from evoarena.policies import numerics
+    from evoarena.policies import text_encoder as enc_mod
 
     numerics.reset()
     seen = []

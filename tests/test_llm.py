@@ -14,15 +14,11 @@ import torch
 from evoarena.config import PolicyConfig
 from evoarena.envs import make
 from evoarena.policies import build_policy
-from evoarena.policies.llm import (
-    GGUF_FILE,
-    LLMEncoder,
-    LMPolicy,
-    gguf_path,
-    is_causal_lm_folder,
-    smollm2_folder,
-    world_rules,
-)
+from evoarena.policies.hf_models import is_causal_lm_folder
+from evoarena.policies.llm import LMPolicy
+from evoarena.policies.llm_encoder import LLMEncoder
+from evoarena.policies.llm_files import GGUF_FILE, gguf_path, smollm2_folder
+from evoarena.policies.prompts import world_rules
 
 ENV = "dilemma_v0"
 KW = {"num_agents": 2, "rounds": 10, "history": 1}
@@ -112,11 +108,11 @@ def test_cached_and_uncached_features_are_equal(lm_policy: LMPolicy) -> None:
             last = enc.model(input_ids=ids).last_hidden_state[0, -1]
             assert torch.allclose(cached[i], last, atol=1e-4)
     # a frozen fill is a function of the text alone: other batch compositions give the same bits
-    from evoarena.policies import llm
+    from evoarena.policies import llm_encoder
 
     for batch in ([texts[2]], [texts[1], "round 9/10. no history yet.", texts[3], texts[0]]):
         enc.drop_cached_outputs()
-        llm._SHARED_FEATURES.clear()
+        llm_encoder._SHARED_FEATURES.clear()
         got = enc.encode(batch)
         for t, row in zip(batch, got):
             if t in texts:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from evoarena.agents import make_agent
-from evoarena.envs import list_envs, make, single_agent
+from evoarena.agents import make_agent, single_agent
+from evoarena.envs import list_envs, make
 
 
 def seats_of(env_id):

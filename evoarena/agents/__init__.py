@@ -1,72 +1,20 @@
 """Who acts in a seat: scripted strategies, learned policies, humans; agent spec strings.
 
 An agent spec is ``random``, ``scripted:NAME``, ``ckpt:PATH`` or ``human``.
-``make_agent(spec, env_id)`` returns an object with ``name``, ``reset(seed)``, ``act(obs) -> int``
-and ``act_batch(list_of_obs) -> list[int]``. Observations may carry ``action_names`` (added by
-matches and rollouts) for agents that read them (humans, scoring policy heads).
+``make_agent(spec, env_id)`` (:mod:`~evoarena.agents.specs`) returns an object with ``name``, ``reset(seed)``,
+``act(obs) -> int`` and ``act_batch(list_of_obs) -> list[int]``. Observations may carry ``action_names``
+(added by matches and rollouts) for agents that read them (humans, scoring policy heads).
+
+Modules: ``specs`` (spec strings, ``make_agent``), ``scripted`` (the strategy registry and base class),
+``strategies/`` (the built-in strategies per world, registered when this package is imported), ``random_agent``,
+``learned`` (policies as agents), ``human``, ``match`` (``play``: agents in seats for N episodes) and
+``single_agent`` (one seat of a world as a Gymnasium env, the other seats played by agents).
 """
 
-from __future__ import annotations
-
-from typing import Any, Protocol
-
+from evoarena.agents import strategies  # noqa: F401  (registers the built-in scripted strategies)
 from evoarena.agents.scripted import ScriptedAgent, UnknownStrategyError, describe_strategy, list_strategies
+from evoarena.agents.single_agent import SingleAgentEnv, single_agent
+from evoarena.agents.specs import SPEC_FORMS, Agent, AgentSpecError, make_agent, parse_spec, spec_tag
 
-SPEC_FORMS = "random, scripted:NAME, ckpt:PATH, human"
-
-
-class Agent(Protocol):
-    name: str
-
-    def reset(self, seed: int | None = None) -> None: ...
-
-    def act(self, obs: dict[str, Any]) -> int: ...
-
-    def act_batch(self, obs_list: list[dict[str, Any]]) -> list[int]: ...
-
-
-class AgentSpecError(ValueError):
-    """An agent spec string that cannot be used."""
-
-
-def parse_spec(spec: str) -> tuple[str, str]:
-    """``"scripted:greedy"`` -> ``("scripted", "greedy")``; ``"random"`` -> ``("random", "")``."""
-    kind, _, arg = spec.strip().partition(":")
-    if kind in ("random", "human") and not arg:
-        return kind, ""
-    if kind in ("scripted", "ckpt") and arg:
-        return kind, arg
-    raise AgentSpecError(f"bad agent spec {spec!r}; expected one of: {SPEC_FORMS}")
-
-
-def spec_tag(spec: str) -> str:
-    """An agent spec as one TensorBoard tag segment, spelt the same by every stage:
-    ``scripted:tit_for_tat`` -> ``scripted_tit_for_tat`` (no ``:``, space or ``/``)."""
-    return spec.strip().replace(":", "_").replace(" ", "_").replace("/", "_")
-
-
-def make_agent(spec: str, env_id: str, seed: int | None = None) -> Agent:
-    """The agent that ``spec`` names, for world ``env_id``."""
-    from evoarena.envs import env_class
-
-    env_class(env_id)  # unknown env ids fail here, with the known ones listed
-    kind, arg = parse_spec(spec)
-    if kind == "random":
-        from evoarena.agents.random_agent import RandomAgent
-
-        return RandomAgent(seed)
-    if kind == "human":
-        from evoarena.agents.human import HumanAgent
-
-        return HumanAgent()
-    if kind == "scripted":
-        from evoarena.agents.scripted import make_strategy
-
-        return make_strategy(env_id, arg, seed)
-    from evoarena.agents.learned import load_policy_agent
-
-    return load_policy_agent(arg, env_id, greedy=True, seed=seed)
-
-
-__all__ = ["Agent", "AgentSpecError", "ScriptedAgent", "UnknownStrategyError", "describe_strategy",
-           "list_strategies", "make_agent", "parse_spec", "spec_tag"]
+__all__ = ["SPEC_FORMS", "Agent", "AgentSpecError", "ScriptedAgent", "SingleAgentEnv", "UnknownStrategyError",
+           "describe_strategy", "list_strategies", "make_agent", "parse_spec", "single_agent", "spec_tag"]

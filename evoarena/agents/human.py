@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from evoarena.envs.base import forced_actions, only_legal
+
 QUIT = ("q", "quit", "exit")
 
 
@@ -29,9 +31,10 @@ class HumanAgent:
         pass
 
     def act(self, obs: dict[str, Any]) -> int:
+        forced = only_legal(obs)
+        if forced is not None:
+            return forced
         legal = [int(i) for i in np.flatnonzero(obs["action_mask"])]
-        if len(legal) == 1:
-            return legal[0]
         names = obs.get("action_names") or [str(i) for i in range(len(obs["action_mask"]))]
         self._print("what you see: " + obs["text"])
         self._print("legal actions: " + "  ".join(f"[{i}] {names[i]}" for i in legal) + "   (q: quit)")
@@ -123,13 +126,10 @@ def play_human(env_id: str, seats: Mapping[str, Any], human_seat: str, seed: int
     try:
         while env.agents:
             order = sorted(env.agents, key=lambda a: a != human_seat)  # the person decides first
-            actions, moves = {}, {}
-            for a in order:
-                legal = np.flatnonzero(obs[a]["action_mask"])
+            actions, choosing = forced_actions(order, obs)
+            moves = {}
+            for a in choosing:
                 names = env.action_names(a)
-                if len(legal) == 1:
-                    actions[a] = int(legal[0])
-                    continue
                 o = {**obs[a], "action_names": names} if getattr(seats[a], "needs_action_names", False) else obs[a]
                 if a == human_seat:
                     print_fn(board.render())

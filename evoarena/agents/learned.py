@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+
+from evoarena.envs.base import only_legal
 
 
 class PolicyAgent:
@@ -41,11 +42,11 @@ class PolicyAgent:
         actions = [-1] * len(obs_list)
         ask = []
         for i, o in enumerate(obs_list):
-            legal = np.flatnonzero(o["action_mask"])
-            if len(legal) == 1:
-                actions[i] = int(legal[0])
-            else:
+            forced = only_legal(o)
+            if forced is None:
                 ask.append(i)
+            else:
+                actions[i] = forced
         if ask:
             was_training = self.policy.training
             self.policy.eval()

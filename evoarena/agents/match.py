@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from evoarena.agents import Agent, make_agent
-from evoarena.envs import make
+from evoarena.agents.specs import Agent, make_agent
+from evoarena.envs import forced_actions, make
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
@@ -105,12 +105,9 @@ def play(env_id: str, seats: Sequence[Any] | Mapping[str, Any], episodes: int, s
         actions: list[dict[str, int]] = [{} for _ in slots]
         asks: dict[int, list[tuple[int, str, dict]]] = {}
         for k, (env, _, obs, _) in enumerate(slots):
-            for a in env.agents:
+            actions[k], choosing = forced_actions(env.agents, obs)
+            for a in choosing:
                 o = obs[a]
-                legal = np.flatnonzero(o["action_mask"])
-                if len(legal) == 1:
-                    actions[k][a] = int(legal[0])
-                    continue
                 agent = seat_agents[a]
                 if getattr(agent, "needs_action_names", False):
                     o = {**o, "action_names": env.action_names(a)}

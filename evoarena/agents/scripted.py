@@ -3,7 +3,8 @@
 Strategies register per world with the :func:`strategy` decorator; the first line of a
 strategy's docstring is its one-line description. ``list_strategies(env_id)`` lists them and
 ``make_strategy(env_id, name, seed)`` builds one. The per-world strategies live in
-``evoarena/agents/strategies/<world>.py``.
+``evoarena/agents/strategies/<world>.py`` and import this module (never the reverse); the package
+``evoarena.agents`` imports them, so they are registered whenever any part of it is imported.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from evoarena.envs.base import only_legal
 
 _STRATEGIES: dict[str, dict[str, type[ScriptedAgent]]] = {}
 
@@ -45,11 +48,10 @@ class ScriptedAgent:
         raise NotImplementedError
 
     def act(self, obs: dict[str, Any]) -> int:
-        mask = obs["action_mask"]
-        legal = np.flatnonzero(mask)
-        if len(legal) == 1:
-            return int(legal[0])
-        return int(self.choose(obs["features"], mask))
+        forced = only_legal(obs)
+        if forced is not None:
+            return forced
+        return int(self.choose(obs["features"], obs["action_mask"]))
 
     def act_batch(self, obs_list: Sequence[dict[str, Any]]) -> list[int]:
         return [self.act(o) for o in obs_list]
@@ -73,13 +75,8 @@ def strategy(env_id: str, name: str) -> Callable[[type[ScriptedAgent]], type[Scr
     return deco
 
 
-def _load() -> None:
-    from evoarena.agents.strategies import dilemma, negotiation, signaling  # noqa: F401  (registers)
-
-
 def list_strategies(env_id: str) -> list[str]:
     """Names of the scripted strategies of ``env_id``, sorted."""
-    _load()
     from evoarena.envs import env_class
 
     env_class(env_id)  # unknown env ids raise a clear error

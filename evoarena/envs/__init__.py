@@ -3,6 +3,9 @@
 Worlds of your own register with :func:`register`; to make the ``evoarena`` command see them, name their
 modules (``pkg.mod``) or files (``path/to/world.py``) in ``EVOARENA_PLUGINS`` (comma-separated), which is
 imported once, right after the built-in worlds register.
+
+Worlds know no players: this package imports nothing else of the project. The Gymnasium view of one seat
+played against agents is :func:`evoarena.agents.single_agent`.
 """
 
 import importlib
@@ -13,12 +16,10 @@ import sys
 from evoarena.envs import dilemma, negotiation, signaling
 from evoarena.envs.base import EnvArgumentError, TextParallelEnv, forced_actions, only_legal
 from evoarena.envs.registry import UnknownEnvError, WorldInfo, describe, env_class, list_envs, make, make_aec, register
-from evoarena.envs.single_agent import SingleAgentEnv, single_agent
 
 register("negotiation_v0", negotiation.NegotiationEnv)
 register("signaling_v0", signaling.SignalingEnv)
 register("dilemma_v0", dilemma.DilemmaEnv)
-
 
 
 def load_plugins(spec: str | None = None) -> list[str]:
@@ -41,8 +42,7 @@ def load_plugins(spec: str | None = None) -> list[str]:
     return loaded
 
 
-__all__ = ["EnvArgumentError", "SingleAgentEnv", "TextParallelEnv", "UnknownEnvError", "WorldInfo", "describe",
-           "env_class", "forced_actions", "list_envs", "load_plugins", "make", "make_aec", "only_legal", "register",
-           "single_agent"]
+__all__ = ["EnvArgumentError", "TextParallelEnv", "UnknownEnvError", "WorldInfo", "describe", "env_class",
+           "forced_actions", "list_envs", "load_plugins", "make", "make_aec", "only_legal", "register"]
 
 load_plugins()

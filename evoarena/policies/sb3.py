@@ -21,7 +21,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
-from evoarena.policies.encoder import TextEncoder, TokenCache
+from evoarena.policies.text_encoder import TextEncoder, TokenCache
 
 
 def check_sb3_policy(policy: Any, where: str) -> None:

@@ -16,11 +16,9 @@ before a reset) is by default replaced by a uniformly random legal one drawn fro
 ``np_random``, and ``info["illegal_action"]`` is True; ``on_illegal="raise"`` raises the world's
 ``ValueError`` naming the seat, the action and the legal ones instead.
 
-Dependency direction (DESIGN: ``envs`` imports nothing of the project; agents depend on envs):
-:class:`SingleAgentEnv` takes agent *objects* (anything with ``act_batch(list_of_obs)`` and
-optionally ``reset(seed)``) and imports nothing of the project. :func:`single_agent` also accepts
-agent spec strings for convenience; only then does it import ``evoarena.agents.make_agent``, inside
-the function, so importing ``evoarena.envs`` never imports ``evoarena.agents``.
+It lives in ``agents`` because it needs players (DESIGN: worlds know no players): :class:`SingleAgentEnv`
+takes agent *objects* (anything with ``act_batch(list_of_obs)`` and optionally ``reset(seed)``);
+:func:`single_agent` also accepts agent spec strings, built with :func:`evoarena.agents.specs.make_agent`.
 """
 
 from __future__ import annotations
@@ -31,7 +29,8 @@ from typing import Any, Literal
 import gymnasium
 import numpy as np
 
-from evoarena.envs.base import TextParallelEnv
+from evoarena.agents.specs import make_agent
+from evoarena.envs.base import TextParallelEnv, forced_actions
 from evoarena.envs.registry import make
 
 #: who plays a non-learner seat: an agent object or (in :func:`single_agent`) a spec string
@@ -79,16 +78,9 @@ class SingleAgentEnv(gymnasium.Env):
         return o
 
     def _opponent_actions(self) -> dict[str, int]:
-        actions: dict[str, int] = {}
-        for a in self.world.agents:
-            if a == self.seat:
-                continue
-            o = self._all_obs[a]
-            legal = np.flatnonzero(o["action_mask"])
-            if len(legal) == 1:
-                actions[a] = int(legal[0])
-            else:
-                actions[a] = int(self.opponents[a].act_batch([self._opponent_obs(a, o)])[0])
+        actions, choosing = forced_actions([a for a in self.world.agents if a != self.seat], self._all_obs)
+        for a in choosing:
+            actions[a] = int(self.opponents[a].act_batch([self._opponent_obs(a, self._all_obs[a])])[0])
         return actions
 
     def _advance(self, seat_action: int | None) -> tuple[float, bool, bool, dict[str, Any]]:
@@ -188,8 +180,6 @@ def _resolve_opponents(env_id: str, world: TextParallelEnv, seat: str, opponents
     out = {}
     for i, (a, who) in enumerate(given.items()):
         if isinstance(who, str):
-            from evoarena.agents import make_agent  # only for spec strings: envs imports no agents
-
             who = make_agent(who, env_id, seed=None if seed is None else seed + i)
         out[a] = who
     return out
