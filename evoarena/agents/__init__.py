@@ -11,10 +11,14 @@ Modules: ``specs`` (spec strings, ``make_agent``), ``scripted`` (the strategy re
 ``single_agent`` (one seat of a world as a Gymnasium env, the other seats played by agents).
 """
 
-from evoarena.agents import strategies  # noqa: F401  (registers the built-in scripted strategies)
 from evoarena.agents.scripted import ScriptedAgent, UnknownStrategyError, describe_strategy, list_strategies
-from evoarena.agents.single_agent import SingleAgentEnv, single_agent
 from evoarena.agents.specs import SPEC_FORMS, Agent, AgentSpecError, make_agent, parse_spec, spec_tag
+
+# isort: split
+# Last: these import evoarena.envs, whose first import loads the EVOARENA_PLUGINS worlds, which may use the names
+# above (a plugin's strategies, its agents).
+from evoarena.agents import strategies  # noqa: F401  (registers the built-in scripted strategies)
+from evoarena.agents.single_agent import SingleAgentEnv, single_agent
 
 __all__ = ["SPEC_FORMS", "Agent", "AgentSpecError", "ScriptedAgent", "SingleAgentEnv", "UnknownStrategyError",
            "describe_strategy", "list_strategies", "make_agent", "parse_spec", "single_agent", "spec_tag"]

@@ -5,6 +5,9 @@ strategy's docstring is its one-line description. ``list_strategies(env_id)`` li
 ``make_strategy(env_id, name, seed)`` builds one. The per-world strategies live in
 ``evoarena/agents/strategies/<world>.py`` and import this module (never the reverse); the package
 ``evoarena.agents`` imports them, so they are registered whenever any part of it is imported.
+
+This module imports ``evoarena.envs`` only inside functions: a world plugin (``EVOARENA_PLUGINS``), loaded
+when ``evoarena.envs`` is first imported, may define strategies, so it must find this module complete.
 """
 
 from __future__ import annotations
@@ -14,8 +17,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-
-from evoarena.envs.base import only_legal
 
 _STRATEGIES: dict[str, dict[str, type[ScriptedAgent]]] = {}
 
@@ -48,6 +49,8 @@ class ScriptedAgent:
         raise NotImplementedError
 
     def act(self, obs: dict[str, Any]) -> int:
+        from evoarena.envs.base import only_legal  # not at the top: see the module doc
+
         forced = only_legal(obs)
         if forced is not None:
             return forced

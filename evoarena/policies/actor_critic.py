@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from evoarena.config import PolicyConfig
-from evoarena.envs import describe
 from evoarena.policies.base import MASKED_LOGIT, STD_EPS, BasePolicy, head_mlp, init_linear, standardize
 from evoarena.policies.encoder import build_encoder, resolve_device
 from evoarena.policies.llm import LMPolicy
@@ -207,6 +206,8 @@ def env_spaces(env_id: str, agent: str | None = None, env_kwargs: dict[str, Any]
                ) -> tuple[str, str, int, int]:
     """``(agent, role, num_actions, num_features)`` of ``agent`` (default: the first) in world ``env_id``
     built with ``env_kwargs`` (action counts and feature sizes depend on them)."""
+    from evoarena.envs import describe  # at call time: importing policies loads no world plugins
+
     info = describe(env_id, env_kwargs)
     if agent is None:
         agent = info.agents[0]
