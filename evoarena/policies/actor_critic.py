@@ -202,6 +202,7 @@ def make_policy(cfg: PolicyConfig, num_actions: int, num_features: int, env_id: 
     policy.env_kwargs = {}  # an LLM encoder's prompt: the world's rules
     return policy
 
+
 def env_spaces(env_id: str, agent: str | None = None, env_kwargs: dict[str, Any] | None = None
                ) -> tuple[str, str, int, int]:
     """``(agent, role, num_actions, num_features)`` of ``agent`` (default: the first) in world ``env_id``
@@ -215,6 +216,7 @@ def env_spaces(env_id: str, agent: str | None = None, env_kwargs: dict[str, Any]
         raise ValueError(f"{env_id}: no agent {agent!r}; agents are {', '.join(info.agents)}")
     role = info.roles[agent]
     return agent, role, info.num_actions[role], info.num_features[role]
+
 
 def build_policy(cfg: PolicyConfig, env_id: str, agent: str | None = None, tokenizer=None,
                  env_kwargs: dict[str, Any] | None = None) -> ActorCritic | MLPPolicy:
@@ -231,6 +233,7 @@ def build_policy(cfg: PolicyConfig, env_id: str, agent: str | None = None, token
     if cfg.init_from:
         init_weights_from(policy, cfg.init_from)
     return policy
+
 
 #: ``BasePolicy`` is re-exported: code that checks ``isinstance(p, BasePolicy)`` imports it from here
 __all__ = ["ActorCritic", "BasePolicy", "MLPPolicy", "build_policy", "env_spaces", "make_policy"]

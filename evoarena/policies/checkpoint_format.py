@@ -22,6 +22,7 @@ RESERVED = {WEIGHTS, POLICY_JSON, TRAINER_STATE, OPTIMIZER}
 class CheckpointError(ValueError):
     """A checkpoint folder that cannot be used: names the folder and the missing or bad file."""
 
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -39,6 +40,7 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(tensors[name].shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
 
 def _missing_folder_error(folder: Path) -> CheckpointError:
     aside = sorted(folder.parent.glob(f".{folder.name}.old-*")) if folder.parent.is_dir() else []

@@ -40,6 +40,7 @@ def _causal_lm(cfg: EncoderConfig, hf_config: dict[str, Any] | None) -> bool:
         return is_causal_lm_config(hf_config)
     return cfg.path is not None and is_causal_lm_folder(Path(cfg.path).expanduser())
 
+
 def build_encoder(cfg: EncoderConfig, tokenizer=None, hf_config: dict[str, Any] | None = None) -> TextEncoder:
     """The :class:`TextEncoder` that ``cfg`` describes.
 
@@ -99,6 +100,7 @@ def build_encoder(cfg: EncoderConfig, tokenizer=None, hf_config: dict[str, Any] 
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # a pad token was added
         model.resize_token_embeddings(len(tokenizer))
     return TextEncoder(model, tokenizer, cfg, device)
+
 
 #: names other packages import from here (they live in the modules above)
 __all__ = ["TRAIN_MODE_KEYS", "EncoderLoadError", "TextEncoder", "build_encoder", "ensure_pad_token",

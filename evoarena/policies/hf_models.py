@@ -25,6 +25,7 @@ _QV_NAMES: list[tuple[str, ...]] = [
     ("query_key_value",), ("c_attn",), ("Wqkv",), ("qkv_proj",), ("qkv",),
 ]
 
+
 class EncoderLoadError(ValueError):
     """An encoder that cannot be built: names the folder or setting and what would be right."""
 
@@ -38,11 +39,13 @@ def resolve_device(device: str) -> torch.device:
                                "use device: auto or cpu")
     return torch.device(device)
 
+
 @lru_cache(maxsize=4)
 def default_tiny_tokenizer(vocab_size: int):
     """The WordPiece tokenizer of ``preset: tiny`` when none is given: trained on :func:`world_corpus`
     (cached per process; the same corpus and size always give the same vocabulary)."""
     return train_wordpiece(world_corpus(), vocab_size)
+
 
 def ensure_pad_token(tokenizer) -> None:
     """Give a tokenizer without a pad token (decoders) one: eos if it has one, else a new ``[PAD]``."""
@@ -80,6 +83,7 @@ def load_tokenizer(folder: str | Path):
         raise EncoderLoadError(f"{folder}: no usable tokenizer files (tokenizer.json / vocab): {exc}") \
             from None
 
+
 def model_from_config(config_dict: dict[str, Any], tiny: bool):
     """An un-initialised-weights model rebuilt from a saved HF config dict (checkpoint loading)."""
     from transformers import AutoConfig, AutoModel, BertConfig, BertModel
@@ -96,6 +100,7 @@ def model_from_config(config_dict: dict[str, Any], tiny: bool):
         raise EncoderLoadError(f"cannot rebuild encoder of model_type {model_type!r}: {exc}") from None
     return AutoModel.from_config(config)
 
+
 def is_causal_lm_config(config: dict[str, Any]) -> bool:
     """True for a Hugging Face config of a causal (decoder-only) language model."""
     return any(str(a).endswith("ForCausalLM") for a in config.get("architectures") or ())
@@ -107,6 +112,7 @@ def is_causal_lm_folder(folder: str | Path) -> bool:
         return path.is_file() and is_causal_lm_config(json.loads(path.read_text()))
     except (OSError, json.JSONDecodeError):
         return False
+
 
 def lora_target_modules(model: nn.Module) -> list[str]:
     """Names (leaf suffixes) of the attention query/value projections of ``model``, found generically."""

@@ -50,6 +50,7 @@ from evoarena.storage import atomic_dir
 
 # --------------------------------------------------------------------------- saving
 
+
 def policy_metadata(policy: BasePolicy) -> dict[str, Any]:
     """The ``policy.json`` content of ``policy`` (without the weights' size and checksum)."""
     import transformers
@@ -134,6 +135,7 @@ def save_checkpoint(folder: str | Path, policy: BasePolicy, trainer_state: dict[
 
 # --------------------------------------------------------------------------- loading
 
+
 def load_policy(folder: str | Path, device: str = "auto") -> ActorCritic | MLPPolicy:
     """The policy saved in checkpoint ``folder``, rebuilt offline from ``policy.json`` and tokenizer files,
     on ``device`` (auto | cpu | cuda), in eval mode."""
@@ -199,6 +201,7 @@ def load_optimizer_state(folder: str | Path) -> dict[str, Any] | None:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot be loaded with weights_only=True ({exc})") from None
+
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "OPTIMIZER", "POLICY_JSON", "TRAINER_STATE", "WEIGHTS", "CheckpointError",
            "_norm_key", "init_tokenizer", "init_weights_from", "load_optimizer_state", "load_policy",

@@ -32,6 +32,7 @@ CANON_WIDTH = 8  #: frozen fills pad each observation to a multiple of this many
 
 _SHARED_FEATURES: dict[tuple[str, str], torch.Tensor] = {}
 
+
 def expand_cache(cache: Any, rows: torch.Tensor | None, batch: int) -> Any:
     """A new ``DynamicCache`` whose row ``i`` is ``cache``'s row ``rows[i]`` (``rows`` None: row 0 repeated
     ``batch`` times, as views)."""
@@ -218,6 +219,7 @@ class LLMEncoder(TextEncoder):
         state["_prefix_kv"] = None
         return state
 
+
 def build_llm_encoder(cfg: EncoderConfig, tokenizer=None, hf_config: dict[str, Any] | None = None) -> LLMEncoder:
     """The :class:`LLMEncoder` of ``preset: smollm2`` or of a causal-LM folder (``hf_config``: rebuild the
     architecture with fresh weights; a checkpoint sets them)."""
@@ -231,6 +233,7 @@ def build_llm_encoder(cfg: EncoderConfig, tokenizer=None, hf_config: dict[str, A
     else:
         model, lm_head = load_causal_lm(folder)
     return LLMEncoder(model, tokenizer, cfg, device, lm_head)
+
 
 def sync_world(policy: nn.Module) -> None:
     """Give an LLM encoder of ``policy`` its system message (call after env id/role/kwargs are known)."""

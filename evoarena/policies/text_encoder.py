@@ -35,6 +35,7 @@ ACT_CACHE_BYTES = 1 << 29  #: top_k: cached frozen-layer activations are cleared
 CPU_CHUNK_TOKENS = 2048  #: and at most this many (padded) tokens: small chunks are faster on CPU
 GPU_CHUNK_TOKENS = 65536
 
+
 def cpu_bf16_faster(model: nn.Module, vocab_size: int, reps: int = 3) -> bool:
     """``autocast: auto`` on a CPU: True only if a short probe (a forward pass of 16 texts x 32 tokens, fp32
     and bf16 alternately, median of ``reps`` after a warm-up) measures bf16 at least 10% faster. Decided once
@@ -93,6 +94,7 @@ class TokenCache:
 
     def clear(self) -> None:
         self._ids.clear()
+
 
 class TextEncoder(nn.Module):
     """A Hugging Face model + tokenizer that maps texts to pooled float32 vectors ``[N, hidden_size]``."""
