@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from evoarena.bench.report import read_scalars
+from evoarena.bench.scalars import read_scalars
 
 
 def curve(run_dir: Path) -> tuple[list[int], list[float], int]:

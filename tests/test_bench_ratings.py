@@ -78,3 +78,9 @@ def test_ranks_share_ties_and_bad_input_is_named():
         rt.win_matrix([(1, 1)], [1.0], 2)
     with pytest.raises(ValueError, match=r"0\.\.1"):
         rt.elo_ratings([(0, 2)], [1.0], 2)
+
+
+def test_ratings_config_defaults_to_the_fits_penalty():
+    from evoarena.bench.schemas import RatingsConfig
+
+    assert RatingsConfig().bt_alpha == rt.DEFAULT_ALPHA

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from evoarena.bench import sweep as sw
+from evoarena.bench.scalars import read_scalars
 from evoarena.cli import main
 from evoarena.config import ConfigError
 
@@ -174,8 +175,8 @@ def test_killed_sweep_finishes_only_the_missing_runs(tmp_path):
     fresh = json.loads((tmp_path / "fresh" / "results.json").read_text())["ppo"]
     assert resumed["updates"] == fresh["updates"] == 40
     assert resumed["final_eval"] == fresh["final_eval"]
-    steps, _ = sw.read_scalars(second, "eval/score")
-    assert steps.tolist() == [0, 10, 20, 30, 40]  # the evaluation before the first update, then every 10
+    steps = [s for s, _ in read_scalars(second / "tb")["eval/score"]]
+    assert steps == [0, 10, 20, 30, 40]  # the evaluation before the first update, then every 10
 
 
 def test_config_errors_name_the_problem(tmp_path):
@@ -229,6 +230,6 @@ def test_ablation_sweep_shrunk(tmp_path):
     bench = result["bench"]
     assert set(bench["scores"]) == {"ppo_random", "ppo_pretrained", "bc_only", "full"}
     assert bench["tournament"]["entrants"] == 12
-    assert bench["curves"]["vs_pool"]["full"]["steps"] == [1, 2]  # PPO updates, not the pipeline's axis
+    assert bench["curves"]["vs_pool"]["full"]["steps"] == [0, 1, 2]  # PPO updates (0: before any), not the run's axis
     md = (tmp_path / "bench.md").read_text()
     assert "| bc_only | no runs of its own" in md and "## Cross-play tournament" in md

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evoarena.bench.report import PNGS, SECTIONS, read_scalars
+from evoarena.bench.report import PNGS, SECTIONS
+from evoarena.bench.scalars import read_scalars
 from evoarena.cli import main
 from evoarena.config import ConfigError, apply_overrides
 from evoarena.training.pipeline import load_pipeline, plan

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from evoarena.bench.report import read_scalars
+from evoarena.bench.scalars import read_scalars
 from evoarena.policies.io import tensors_sha256
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,12 +20,13 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | Path) -> Path:
+def save(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Lay out ``fig``, write it to ``path`` (its folder made if missing) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    _pyplot().close(fig)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
     return path
 
 
@@ -37,7 +39,7 @@ def heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], path: 
             row_split: int | None = None, xlabel: str = "", ylabel: str = "") -> Path:
     """A matrix as coloured cells with their values written in (NaN cells left blank); ``col_split`` /
     ``row_split`` draw a white line before that column / row (e.g. pool | unseen opponents)."""
-    plt = _pyplot()
+    plt = pyplot()
     m = np.asarray(matrix, dtype=np.float64)
     fig, ax = plt.subplots(figsize=(1.8 + 0.62 * len(cols), 1.4 + 0.36 * len(rows)))
     im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, aspect="auto")
@@ -58,7 +60,7 @@ def heatmap(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], path: 
                         color="black" if m[i, j] > mid else "white")
     fig.colorbar(im, ax=ax, label=colorbar)
     ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 ForestRow = tuple[str, float, float, float, str]  #: (label, point, low, high, colour)
@@ -95,20 +97,20 @@ def forest(rows: Sequence[ForestRow], path: str | Path, title: str, xlabel: str,
     """A forest plot: one row per estimate, its point and interval, a line at 0; filled points: the interval
     excludes 0. ``right``: a second panel under it (e.g. the same estimates opponent by opponent, in
     ``right_groups``: equal blocks of rows, each (name, colour))."""
-    plt = _pyplot()
+    plt = pyplot()
     heights = [len(rows) + 2.5] + ([len(right) + 2.5] if right else [])
     fig, axes = plt.subplots(len(heights), 1, figsize=(8.0, 0.8 + 0.27 * sum(heights)), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
     _forest_panel(axes[0, 0], rows, title, xlabel, len(rows))
     if right:
         _forest_panel(axes[1, 0], right, right_title, xlabel, len(right), right_groups)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def interval_chart(labels: Sequence[str], point: Sequence[float], low: Sequence[float], high: Sequence[float],
                    path: str | Path, title: str, xlabel: str) -> Path:
     """One horizontal bar per label: the point estimate and its interval."""
-    plt = _pyplot()
+    plt = pyplot()
     y = np.arange(len(labels))
     p, lo, hi = (np.asarray(v, dtype=np.float64) for v in (point, low, high))
     fig, ax = plt.subplots(figsize=(6.5, 1.0 + 0.45 * len(labels)))
@@ -118,14 +120,14 @@ def interval_chart(labels: Sequence[str], point: Sequence[float], low: Sequence[
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def curves(panels: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]],
            path: str | Path, xlabel: str, ylabel: str) -> Path:
     """Learning curves, one panel per task: ``panels[task][variant] = (steps, centre, low, high)``,
     the centre as a line and ``low..high`` as a shaded band."""
-    plt = _pyplot()
+    plt = pyplot()
     n = max(1, len(panels))
     fig, axes = plt.subplots(1, n, figsize=(5.0 * n, 3.6), squeeze=False)
     for ax, (task, lines) in zip(axes[0], panels.items()):
@@ -137,13 +139,13 @@ def curves(panels: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray, np.nd
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def profiles(taus: np.ndarray, lines: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: str | Path,
              xlabel: str) -> Path:
     """Performance profiles: ``lines[variant] = (fraction above tau, low, high)`` against ``taus``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 3.8))
     for variant, (frac, lo, hi) in lines.items():
         (line,) = ax.plot(taus, frac, label=variant)
@@ -154,4 +156,4 @@ def profiles(taus: np.ndarray, lines: Mapping[str, tuple[np.ndarray, np.ndarray,
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("performance profiles (95% stratified-bootstrap bands)", fontsize=10)
-    return _save(fig, path)
+    return save(fig, path)

@@ -28,43 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field
 
 from evoarena.agents.match import mean_ci, play
 from evoarena.bench import ratings as rt
-from evoarena.config import EnvConfig, Strict
+from evoarena.bench.schemas import RatingsConfig, TournamentConfig
 
 PAYOFF_COLUMNS = ["agent", "opponent", "mean_return", "ci95", "games"]
 RATING_COLUMNS = ["rank", "agent", "bt", "bt_low", "bt_high", "elo", "elo_sd", "elo_rank", "wins", "draws",
                   "losses", "median_score", "axelrod_rank", "spec"]
-
-
-# --------------------------------------------------------------------------- configs
-
-
-class RatingsConfig(Strict):
-    """How ratings are computed from the tournament's games."""
-
-    elo_k: float = Field(16.0, gt=0)  #: Elo K factor
-    elo_initial: float = 1500.0
-    elo_orders: int = Field(200, ge=1)  #: random game orders the Elo ratings are averaged over
-    bt_alpha: float = Field(rt.DEFAULT_ALPHA, ge=0)  #: L2 penalty of the Bradley-Terry fit
-    bootstrap: int = Field(1000, ge=10)  #: bootstrap resamples of the Bradley-Terry intervals
-    level: float = Field(0.95, gt=0, lt=1)
-    seed: int = 0  #: seed of the game orders and the bootstrap
-
-
-class TournamentConfig(Strict):
-    """``evoarena tournament CONFIG``: entrants of one world, episodes per match, where results go."""
-
-    name: str = "tournament"
-    env: EnvConfig
-    agents: list[str] = Field(min_length=1)  #: agent specs, each optionally ``NAME=SPEC``; ``scripted:*`` = all
-    episodes: int = Field(20, ge=1)  #: episodes (repetitions) per match
-    seed: int = 0  #: episode seeds are seed .. seed + episodes - 1 in every match
-    groups: int | None = Field(None, ge=1)  #: N-player worlds: matches drawn (default ~4 per ordered pair)
-    out: str | None = None  #: output folder (default runs/tournaments/NAME)
-    ratings: RatingsConfig = Field(default_factory=RatingsConfig)
 
 
 # --------------------------------------------------------------------------- results
@@ -213,23 +184,32 @@ def schedule(entrants: int, players: int, groups: int | None = None, seed: int =
     return [tuple(int(x) for x in rng.integers(0, entrants, size=players)) for _ in range(n)]
 
 
+def _rounds(env_id: str, env_kwargs: dict[str, Any]) -> int | None:
+    """The world's ``rounds`` (a game's turns, e.g. ``dilemma_v0``), or None for a world without rounds."""
+    from evoarena.envs import make
+
+    world = make(env_id, **env_kwargs)
+    try:
+        return getattr(world, "rounds", None)
+    finally:
+        world.close()
+
+
 def run_tournament(env_id: str, agents: Sequence[str], episodes: int = 20, seed: int = 0,
                    env_kwargs: dict[str, Any] | None = None, groups: int | None = None,
                    progress: bool = False) -> TournamentResult:
     """Play every match of the tournament of ``agents`` (specs, each optionally ``NAME=SPEC``; ``scripted:*``
     for every scripted strategy) in ``env_id``."""
     from evoarena.agents import make_agent
-    from evoarena.envs import make
+    from evoarena.envs import describe
 
     env_kwargs = dict(env_kwargs or {})
     entrants = entrant_names(expand_agents(env_id, agents))
     names = [n for n, _ in entrants]
     if len(entrants) < 2:
         raise ValueError(f"tournament: needs at least 2 agents, got {names}")
-    world = make(env_id, **env_kwargs)
-    players = len(world.possible_agents)
-    turns = getattr(world, "rounds", None)
-    world.close()
+    players = len(describe(env_id, env_kwargs).agents)
+    turns = _rounds(env_id, env_kwargs)
     objs = []
     for name, spec in entrants:
         try:
