@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from evoarena.config import FinetuneConfig
     from evoarena.training import runs
     from evoarena.training.checks import load_checked
-    from evoarena.training.finetune import run_finetune
+    from evoarena.training.stages import run_standalone
 
     common = [f"optim.max_steps={args.steps}", f"eval_every={args.eval_every}",
               f"optim.batch_size={args.batch_size}", f"bc.train_episodes={args.train_episodes}",
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         if run_dir.exists():
             shutil.rmtree(run_dir)
         runs.create_run(run_dir, cfg)
-        res = run_finetune(cfg, run_dir)
+        res = run_standalone(cfg, run_dir)
         role = next(iter(res["roles"]))
         curves[name] = res["roles"][role]["history"]
         walls[name] = res["roles"][role]["train_wall_s"]

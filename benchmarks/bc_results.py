@@ -36,6 +36,7 @@ def stage(kind: str, config: str, run_dir: Path, reuse: bool, overrides: list[st
     from evoarena.config import FinetuneConfig, PretrainConfig
     from evoarena.training import runs
     from evoarena.training.checks import load_checked
+    from evoarena.training.stages import run_standalone
 
     key = "pretrain" if kind == "pretrain" else "finetune"
     if reuse and key in runs.read_results(run_dir):
@@ -45,13 +46,7 @@ def stage(kind: str, config: str, run_dir: Path, reuse: bool, overrides: list[st
     if run_dir.exists():
         shutil.rmtree(run_dir)
     runs.create_run(run_dir, cfg)
-    if kind == "pretrain":
-        from evoarena.training.pretrain import run_pretrain
-
-        return run_pretrain(cfg, run_dir)
-    from evoarena.training.finetune import run_finetune
-
-    return run_finetune(cfg, run_dir)
+    return run_standalone(cfg, run_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

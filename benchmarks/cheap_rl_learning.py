@@ -32,7 +32,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from evoarena.config import TrainConfig, validate_config
-from evoarena.training.ppo import run_ppo
+from evoarena.training.stages import run_standalone
 
 MODES = {"full": {"train_mode": "full"}, "cheap": {"train_mode": "frozen"}}
 
@@ -58,7 +58,7 @@ def stage_config(pipeline: dict[str, Any], clone: str, mode: str, seed: int, upd
 def curve(cfg: TrainConfig) -> dict[str, Any]:
     """Run PPO; (update, training seconds, eval score) at update 0 and every evaluation, and decisions/s."""
     with tempfile.TemporaryDirectory() as tmp:
-        res = run_ppo(cfg, Path(tmp), progress=False)
+        res = run_standalone(cfg, Path(tmp), progress=False)
         acc = EventAccumulator(str(Path(tmp) / "tb"), size_guidance={"scalars": 0})
         acc.Reload()
         tags = acc.Tags()["scalars"]

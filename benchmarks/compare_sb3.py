@@ -34,8 +34,9 @@ from evoarena.agents.match import play
 from evoarena.config import EncoderConfig, TrainConfig, validate_config
 from evoarena.policies import load_policy
 from evoarena.policies.hf_models import default_tiny_tokenizer
-from evoarena.training.ppo import run_ppo
+from evoarena.training.protocol import StageContext
 from evoarena.training.sb3_backend import run_sb3
+from evoarena.training.stages import run_standalone
 
 #: the policy both trainers train: the cheap RL path of the shipped configs (encoder frozen, MLP policy and value
 #: heads). evoarena caches the frozen encoder's pooled output per text; SB3's features extractor is the same
@@ -91,7 +92,7 @@ def run_pair(world: str, seed: int, args: argparse.Namespace) -> dict[str, dict[
     out: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         evo_dir = Path(tmp) / "evoarena"
-        res = run_ppo(config(world, seed, args.updates, args.num_envs, args.threads, "evoarena"), evo_dir,
+        res = run_standalone(config(world, seed, args.updates, args.num_envs, args.threads, "evoarena"), evo_dir,
                       progress=False)
         perf = scalars(evo_dir)
         evo_cpu = perf["perf/cpu_seconds"].sum()
@@ -108,8 +109,8 @@ def run_pair(world: str, seed: int, args: argparse.Namespace) -> dict[str, dict[
         copies = min(args.num_envs, WORLDS[world]["episodes_per_update"])
         n_steps = max(1, round(decisions / args.updates / (copies * slots)))
         sb3_dir = Path(tmp) / "sb3"
-        res = run_sb3(config(world, seed, args.updates, args.num_envs, args.threads, "sb3", n_steps), sb3_dir,
-                      progress=False, total_timesteps=decisions)
+        sb3_cfg = config(world, seed, args.updates, args.num_envs, args.threads, "sb3", n_steps)
+        res = run_sb3(sb3_cfg, StageContext.standalone(sb3_dir, "ppo", progress=False), total_timesteps=decisions)
         perf = scalars(sb3_dir)
         sb3_cpu = perf["perf/cpu_seconds"].sum()
         total = perf["perf/rollout_seconds"].sum() + perf["perf/learn_seconds"].sum()

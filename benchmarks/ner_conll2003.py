@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from evoarena.config import FinetuneConfig
     from evoarena.training import runs
     from evoarena.training.checks import load_checked
-    from evoarena.training.finetune import run_finetune
+    from evoarena.training.stages import run_standalone
 
     overrides = [f"ner.data.data_dir={args.data_dir}", f"optim.epochs={args.epochs}", f"optim.lr={args.lr}",
                  f"optim.batch_size={args.batch_size}", f"ner.encoder.autocast='{args.autocast}'",
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(run_dir)
     runs.create_run(run_dir, cfg)
     t0 = time.perf_counter()
-    res = run_finetune(cfg, run_dir)
+    res = run_standalone(cfg, run_dir)
     wall = time.perf_counter() - t0
 
     print(f"\nCoNLL-2003 NER, {res['encoder']}, {res['epochs']:.0f} epochs x {res['train_sentences']} "

@@ -6,7 +6,7 @@ Run:  .venv/bin/python benchmarks/ppo_throughput.py [--updates 3] [--episodes 25
       .venv/bin/python benchmarks/ppo_throughput.py --worlds --mfu          # MFU only
       .venv/bin/python benchmarks/ppo_throughput.py --compare-modes [--rounds 3]  # full vs cheap RL, negotiation
 
-Each world runs the real ``evoarena train`` path (``run_ppo``) into a temporary run folder and the
+Each world runs the real ``evoarena train`` path (``run_standalone``) into a temporary run folder and the
 figures are read back from its TensorBoard ``perf/`` scalars (the first update, which includes
 warm-up, is dropped). The tiny encoder is randomly initialised (its tokenizer is trained on world text);
 speed does not depend on the weights. Expect on a 2-core laptop CPU, 1 thread, nothing else running:
@@ -41,8 +41,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from evoarena.config import PolicyConfig, PPOConfig, TrainConfig, validate_config
 from evoarena.envs import make
 from evoarena.policies import build_policy
-from evoarena.training.ppo import ppo_update, prepare_for_rl, run_ppo
+from evoarena.training.learners import prepare_for_rl
+from evoarena.training.ppo import ppo_update
 from evoarena.training.rollout import LearnerBatch
+from evoarena.training.stages import run_standalone
 
 TINY = {"encoder": {"preset": "tiny", "autocast": "auto"}}
 WORLDS = {
@@ -79,7 +81,7 @@ def measure(world: str, updates: int, episodes: int, threads: int, mode: str = "
             "eval": {"every": 0, "episodes": 1}, "ppo": {"epochs": 2, "minibatch_size": 512, "log_kl_ref": False}}
     cfg = validate_config(data, TrainConfig, source=world)
     with tempfile.TemporaryDirectory() as tmp:
-        run_ppo(cfg, Path(tmp), progress=False)
+        run_standalone(cfg, Path(tmp), progress=False)
         acc = EventAccumulator(str(Path(tmp) / "tb"))
         acc.Reload()
 

@@ -37,17 +37,15 @@ def _kwargs(pairs: list[str] | None) -> dict[str, Any]:
 
 def cmd_envs(args: argparse.Namespace) -> int:
     from evoarena.agents import describe_strategy, list_strategies
-    from evoarena.envs import list_envs, make
+    from evoarena.envs import describe, list_envs
 
     table = Table(title="evoarena worlds")
     for col in ("env id", "agents", "actions", "strategies"):
         table.add_column(col)
     for env_id in list_envs():
-        env = make(env_id)
-        acts = ", ".join(f"{a}: {env.action_space(a).n}" for a in env.possible_agents)
-        strategies = list_strategies(env_id)
-        table.add_row(env_id, ", ".join(env.possible_agents), acts, ", ".join(strategies))
-        env.close()
+        info = describe(env_id)
+        acts = ", ".join(f"{a}: {info.num_actions[info.roles[a]]}" for a in info.agents)
+        table.add_row(env_id, ", ".join(info.agents), acts, ", ".join(list_strategies(env_id)))
     console.print(table)
     if args.verbose:
         for env_id in list_envs():
@@ -99,13 +97,11 @@ def cmd_play(args: argparse.Namespace) -> int:
     from evoarena.agents import make_agent
     from evoarena.agents.human import HumanAgent, HumanQuit, play_human
     from evoarena.bench import MatchResult, summarize
-    from evoarena.envs import make
+    from evoarena.envs import describe
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
-    env = make(args.env, **_kwargs(args.kw))
-    names = list(env.possible_agents)
-    env.close()
+    names = list(describe(args.env, _kwargs(args.kw)).agents)
     args.seat = args.seat or names[0]
     if args.seat not in names:
         raise ValueError(f"--seat {args.seat!r} is not an agent of {args.env}; choose from {names}")

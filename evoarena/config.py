@@ -14,10 +14,19 @@ import copy
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -183,21 +192,32 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | N
     return None
 
 
-def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:
-    """One line per problem: ``source: key.path = value: what is wrong (allowed: ...)``."""
+def _stage_where(loc: tuple[Any, ...], data: Any) -> tuple[str, tuple[Any, ...], type[BaseModel] | None]:
+    """For an error inside a pipeline's stage: ("stage N (NAME): ", the location within that stage, the stage's
+    config model); else ("", loc, None)."""
+    if len(loc) >= 3 and loc[0] == "stages" and isinstance(loc[1], int) and loc[2] in STAGE_CONFIGS:
+        raw = data.get("stages", [])[loc[1]] if isinstance(data, dict) else {}
+        name = raw.get("name", loc[2]) if isinstance(raw, dict) else loc[2]
+        return f"stage {loc[1] + 1} ({name}): ", loc[3:], STAGE_CONFIGS[str(loc[2])]
+    return "", loc, None
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str, data: Any = None) -> str:
+    """One line per problem: ``source: key.path = value: what is wrong (allowed: ...)``; inside a pipeline's
+    stage, ``source: stage N (NAME): key.path ...``."""
     lines = []
     for err in exc.errors():
-        loc = tuple(err.get("loc", ()))
+        where, loc, stage_model = _stage_where(tuple(err.get("loc", ())), data)
         path = ".".join(str(p) for p in loc) or "(top level)"
         if err.get("type") == "extra_forbidden":
-            allowed = _allowed_keys(model, loc) or []
+            allowed = _allowed_keys(stage_model or model, loc) or []
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            lines.append(f"{source}: unknown key {path!r}{hint}; allowed here: {', '.join(allowed)}")
+            lines.append(f"{source}: {where}unknown key {path!r}{hint}; allowed here: {', '.join(allowed)}")
         else:
             value = err.get("input")
             shown = f" = {value!r}" if not isinstance(value, dict) else ""
-            lines.append(f"{source}: {path}{shown}: {err.get('msg')}")
+            lines.append(f"{source}: {where}{path}{shown}: {err.get('msg')}")
     return "\n".join(lines)
 
 
@@ -206,7 +226,7 @@ def validate_config(data: dict[str, Any], model: type[M], source: str = "<config
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, model, source)) from None
+        raise ConfigError(format_validation_error(exc, model, source, data)) from None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -638,7 +658,75 @@ class EvaluateConfig(Strict):
     numerics: NumericsRecord | None = None  #: written by the run: decisions that change its numbers
 
 
-STAGE_KINDS = ("pretrain", "finetune", "train", "evaluate")
+class PretrainStageConfig(PretrainConfig):
+    """A pipeline's ``kind: pretrain`` entry."""
+
+    kind: Literal["pretrain"]
+    init_from: str | None = "previous"
+
+
+class FinetuneStageConfig(FinetuneConfig):
+    """A pipeline's ``kind: finetune`` entry (``task: ner`` or ``bc``)."""
+
+    kind: Literal["finetune"]
+    init_from: str | None = "previous"
+
+
+class TrainStageConfig(TrainConfig):
+    """A pipeline's ``kind: train`` entry."""
+
+    kind: Literal["train"]
+    init_from: str | None = "previous"
+
+
+class EvaluateStageConfig(EvaluateConfig):
+    """A pipeline's ``kind: evaluate`` entry."""
+
+    kind: Literal["evaluate"]
+    init_from: str | None = "previous"
+
+
+STAGE_CONFIGS: dict[str, type[BaseModel]] = {"pretrain": PretrainStageConfig, "finetune": FinetuneStageConfig,
+                                             "train": TrainStageConfig, "evaluate": EvaluateStageConfig}
+STAGE_KINDS = tuple(STAGE_CONFIGS)
+StageConfig = Annotated[PretrainStageConfig | FinetuneStageConfig | TrainStageConfig | EvaluateStageConfig,
+                        Field(discriminator="kind")]
+
+
+def _with_pipeline_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline's raw data with every stage's ``name`` (its kind), ``seed``, ``threads`` and world
+    (``env``; ``bc.env`` for behaviour cloning) filled in from the pipeline where the stage gives none."""
+    env = data.get("env")
+    if isinstance(env, dict):
+        try:
+            env = EnvConfig.model_validate(env).model_dump(mode="json")
+        except ValidationError:
+            env = None  # the pipeline's own env key reports it
+    names: list[str] = []
+    stages = []
+    for i, raw in enumerate(data["stages"]):
+        if isinstance(raw, BaseModel):  # already a stage config (a validated assignment re-checks the model)
+            names.append(getattr(raw, "name", ""))
+            stages.append(raw)
+            continue
+        kind = raw.get("kind") if isinstance(raw, dict) else None
+        if kind not in STAGE_KINDS:
+            raise ValueError(f"stages[{i}].kind = {kind!r}: allowed: {', '.join(STAGE_KINDS)}")
+        raw = copy.deepcopy(raw)
+        name = raw.setdefault("name", kind)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"stages[{i}].name = {name!r}: give a non-empty string")
+        if name in names:
+            raise ValueError(f"stages[{i}].name = {name!r}: another stage has this name; names are unique")
+        names.append(name)
+        raw.setdefault("seed", data.get("seed", 0))
+        raw.setdefault("threads", data.get("threads", 0))
+        if env is not None and kind in ("train", "evaluate"):
+            raw.setdefault("env", env)
+        elif env is not None and kind == "finetune" and raw.get("task") == "bc" and isinstance(raw.get("bc"), dict):
+            raw["bc"].setdefault("env", env)
+        stages.append(raw)
+    return {**data, "stages": stages}
 
 
 class PipelineConfig(Strict):
@@ -648,7 +736,8 @@ class PipelineConfig(Strict):
     stage's own config (``evoarena pretrain|finetune|train`` configs), an optional ``name`` (default: the
     kind; names are unique) and ``init_from``: ``previous`` (default: the checkpoint of the closest earlier
     stage that made one), ``stage:NAME``, a checkpoint folder, or ``none``. ``seed`` and ``threads`` are
-    the defaults of every stage; ``env`` the world of every stage that plays one and names none.
+    the defaults of every stage; ``env`` the world of every stage that plays one and names none. A run's
+    ``config.yaml`` keeps each stage as given, with those defaults filled in.
     """
 
     name: str = "run"
@@ -656,19 +745,180 @@ class PipelineConfig(Strict):
     threads: int = Field(0, ge=0)
     numerics: NumericsRecord | None = None  #: written by the run: decisions that change its numbers
     env: EnvConfig | None = None
-    stages: list[dict[str, Any]] = Field(min_length=1)
+    stages: list[StageConfig] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stage_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("stages"), list):
+            return _with_pipeline_defaults(data)
+        return data
+
+    @field_serializer("stages")
+    def _stages_as_given(self, stages: list[BaseModel]) -> list[dict[str, Any]]:
+        return [s.model_dump(mode="json", exclude_unset=True) for s in stages]
+
+
+# --------------------------------------------------------------------------- tournaments and sweeps (bench)
+
+#: tasks of a sweep that names none, by run command
+DEFAULT_TASKS = {"train": {"score": {"result": "ppo.final_eval.score", "curve": "eval/score"}}}
+
+
+# --------------------------------------------------------------------------- tournaments
+
+
+class RatingsConfig(Strict):
+    """How ratings are computed from the tournament's games."""
+
+    elo_k: float = Field(16.0, gt=0)  #: Elo K factor
+    elo_initial: float = 1500.0
+    elo_orders: int = Field(200, ge=1)  #: random game orders the Elo ratings are averaged over
+    bt_alpha: float = Field(0.01, ge=0)  #: L2 penalty of the Bradley-Terry fit (= ``ratings.DEFAULT_ALPHA``)
+    bootstrap: int = Field(1000, ge=10)  #: bootstrap resamples of the Bradley-Terry intervals
+    level: float = Field(0.95, gt=0, lt=1)
+    seed: int = 0  #: seed of the game orders and the bootstrap
+
+
+class TournamentConfig(Strict):
+    """``evoarena tournament CONFIG``: entrants of one world, episodes per match, where results go."""
+
+    name: str = "tournament"
+    env: EnvConfig
+    agents: list[str] = Field(min_length=1)  #: agent specs, each optionally ``NAME=SPEC``; ``scripted:*`` = all
+    episodes: int = Field(20, ge=1)  #: episodes (repetitions) per match
+    seed: int = 0  #: episode seeds are seed .. seed + episodes - 1 in every match
+    groups: int | None = Field(None, ge=1)  #: N-player worlds: matches drawn (default ~4 per ordered pair)
+    out: str | None = None  #: output folder (default runs/tournaments/NAME)
+    ratings: RatingsConfig = Field(default_factory=RatingsConfig)
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+class TaskConfig(Strict):
+    """One number per run to compare variants on (a "task" of Agarwal et al.), optionally normalised."""
+
+    result: str | list[str]  #: key path into results.json, ``a.b.c`` (keys may contain dots) or a list of keys
+    curve: str | None = None  #: TensorBoard scalar tag of its learning curve, e.g. ``eval/score``
+    curve_offset: str | list[str] | None = None  #: key path of a number subtracted from the curve's steps
+    #: (e.g. ``pipeline.stages.03_train.step_offset``: a pipeline stage's own step axis)
+    low: float | None = None  #: with ``high``: scores become (x - low) / (high - low)
+    high: float | None = None
 
     @model_validator(mode="after")
-    def _kinds_and_names(self) -> PipelineConfig:
-        names: list[str] = []
-        for i, stage in enumerate(self.stages):
-            kind = stage.get("kind")
-            if kind not in STAGE_KINDS:
-                raise ValueError(f"stages[{i}].kind = {kind!r}: allowed: {', '.join(STAGE_KINDS)}")
-            name = stage.get("name", kind)
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"stages[{i}].name = {name!r}: give a non-empty string")
-            if name in names:
-                raise ValueError(f"stages[{i}].name = {name!r}: another stage has this name; names are unique")
-            names.append(name)
+    def _both_bounds(self) -> TaskConfig:
+        if (self.low is None) != (self.high is None):
+            raise ValueError("give both low and high (normalisation), or neither")
+        if self.low is not None and self.high == self.low:
+            raise ValueError(f"high = low = {self.low}: the normalisation would divide by zero")
         return self
+
+    def normalise(self, x: Any) -> Any:
+        """``x`` (a number or an array) normalised to (x - low) / (high - low), or as it is without bounds."""
+        if self.low is None or self.high is None:
+            return x
+        return (x - self.low) / (self.high - self.low)
+
+
+class VariantConfig(Strict):
+    """A variant: its overrides, or (``of``) another stage's agent of another variant's runs."""
+
+    set: list[str] = Field(default_factory=list)  #: --set overrides of the run config
+    of: str | None = None  #: no runs of its own: it reads the runs of variant ``of`` (e.g. the clone of a chain)
+    results: dict[str, str | list[str]] = Field(default_factory=dict)  #: task -> its result key path here
+    curves: dict[str, str | None] = Field(default_factory=dict)  #: task -> its curve tag here (null: none)
+    checkpoint: str | list[str] | None = None  #: cross-play: key path of this variant's checkpoint
+    subdir: str | None = None  #: cross-play: the agent's folder inside that checkpoint
+
+    @model_validator(mode="after")
+    def _view_has_no_overrides(self) -> VariantConfig:
+        if self.of and self.set:
+            raise ValueError(f"a variant of {self.of!r} has no runs of its own, so no 'set' overrides")
+        return self
+
+
+class ResourcesConfig(Strict):
+    """What each run asks of a Ray cluster (local workers run one run per process)."""
+
+    cpus: float = Field(1.0, ge=0)
+    gpus: float = Field(0.0, ge=0)
+
+
+class CrossPlayConfig(Strict):
+    """Cross-play every run's final checkpoint (and a pool of fixed agents) in one tournament."""
+
+    env: EnvConfig
+    checkpoint: str | list[str]  #: key path into results.json of the checkpoint folder, e.g. ``ppo.checkpoint``
+    subdir: str = ""  #: the agent's folder inside it, e.g. ``policies/main`` (a PPO checkpoint's learner)
+    pool: list[str] = Field(default_factory=list)  #: fixed agents (NAME=SPEC) that also enter; "vs pool" scores
+    episodes: int = Field(20, ge=1)
+    seed: int = 0
+    ratings: RatingsConfig = Field(default_factory=RatingsConfig)
+
+
+class SweepConfig(Strict):
+    """``evoarena bench CONFIG``: variants x seeds of one run config."""
+
+    name: str = "sweep"
+    command: Literal["train", "pretrain", "finetune", "run"]
+    config: str  #: the run config (relative paths: from the current directory, like every run config path)
+    set: list[str] = Field(default_factory=list)  #: overrides applied to every variant
+    variants: dict[str, list[str] | VariantConfig] = Field(min_length=1)  #: name -> --set overrides, or a mapping
+    seeds: list[int] = Field(min_length=1)
+    seed_key: str = "seed"  #: the config key each run's seed is written to
+    out: str | None = None  #: sweep folder (default runs/bench/NAME)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    tasks: dict[str, TaskConfig] | None = None  #: default for train: ppo.final_eval.score with curve eval/score
+    bootstrap: int = Field(2000, ge=100)  #: bootstrap resamples of every interval
+    bootstrap_seed: int = 0
+    env_name: str | None = None  #: environment name in the marl-eval export (default: the run config's env id)
+    tournament: CrossPlayConfig | None = None
+
+    @model_validator(mode="after")
+    def _names_and_tasks(self) -> SweepConfig:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds = {self.seeds}: each seed once")
+        bad = [v for v in self.variants if not v or "/" in v or v.startswith(".")]
+        if bad:
+            raise ValueError(f"variants {bad}: a variant name is a folder name (no '/', not starting with '.')")
+        for name, v in list(self.variants.items()):
+            if isinstance(v, list):
+                self.variants[name] = VariantConfig(set=v)
+        self._check_views()
+        self._default_tasks()
+        return self
+
+    def _check_views(self) -> None:
+        """Every ``of`` names a variant with runs of its own."""
+        for name, v in self.variants.items():
+            assert isinstance(v, VariantConfig)
+            if v.of is not None:
+                base = self.variants.get(v.of)
+                if base is None or v.of == name or (isinstance(base, VariantConfig) and base.of):
+                    raise ValueError(f"variants.{name}.of = {v.of!r}: name a variant with runs of its own; "
+                                     f"variants: {', '.join(self.variants)}")
+
+    def _default_tasks(self) -> None:
+        """The command's default tasks when none are given; every task a variant names exists."""
+        if self.tasks is None:
+            if self.command not in DEFAULT_TASKS:
+                raise ValueError(f"tasks: required for command {self.command!r}: name the results.json key path "
+                                 "of each number to compare, e.g. tasks: {score: {result: 04_evaluate.score}}")
+            self.__dict__["tasks"] = {k: TaskConfig(**v) for k, v in DEFAULT_TASKS[self.command].items()}
+        elif not self.tasks:
+            raise ValueError("tasks: give at least one task")
+        for name, v in self.variants.items():
+            assert isinstance(v, VariantConfig)
+            unknown = sorted((set(v.results) | set(v.curves)) - set(self.tasks))
+            if unknown:
+                raise ValueError(f"variants.{name}: unknown task(s) {unknown}; tasks: {', '.join(self.tasks)}")
+
+    def variant(self, name: str) -> VariantConfig:
+        v = self.variants[name]
+        assert isinstance(v, VariantConfig)
+        return v
+
+    def source(self, name: str) -> str:
+        """The variant whose runs ``name`` reads (itself unless it is a view ``of`` another)."""
+        return self.variant(name).of or name

@@ -81,6 +81,6 @@ def test_ranks_share_ties_and_bad_input_is_named():
 
 
 def test_ratings_config_defaults_to_the_fits_penalty():
-    from evoarena.bench.schemas import RatingsConfig
+    from evoarena.config import RatingsConfig
 
     assert RatingsConfig().bt_alpha == rt.DEFAULT_ALPHA

@@ -169,8 +169,8 @@ def test_a_frozen_encoder_run_resumed_from_a_checkpoint_equals_the_uninterrupted
     from safetensors.torch import load_file
 
     from evoarena.config import TrainConfig, validate_config
-    from evoarena.training.ppo import run_ppo
     from evoarena.training.rollout import Rollout
+    from evoarena.training.stages import run_standalone
 
     data = {"env": {"id": "dilemma_v0", "kwargs": {"rounds": 6}}, "seed": 0, "threads": 1, "num_envs": 16,
             "episodes_per_update": 16, "total_updates": 4, "checkpoint_every": 2, "transcript_every": 0,
@@ -180,7 +180,7 @@ def test_a_frozen_encoder_run_resumed_from_a_checkpoint_equals_the_uninterrupted
             "seats": {"player_0": {"policy": "main"}, "player_1": {"agent": "random"}},
             "ppo": {"epochs": 2, "minibatch_size": 32, "log_kl_ref": False}}
     cfg = validate_config(data, TrainConfig, source="test")
-    run_ppo(cfg, tmp_path / "whole", progress=False)
+    run_standalone(cfg, tmp_path / "whole", progress=False)
 
     class Stop(Exception):
         pass
@@ -195,9 +195,9 @@ def test_a_frozen_encoder_run_resumed_from_a_checkpoint_equals_the_uninterrupted
 
     monkeypatch.setattr(Rollout, "collect", collect)
     with pytest.raises(Stop):
-        run_ppo(cfg, tmp_path / "split", progress=False)
+        run_standalone(cfg, tmp_path / "split", progress=False)
     monkeypatch.setattr(Rollout, "collect", real)
-    run_ppo(cfg, tmp_path / "split", resume=True, progress=False)
+    run_standalone(cfg, tmp_path / "split", resume=True, progress=False)
     weights = [load_file(str(d / "stages/01_ppo/checkpoint/policies/main/model.safetensors"))
                for d in (tmp_path / "whole", tmp_path / "split")]
     assert weights[0].keys() == weights[1].keys()

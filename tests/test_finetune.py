@@ -14,8 +14,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from evoarena.cli import main
 from evoarena.config import FinetuneConfig, PretrainConfig, validate_config
 from evoarena.training import runs
-from evoarena.training.bc import generate_demos
-from evoarena.training.finetune import run_finetune
+from evoarena.training.demos import generate_demos
+from evoarena.training.stages import run_standalone
 
 CONLL_DIR = Path(os.environ.get("EVOARENA_CONLL_DIR",
                                 Path(__file__).resolve().parents[2] / "shared/data/conll2003"))
@@ -43,7 +43,7 @@ def ner_cfg(data: dict, **over) -> FinetuneConfig:
 def test_ner_on_real_conll_slice_rises_far_above_untrained(tmp_path):
     cfg = ner_cfg({"data_dir": str(CONLL_DIR), "max_train_sentences": 1000, "max_eval_sentences": 300})
     run = runs.create_run(tmp_path / "run", cfg)
-    res = run_finetune(cfg, run)
+    res = run_standalone(cfg, run)
     before, after = res["untrained_valid"]["entity_f1"], res["valid"]["entity_f1"]
     assert after > 0.25 and after > before + 0.2 and after > 4 * before, res["summary"]
     assert 0 < res["test"]["entity_f1"] <= 1 and res["test"]["token_accuracy"] > 0.8
@@ -111,7 +111,7 @@ def test_ner_accepts_iob1_and_iob2_and_resumes_exactly(tmp_path, monkeypatch):
     results = {}
     for scheme in ("iob1", "iob2"):
         cfg = ner_cfg({"data_dir": str(tmp_path / scheme)}, **over)
-        results[scheme] = run_finetune(cfg, runs.create_run(tmp_path / f"run_{scheme}", cfg))
+        results[scheme] = run_standalone(cfg, runs.create_run(tmp_path / f"run_{scheme}", cfg))
     labels = ["O", "B-LOC", "B-ORG", "B-PER", "I-ORG", "I-PER"]
     assert results["iob1"]["labels"] == results["iob2"]["labels"] == labels
     assert [results[s]["valid"]["n_true_entities"] for s in ("iob1", "iob2")] == [5 * 20, 5 * 20]
@@ -124,7 +124,7 @@ def test_ner_accepts_iob1_and_iob2_and_resumes_exactly(tmp_path, monkeypatch):
                                           read_conll(tmp_path / "iob1/train.txt"))
     monkeypatch.setattr(ner_stage, "_ner_tokenizer", lambda ner, sentences: tokenizer)
     cfg = ner_cfg({"data_dir": str(tmp_path / "iob1")}, **over)
-    first = run_finetune(cfg, runs.create_run(tmp_path / "first", cfg))
+    first = run_standalone(cfg, runs.create_run(tmp_path / "first", cfg))
     real_save = ner_stage.save_state
 
     def save_then_crash(folder, model, optimizer, state, tokenizer=None):
@@ -135,9 +135,9 @@ def test_ner_accepts_iob1_and_iob2_and_resumes_exactly(tmp_path, monkeypatch):
     cut = runs.create_run(tmp_path / "cut", cfg)
     monkeypatch.setattr(ner_stage, "save_state", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        run_finetune(cfg, cut)
+        run_standalone(cfg, cut)
     monkeypatch.setattr(ner_stage, "save_state", real_save)
-    res = run_finetune(cfg, cut, resume=True)
+    res = run_standalone(cfg, cut, resume=True)
     assert res["steps"] == first["steps"]
     a = load_file(str(tmp_path / "first/stages/01_finetune/checkpoint/model.safetensors"))
     b = load_file(str(cut / "stages/01_finetune/checkpoint/model.safetensors"))
@@ -154,14 +154,13 @@ SMALL_ENCODER = {"preset": "tiny", "hidden_size": 64, "num_layers": 1, "num_head
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory) -> Path:
     """A small tiny-encoder pretrain checkpoint (seconds)."""
-    from evoarena.training.pretrain import run_pretrain
 
     cfg = validate_config({"name": "pt", "threads": 1, "steps": 40, "batch_size": 32, "lr": 2e-3,
                            "eval_every": 40, "encoder": SMALL_ENCODER,
                            "corpus": {"episodes_per_env": 20, "max_heldout": 100}},
                           PretrainConfig)
     run = runs.create_run(tmp_path_factory.mktemp("pt") / "run", cfg)
-    run_pretrain(cfg, run)
+    run_standalone(cfg, run)
     return run / "stages/01_pretrain/checkpoint"
 
 
@@ -179,7 +178,7 @@ def bc_cfg(pretrained: Path, optim: dict | None = None, **bc_over) -> FinetuneCo
 def test_bc_clones_tit_for_tat_into_a_playable_checkpoint(tmp_path, pretrained):
     cfg = bc_cfg(pretrained, value_detach=False)  # the value loss may shape the encoder too: it must learn
     run = runs.create_run(tmp_path / "run", cfg)
-    res = run_finetune(cfg, run)
+    res = run_standalone(cfg, run)
     role = res["roles"]["player"]
     assert role["history"][0]["action_accuracy"] < 0.7, res["summary"]
     assert role["heldout_action_accuracy"] > 0.95, res["summary"]
@@ -211,10 +210,10 @@ def test_bc_clones_tit_for_tat_into_a_playable_checkpoint(tmp_path, pretrained):
 def test_bc_resume_gives_the_uninterrupted_weights(tmp_path, pretrained, monkeypatch):
     cfg = bc_cfg(pretrained, optim={"lr": 2e-3, "batch_size": 64, "max_steps": 30}, train_episodes=60,
                  heldout_episodes=10, eval_episodes=4, value_detach=False)
-    full = run_finetune(cfg, runs.create_run(tmp_path / "full", cfg))
-    import evoarena.policies.io as io  # the stage imports save_checkpoint from here at call time
+    full = run_standalone(cfg, runs.create_run(tmp_path / "full", cfg))
+    import evoarena.training.bc as bc  # the stage saves its training states through bc.save_checkpoint
 
-    real = io.save_checkpoint
+    real = bc.save_checkpoint
 
     def save_then_crash(folder, policy, trainer_state=None, optimizer_state=None, extra_files=None):
         real(folder, policy, trainer_state, optimizer_state, extra_files)
@@ -222,16 +221,16 @@ def test_bc_resume_gives_the_uninterrupted_weights(tmp_path, pretrained, monkeyp
             raise KeyboardInterrupt
 
     cut = runs.create_run(tmp_path / "cut", cfg)
-    monkeypatch.setattr(io, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(bc, "save_checkpoint", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        run_finetune(cfg, cut)
-    monkeypatch.setattr(io, "save_checkpoint", real)
-    res = run_finetune(cfg, cut, resume=True)
+        run_standalone(cfg, cut)
+    monkeypatch.setattr(bc, "save_checkpoint", real)
+    res = run_standalone(cfg, cut, resume=True)
     assert res["roles"]["player"]["steps"] == full["roles"]["player"]["steps"]
     a = load_file(str(tmp_path / "full/stages/01_finetune/checkpoint/model.safetensors"))
     b = load_file(str(cut / "stages/01_finetune/checkpoint/model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert run_finetune(cfg, cut, resume=True)["clone_score"] == res["clone_score"]
+    assert run_standalone(cfg, cut, resume=True)["clone_score"] == res["clone_score"]
 
 
 def test_demonstration_returns_are_discounted_per_decision(pretrained):

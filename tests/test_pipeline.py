@@ -143,12 +143,12 @@ def test_report_pngs_are_drawn_and_linked(finished):
 
 
 def test_learning_curve_panels_and_ppo_starts_at_update_0(finished):
-    from evoarena.bench.report import _panels_of
+    from evoarena.bench.report_plots import panels_of
 
     scalars = read_scalars(finished / "tb")
     state = json.loads((finished / "pipeline.json").read_text())["stages"]
     train = {"key": "03_train", "name": "train", "kind": "train", **state["03_train"]}
-    titles = [p[0] for p in _panels_of(train, list(scalars))]
+    titles = [p[0] for p in panels_of(train, list(scalars))]
     assert titles == ["PPO rollouts: mean episode return", "greedy eval score vs the training pool"]
     # the greedy eval at update 0 (before any update) and at 2 and 3 (every: 2, and the end)
     offset = state["03_train"]["step_offset"]

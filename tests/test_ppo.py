@@ -15,9 +15,10 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from evoarena.config import TrainConfig, validate_config
+from evoarena.config import LearnerConfig, TrainConfig, validate_config
 from evoarena.training import ppo as ppo_mod
-from evoarena.training.ppo import TrainingError, run_ppo
+from evoarena.training.ppo import TrainingError
+from evoarena.training.stages import run_standalone
 
 TINY = {"kind": "transformer", "encoder": {"preset": "tiny", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
                                            "intermediate_size": 64, "vocab_size": 400}}
@@ -56,7 +57,7 @@ def scalars(run_dir):
 @pytest.mark.parametrize("world", list(WORLDS))
 def test_short_run_each_world(world, tmp_path):
     cfg = make_cfg(WORLDS[world])
-    res = run_ppo(cfg, tmp_path, progress=False)
+    res = run_standalone(cfg, tmp_path, progress=False)
     assert res["updates"] == 2 and res["decisions"] > 0 and np.isfinite(res["final_eval"]["score"])
     acc = scalars(tmp_path)
     tags = set(acc.Tags()["scalars"])
@@ -88,7 +89,7 @@ def test_single_legal_action_agents_never_queried(tmp_path, monkeypatch):
         return original(self, obs_list, *a, **kw)
 
     monkeypatch.setattr(BasePolicy, "act", counting_act)
-    res = run_ppo(cfg, tmp_path, progress=False)
+    res = run_standalone(cfg, tmp_path, progress=False)
     assert asked and min(asked) > 1
     assert res["decisions"] <= len(asked)  # rollout decisions + greedy evaluation decisions
 
@@ -97,7 +98,7 @@ def test_same_seed_same_first_update(tmp_path):
     cfg = make_cfg({**WORLDS["dilemma_v0"], "policies": {"main": {"policy": MLP}}}, total_updates=1)
     runs = []
     for i in range(2):
-        run_ppo(cfg, tmp_path / str(i), progress=False)
+        run_standalone(cfg, tmp_path / str(i), progress=False)
         acc = scalars(tmp_path / str(i))
         runs.append({t: acc.Scalars(t)[0].value for t in acc.Tags()["scalars"] if t.startswith("train/")})
     assert runs[0] == runs[1] and runs[0]
@@ -129,7 +130,7 @@ def test_standardizing_learner_starts_every_update_at_ratio_one(tmp_path, monkey
     update = ppo_mod.ppo_update
     monkeypatch.setattr(ppo_mod, "clipped_policy_loss", recording)
     monkeypatch.setattr(ppo_mod, "ppo_update", per_update)
-    run_ppo(cfg, tmp_path, progress=False)
+    run_standalone(cfg, tmp_path, progress=False)
     ck = tmp_path / "stages/01_ppo/checkpoint/policies/main"
     from evoarena.policies import load_policy
 
@@ -150,14 +151,14 @@ def test_config_train_mode_applies_to_a_checkpoint_start(tmp_path):
     from evoarena.policies.actor_critic import build_policy
     from evoarena.policies.encoder import train_wordpiece
 
-    pcfg = validate_config({"policy": TINY}, ppo_mod.LearnerConfig).policy
+    pcfg = validate_config({"policy": TINY}, LearnerConfig).policy
     tok = train_wordpiece(["pool 1 book 2 hat", "my values 1 2 3", "they offered me"], 200)
     start = build_policy(pcfg, "negotiation_v0", agent="player_0", tokenizer=tok)
     save_checkpoint(tmp_path / "start", start)
     policy = {**TINY, "init_from": str(tmp_path / "start"), "encoder": {**TINY["encoder"], "train_mode": "frozen"}}
     cfg = make_cfg({**WORLDS["negotiation_v0"], "policies": {"main": {"policy": policy}}}, total_updates=1,
                    ppo={"minibatch_size": 16, "epochs": 1, "lr": 0.01})
-    run_ppo(cfg, tmp_path / "run", progress=False)
+    run_standalone(cfg, tmp_path / "run", progress=False)
     ck = tmp_path / "run/stages/01_ppo/checkpoint/policies/main"
     assert read_policy_json(ck)["policy_config"]["encoder"]["train_mode"] == "frozen"
     end = load_policy(ck)
@@ -174,7 +175,7 @@ def kl_after_training(tmp_path, kl_coef):
     cfg = make_cfg(data, total_updates=6, episodes_per_update=16, num_envs=16,
                    ppo={"lr": 0.02, "lr_decay": False, "epochs": 4, "minibatch_size": 64, "kl_coef": kl_coef,
                         "ent_coef": 0.0})
-    run_ppo(cfg, tmp_path / f"kl{kl_coef}", progress=False)
+    run_standalone(cfg, tmp_path / f"kl{kl_coef}", progress=False)
     return [e.value for e in scalars(tmp_path / f"kl{kl_coef}").Scalars("train/main/kl_ref")]
 
 
@@ -200,7 +201,7 @@ def test_nan_losses_stop_after_three_updates(tmp_path, monkeypatch):
     cfg = make_cfg({**WORLDS["dilemma_v0"], "policies": {"main": {"policy": MLP}}}, total_updates=8,
                    ppo={"minibatch_size": 1000, "epochs": 1})
     with pytest.raises(TrainingError, match="3 updates in a row"):
-        run_ppo(cfg, tmp_path, progress=False)
+        run_standalone(cfg, tmp_path, progress=False)
     state = json.loads((tmp_path / "stages/01_ppo/checkpoint/trainer_state.json").read_text())
     assert state["update"] == 1  # the last good checkpoint is kept
     acc = scalars(tmp_path)

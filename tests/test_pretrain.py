@@ -13,7 +13,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from evoarena.cli import main
 from evoarena.config import PolicyConfig, PretrainConfig, validate_config
 from evoarena.training import runs
-from evoarena.training.pretrain import mask_tokens, run_pretrain
+from evoarena.training.pretrain import mask_tokens
+from evoarena.training.stages import run_standalone
 
 SMALL = {
     "name": "pt", "seed": 0, "threads": 1, "steps": 40, "batch_size": 32, "lr": 2e-3, "eval_every": 20,
@@ -32,7 +33,7 @@ def small_cfg(**over) -> PretrainConfig:
 def test_pretrain_lowers_perplexity_logs_tags_and_starts_a_policy(tmp_path):
     cfg = small_cfg()
     run = runs.create_run(tmp_path / "run", cfg)
-    res = run_pretrain(cfg, run)
+    res = run_standalone(cfg, run)
     assert res["initial_perplexity"] > 5 * res["final_perplexity"], res["summary"]
     assert res["final_masked_accuracy"] > res["initial_masked_accuracy"] + 0.2
     assert json.loads((run / "results.json").read_text())["pretrain"]["steps"] == 40
@@ -68,7 +69,7 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, monkeypatch):
     monkeypatch.setattr(pretrain, "_tokenizer", lambda cfg, texts: tokenizer)
     cfg = small_cfg(steps=30, checkpoint_every=15, eval_every=15)
     full = runs.create_run(tmp_path / "full", cfg)
-    run_pretrain(cfg, full)
+    run_standalone(cfg, full)
 
     real_save = pretrain.save_state
 
@@ -80,16 +81,16 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, monkeypatch):
     monkeypatch.setattr(pretrain, "save_state", save_then_crash)
     cut = runs.create_run(tmp_path / "cut", cfg)
     with pytest.raises(KeyboardInterrupt):
-        run_pretrain(cfg, cut)
+        run_standalone(cfg, cut)
     assert not (cut / "stages/01_pretrain/checkpoint").exists()
     monkeypatch.setattr(pretrain, "save_state", real_save)
-    res = run_pretrain(cfg, cut, resume=True)
+    res = run_standalone(cfg, cut, resume=True)
     assert res["steps"] == 30
     a = load_file(str(full / "stages/01_pretrain/checkpoint/model.safetensors"))
     b = load_file(str(cut / "stages/01_pretrain/checkpoint/model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # a finished stage resumed again returns its results without training
-    assert run_pretrain(cfg, cut, resume=True)["final_perplexity"] == res["final_perplexity"]
+    assert run_standalone(cfg, cut, resume=True)["final_perplexity"] == res["final_perplexity"]
 
 
 def test_masking_follows_bert_rules():

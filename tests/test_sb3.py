@@ -14,7 +14,7 @@ from evoarena.config import PolicyConfig, TrainConfig, validate_config
 from evoarena.envs import make
 from evoarena.policies import build_policy, load_policy
 from evoarena.policies.sb3 import EncoderExtractor, TokenizedObs
-from evoarena.training.ppo import run_ppo
+from evoarena.training.stages import run_standalone
 
 TINY = {"kind": "transformer", "encoder": {"preset": "tiny", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
                                            "intermediate_size": 64, "vocab_size": 400}}
@@ -53,7 +53,7 @@ def test_extractor_encodes_like_evoarena():
 
 @pytest.mark.parametrize("data,world", [(NEGOTIATION, "negotiation"), (DILEMMA, "dilemma")])
 def test_sb3_run_writes_tensorboard_and_checkpoint(data, world, tmp_path):
-    res = run_ppo(sb3_cfg(data), tmp_path, progress=False)
+    res = run_standalone(sb3_cfg(data), tmp_path, progress=False)
     slots = 1 if world == "negotiation" else 2  # learner seats per world copy
     assert res["backend"] == "sb3" and res["updates"] == 4 and res["decisions"] == 4 * 8 * 8 * slots
     acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0})
@@ -82,8 +82,8 @@ def test_vec_env_seeds_and_masks():
     from stable_baselines3.common.vec_env import VecEnv
     from supersuit import concat_vec_envs_v1, pettingzoo_env_to_vec_env_v1
 
-    from evoarena.training.ppo import SeatPlanner
     from evoarena.training.sb3_backend import LearnerSlotsEnv, WorldVecEnv
+    from evoarena.training.seats import SeatPlanner
 
     cfg = sb3_cfg(NEGOTIATION)
     policy = build_policy(PolicyConfig.model_validate(TINY), "negotiation_v0")
@@ -119,4 +119,4 @@ def test_sb3_errors_name_the_key(change, match, tmp_path):
     cfg = sb3_cfg({**NEGOTIATION, **change})
     assert cfg.ppo.backend == "sb3"
     with pytest.raises(ValueError, match=match):
-        run_ppo(cfg, tmp_path, progress=False)
+        run_standalone(cfg, tmp_path, progress=False)

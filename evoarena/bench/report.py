@@ -38,8 +38,8 @@ from evoarena.bench.report_plots import (
     plot_stage_dots,
     stage_colors,
 )
-from evoarena.bench.report_plots import panels_of as _panels_of  # noqa: F401  (tests/test_pipeline.py imports it here)
 from evoarena.bench.scalars import read_scalars
+from evoarena.storage import atomic_write_text
 from evoarena.training import runs
 
 PLOTS = "plots"
@@ -249,7 +249,7 @@ def write_report(run_dir: str | Path) -> Path:
     if found is None:
         out += [SECTIONS[3], "", *_img(curves, "learning curves")]
         out += _stages_section(stages, results)
-        return runs.atomic_write_text(run_dir / REPORT, "\n".join(out) + "\n")
+        return atomic_write_text(run_dir / REPORT, "\n".join(out) + "\n")
     key, ev = found
     out += _intro(ev) + _evolution_section(ev)
     gains = plot_gains(ev, _returns(run_dir, key), colors, plots / "gains.png")
@@ -268,4 +268,4 @@ def write_report(run_dir: str | Path) -> Path:
         out.append(f"- **{n}**: " + ", ".join(f"{a} {c / s:.1%}" for a, c in top))
     out += [""] + _examples_section(ev) + _stages_section(stages, results)
     out += ["", f"TensorBoard: `tensorboard --logdir {run_dir}` (every stage on one step axis).", ""]
-    return runs.atomic_write_text(run_dir / REPORT, "\n".join(out))
+    return atomic_write_text(run_dir / REPORT, "\n".join(out))

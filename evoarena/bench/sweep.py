@@ -1,7 +1,7 @@
 """Sweeps (``evoarena bench CONFIG``): variants x seeds of one run config, run in worker processes or as
 Ray tasks, aggregated into ``bench.md``.
 
-A sweep config (:class:`~evoarena.bench.schemas.SweepConfig`) names a run ``command`` (``train | pretrain |
+A sweep config (:class:`~evoarena.config.SweepConfig`) names a run ``command`` (``train | pretrain |
 finetune`` run one stage; ``run`` runs a pipeline), its ``config``, ``variants`` (name -> ``--set``
 overrides) and ``seeds``. Run ``(variant, seed)`` is that config with the sweep's ``set``, the variant's
 overrides and ``SEED_KEY=seed``, in its own run folder ``OUT/VARIANT/seed_S/``, run through
@@ -24,10 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from evoarena.bench.schemas import ResourcesConfig, SweepConfig
 from evoarena.bench.sweep_plan import DONE_FILE, check_plan, is_done, load_sweep, out_dir, plan, variant_runs
 from evoarena.bench.sweep_report import REPORT_FILES, markdown, publish
 from evoarena.bench.sweep_results import aggregate, collect_curves, collect_scores, cross_play, lookup, marl_eval
+from evoarena.config import ResourcesConfig, SweepConfig
 
 __all__ = ["DONE_FILE", "LOG_FILE", "REPORT_FILES", "SweepConfig", "aggregate", "check_plan", "collect_curves",
            "collect_scores", "cross_play", "execute_run", "is_done", "load_sweep", "lookup", "markdown", "marl_eval",

@@ -12,8 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from evoarena.bench.schemas import SweepConfig
-from evoarena.config import ConfigError, dump_config, load_config, yaml_load
+from evoarena.config import ConfigError, SweepConfig, dump_config, load_config, yaml_load
 
 DONE_FILE = "bench_done.json"
 

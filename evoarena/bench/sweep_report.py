@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from evoarena.bench.schemas import SweepConfig
+from evoarena.config import SweepConfig
 
 REPORT_FILES = ("bench.md", "bench.json", "marl_eval.json", "iqm.png", "poi.png", "curves.png", "profiles.png")
 

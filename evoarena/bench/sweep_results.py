@@ -18,10 +18,10 @@ import numpy as np
 
 from evoarena.bench import figures, stats
 from evoarena.bench.scalars import read_scalars
-from evoarena.bench.schemas import SweepConfig
 from evoarena.bench.sweep_plan import is_done, plan, variant_runs
 from evoarena.bench.sweep_report import markdown
-from evoarena.config import yaml_load
+from evoarena.config import SweepConfig, yaml_load
+from evoarena.storage import atomic_write_text
 
 # --------------------------------------------------------------------------- reading results
 
@@ -303,10 +303,10 @@ def aggregate(cfg: SweepConfig, root: str | Path, command: str | None = None) ->
     if cfg.tournament:
         bench["tournament"] = cross_play(cfg, specs, root)
     env = _env_name(cfg, specs)
-    (root / "marl_eval.json").write_text(json.dumps(marl_eval(cfg, env, specs, scores, curves_raw), indent=1))
-    (root / "bench.json").write_text(json.dumps(bench, indent=1, default=float))
+    atomic_write_text(root / "marl_eval.json", json.dumps(marl_eval(cfg, env, specs, scores, curves_raw), indent=1))
+    atomic_write_text(root / "bench.json", json.dumps(bench, indent=1, default=float))
     norm = any(cfg.tasks[t].low is not None for t in tasks) if cfg.tasks else False
     unit = "normalised score" if norm else "score"
     _figures(cfg, bench, root, unit)
-    (root / "bench.md").write_text(markdown(cfg, bench, unit))
+    atomic_write_text(root / "bench.md", markdown(cfg, bench, unit))
     return bench

@@ -31,7 +31,7 @@ import numpy as np
 
 from evoarena.agents.match import mean_ci, play
 from evoarena.bench import ratings as rt
-from evoarena.bench.schemas import RatingsConfig, TournamentConfig
+from evoarena.config import RatingsConfig, TournamentConfig
 
 PAYOFF_COLUMNS = ["agent", "opponent", "mean_return", "ci95", "games"]
 RATING_COLUMNS = ["rank", "agent", "bt", "bt_low", "bt_high", "elo", "elo_sd", "elo_rank", "wins", "draws",

@@ -1,4 +1,4 @@
-"""The finetune stage's ``task: bc``, behaviour cloning: ``run_bc(cfg, run_dir, resume)`` -> results dict.
+"""The finetune stage's ``task: bc``, behaviour cloning (``STAGE``; ``run_bc(cfg, ctx)`` -> results dict).
 
 Scripted (or any fixed) experts play a world against the configured opponents; the expert seats'
 decisions with more than one legal action become ``(text, action mask, action, return)`` examples, one
@@ -32,172 +32,36 @@ from torch import nn
 
 from evoarena.agents import spec_tag
 from evoarena.config import FinetuneConfig, demo_seed_base
-from evoarena.storage import read_json
+from evoarena.envs import describe
+from evoarena.policies.io import load_optimizer_state, load_policy, load_trainer_state, save_checkpoint
+from evoarena.storage import atomic_write_text, read_json
 from evoarena.training import runs
-from evoarena.training.finetune import STAGE, STAGE_INDEX
+from evoarena.training.demos import Demos, cloned_roles, evaluate_clones, generate_demos
+from evoarena.training.progress import progress_bar
+from evoarena.training.protocol import InitSlot, StageContext, StageKind
 from evoarena.training.supervised import (
     Timer,
     adamw,
     init_encoder_weights,
     lr_factor,
-    progress_bar,
     restore_torch_rng,
     set_lr,
+    set_threads,
     torch_rng_state,
 )
 
 VAR_FLOOR = 0.01  #: the value MSE is divided by max(variance of the returns, this)
 
 
-@dataclass
-class Demos:
-    """Demonstrations of one role: distinct ``(text, mask, action[, action names])`` with their counts and
-    mean discounted returns; ``decisions`` counts them with repeats."""
-
-    role: str
-    texts: list[str]
-    masks: np.ndarray
-    actions: np.ndarray
-    counts: np.ndarray
-    returns: np.ndarray
-    names: list[list[str]] | None
-    decisions: int
-    episodes: int
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def obs(self, idx: Any) -> list[dict[str, Any]]:
-        """Observation dicts (``text``, ``action_mask``, ``action_names``) of examples ``idx``."""
-        out = []
-        for i in idx:
-            o: dict[str, Any] = {"text": self.texts[i], "action_mask": self.masks[i]}
-            if self.names is not None:
-                o["action_names"] = self.names[i]
-            out.append(o)
-        return out
-
-
-class _DemoBuilder:
-    def __init__(self, role: str, need_names: bool) -> None:
-        self.role = role
-        self.need_names = need_names
-        self.index: dict[tuple, int] = {}
-        self.texts: list[str] = []
-        self.masks: list[np.ndarray] = []
-        self.actions: list[int] = []
-        self.names: list[list[str]] = []
-        self.counts: list[int] = []
-        self.ret_sums: list[float] = []
-        self.decisions = 0
-
-    def add(self, text: str, mask: np.ndarray, action: int, names: list[str] | None, ret: float) -> None:
-        key = (text, action, mask.tobytes(), tuple(names) if names is not None else None)
-        i = self.index.get(key)
-        if i is None:
-            i = self.index[key] = len(self.texts)
-            self.texts.append(text)
-            self.masks.append(np.asarray(mask, dtype=np.int8).copy())
-            self.actions.append(int(action))
-            if self.need_names:
-                self.names.append(list(names or []))
-            self.counts.append(0)
-            self.ret_sums.append(0.0)
-        self.counts[i] += 1
-        self.ret_sums[i] += ret
-        self.decisions += 1
-
-    def build(self, episodes: int) -> Demos:
-        counts = np.asarray(self.counts, dtype=np.float64)
-        return Demos(self.role, self.texts, np.stack(self.masks) if self.masks else np.zeros((0, 0), np.int8),
-                     np.asarray(self.actions, dtype=np.int64), counts.astype(np.float32),
-                     (np.asarray(self.ret_sums) / np.maximum(counts, 1)).astype(np.float32),
-                     self.names if self.need_names else None, self.decisions, episodes)
-
-
-def cloned_roles(bc: Any) -> list[str]:
-    """The roles ``bc`` clones: ``bc.clone``, else every role of the world (the expert plays them all)."""
-    from evoarena.envs import make
-
-    env = make(bc.env.id, **bc.env.kwargs)
-    roles = list(dict.fromkeys(env.role(a) for a in env.possible_agents))
-    env.close()
-    return list(bc.clone) if bc.clone else roles
-
-
-def expert_seating(agents: list[str], n_opponents: int, episode: int) -> tuple[str | None, int]:
-    """``(expert seat, opponent index)`` of demonstration ``episode``: the opponent cycles fastest, then the
-    expert's seat over the agents; ``(None, -1)`` without opponents (the expert fills every seat)."""
-    if n_opponents == 0:
-        return None, -1
-    return agents[(episode // n_opponents) % len(agents)], episode % n_opponents
-
-
-def generate_demos(bc: Any, episodes: int, seed0: int, roles: list[str], need_names: bool,
-                   update: Any = None) -> dict[str, Demos]:
-    """Play ``episodes`` episodes (seeds ``seed0 + i``) and collect the expert seats' decisions per role.
-
-    A decision's return is ``R_k + gamma * G_{k+1}`` over that agent's decisions, ``R_k`` being the rewards
-    it receives from decision ``k`` up to its next decision (as PPO's per-agent streams count them).
-    """
-    from evoarena.agents import make_agent
-    from evoarena.envs import make
-
-    env = make(bc.env.id, **bc.env.kwargs)
-    agents = list(env.possible_agents)
-    role_of = {a: env.role(a) for a in agents}
-    expert = make_agent(bc.expert, bc.env.id, seed=seed0 + 1)
-    opponents = [make_agent(s, bc.env.id, seed=seed0 + 2 + i) for i, s in enumerate(bc.opponents)]
-    builders = {r: _DemoBuilder(r, need_names) for r in roles}
-    gamma = bc.gamma
-    try:
-        for ep in range(episodes):
-            ex_seat, oi = expert_seating(agents, len(opponents), ep)
-            seats = {a: expert if ex_seat is None or a == ex_seat else opponents[oi] for a in agents}
-            recorded = {a for a in agents if seats[a] is expert and role_of[a] in builders}
-            obs, _ = env.reset(seed=seed0 + ep)
-            traj: dict[str, list[list[Any]]] = {a: [] for a in recorded}  # [text, mask, action, names, r]
-            while env.agents:
-                actions = {}
-                for a in env.agents:
-                    o = obs[a]
-                    legal = np.flatnonzero(o["action_mask"])
-                    if len(legal) == 1:
-                        actions[a] = int(legal[0])
-                        continue
-                    act = int(seats[a].act(o))
-                    actions[a] = act
-                    if a in recorded:
-                        names = env.action_names(a) if need_names else None
-                        traj[a].append([o["text"], o["action_mask"], act, names, 0.0])
-                obs, rewards, _, _, _ = env.step(actions)
-                for a, r in rewards.items():
-                    if a in traj and traj[a]:
-                        traj[a][-1][4] += float(r)
-            for a, steps in traj.items():
-                g = 0.0
-                for text, mask, act, names, r in reversed(steps):
-                    g = r + gamma * g
-                    builders[role_of[a]].add(text, mask, act, names, g)
-            if update is not None:
-                update(1)
-    finally:
-        env.close()
-    return {r: b.build(episodes) for r, b in builders.items()}
-
-
 def build_clone_policy(bc: Any, role: str) -> Any:
     """A fresh ``ActorCritic`` of ``bc.policy`` for ``role`` (weights from ``init_from``, tokenizer from
     ``init_from`` or ``tokenizer_from``); the spaces come from the world built with ``bc.env.kwargs``."""
-    from evoarena.envs import make
     from evoarena.policies.actor_critic import make_policy
     from evoarena.policies.io import init_tokenizer
 
-    env = make(bc.env.id, **bc.env.kwargs)
-    agent = next(a for a in env.possible_agents if env.role(a) == role)
-    num_actions = int(env.action_space(agent).n)
-    num_features = int(env.observation_space(agent)["features"].shape[0])
-    env.close()
+    info = describe(bc.env.id, bc.env.kwargs)
+    agent = info.agent_of(role)
+    num_actions, num_features = info.num_actions[role], info.num_features[role]
     pcfg = bc.policy
     source = pcfg.init_from or bc.tokenizer_from
     tokenizer = init_tokenizer(source) if source else None
@@ -289,11 +153,28 @@ def heldout_accuracy(policy: Any, demos: Demos, batch_size: int = 512) -> dict[s
             "p_best_alternative_p90": float(np.quantile(p_alt, 0.9))}
 
 
-def _train_role(cfg: FinetuneConfig, role: str, demos: Demos, held: Demos, state_dir: Path, writer: Any,
-                resume: bool) -> tuple[Any, dict[str, Any]]:
-    """Clone ``role``: returns the trained policy and its training record (resuming from ``state_dir``)."""
-    from evoarena.policies.io import load_optimizer_state, load_policy, load_trainer_state, save_checkpoint
+@dataclass
+class _RoleRun:
+    """One role's cloning run: its policy, optimizer, step plan, the saved record and the scalars it logged."""
 
+    role: str
+    policy: Any
+    optimizer: torch.optim.Optimizer
+    record: dict[str, Any]
+    total: int
+    steps_per_epoch: int
+    logged: list[list[Any]]  #: [tag, step, value]: replayed after a resume
+    writer: Any
+
+    def log(self, tag: str, value: float, at: int) -> None:
+        self.writer.add_scalar(tag, value, at)
+        self.logged.append([tag, at, float(value)])
+
+
+def _start_role(cfg: FinetuneConfig, role: str, demos: Demos, state_dir: Path, writer: Any,
+                resume: bool) -> _RoleRun:
+    """The role's policy and optimizer: fresh (action head at gain 1, value head at the mean return), or
+    resumed from ``state_dir``."""
     bc, opt = cfg.bc, cfg.optim
     assert bc is not None
     record: dict[str, Any] = {}
@@ -313,26 +194,22 @@ def _train_role(cfg: FinetuneConfig, role: str, demos: Demos, held: Demos, state
         saved = load_optimizer_state(state_dir)
         if saved is not None:
             optimizer.load_state_dict(saved)
-        if record.get("done"):
-            return policy, record
-        restore_torch_rng(record)
-    logged: list[list[Any]] = record.get("scalars", [])  # [tag, step, value]: replayed after a resume
+        if not record.get("done"):
+            restore_torch_rng(record)
+    steps_per_epoch = math.ceil(len(demos) / opt.batch_size)
+    return _RoleRun(role, policy, optimizer, record, opt.max_steps or steps_per_epoch * opt.epochs, steps_per_epoch,
+                    record.get("scalars", []), writer)
 
-    def log(tag: str, value: float, at: int) -> None:
-        writer.add_scalar(tag, value, at)
-        logged.append([tag, at, float(value)])
 
-    policy.batch_stats = True  # standardisation over each batch while training; calibrated at the end
+def _clone_steps(cfg: FinetuneConfig, run: _RoleRun, demos: Demos, held: Demos, state_dir: Path,
+                 update: Any) -> tuple[int, list[dict[str, Any]], Timer]:
+    """The role's cloning steps from its saved step to the end: logs, held-out evaluations, states."""
+    bc, opt, policy, role, record = cfg.bc, cfg.optim, run.policy, run.role, run.record
+    assert bc is not None
     return_var = return_stats(demos)[1]
     value_ids = {id(p) for p in policy.value_head.parameters()}
-    clip_groups = [[p for p in policy.parameters() if id(p) not in value_ids],
-                   list(policy.value_head.parameters())]
-    hook = None
-    if bc.value_detach:  # the value head regresses on the policy's features without reshaping them
-        hook = policy.value_head.register_forward_pre_hook(lambda _m, args: (args[0].detach(), *args[1:]))
-    n = len(demos)
-    steps_per_epoch = math.ceil(n / opt.batch_size)
-    total = opt.max_steps or steps_per_epoch * opt.epochs
+    clip_groups = [[p for p in policy.parameters() if id(p) not in value_ids], list(policy.value_head.parameters())]
+    n, total, steps_per_epoch = len(demos), run.total, run.steps_per_epoch
     warmup = int(opt.warmup_fraction * total)
     step = int(record.get("step", 0))
     history: list[dict[str, Any]] = record.get("history", [])
@@ -342,139 +219,91 @@ def _train_role(cfg: FinetuneConfig, role: str, demos: Demos, held: Demos, state
     if step == 0:
         m = heldout_accuracy(policy, held)
         history.append({"step": 0, "examples": 0, "wall_s": 0.0, **m})
-        log(f"eval/heldout/{role}/action_accuracy", m["action_accuracy"], 0)
+        run.log(f"eval/heldout/{role}/action_accuracy", m["action_accuracy"], 0)
     tag = f"finetune/{role}"
     sums = {"loss": 0.0, "policy_loss": 0.0, "value_mse": 0.0, "accuracy": 0.0, **record.get("sums", {})}
     k = int(record.get("sums_count", 0))
-    with progress_bar(f"clone {role} ({cfg.name})", total, completed=step) as update:
-        while step < total:
-            epoch, b0 = divmod(step, steps_per_epoch)
-            perm = np.random.default_rng([cfg.seed, 3, epoch]).permutation(n)
-            for b in range(b0, steps_per_epoch):
-                if step >= total:
-                    break
-                idx = perm[b * opt.batch_size: (b + 1) * opt.batch_size]
-                set_lr(optimizer, opt.lr * lr_factor(step, total, warmup))
-                loss, parts = bc_losses(policy, demos, idx, bc.value_coef, return_var, bc.label_smoothing,
-                                         bc.entropy_coef)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                for group in clip_groups:  # the value head's gradient never scales down the policy's
-                    torch.nn.utils.clip_grad_norm_(group, opt.max_grad_norm)
-                optimizer.step()
-                step += 1
-                k += 1
-                sums["loss"] += float(loss.detach())
-                for key, v in parts.items():
-                    sums[key] += v
-                if step % cfg.log_every == 0 or step == total:
-                    for key, v in sums.items():
-                        log(f"{tag}/{key}", v / k, step)
-                    log(f"{tag}/lr", optimizer.param_groups[0]["lr"], step)
-                    rate = step * opt.batch_size / max(timer(), 1e-9)
-                    log(f"perf/{role}/examples_per_s", rate, step)
-                    update(0, info=f"loss {sums['loss'] / k:.3f} acc {sums['accuracy'] / k:.3f}")
-                    sums = dict.fromkeys(sums, 0.0)
-                    k = 0
-                if step % eval_every == 0 or step == total:
-                    m = heldout_accuracy(policy, held)
-                    history.append({"step": step, "examples": step * opt.batch_size, "wall_s": timer(), **m})
-                    log(f"eval/heldout/{role}/action_accuracy", m["action_accuracy"], step)
-                    log(f"eval/heldout/{role}/value_mse", m["value_mse"], step)
-                    update(0, info=f"held-out accuracy {m['action_accuracy']:.4f}")
-                if step % ckpt_every == 0 and step < total:
-                    writer.flush()  # what was logged up to this state is on disk before the state is
-                    state = {"step": step, "history": history, "train_wall_s": timer(), "scalars": logged,
-                             "sums": sums, "sums_count": k, "torch_rng": torch_rng_state()}
-                    save_checkpoint(state_dir, policy, state, optimizer.state_dict())
-                update(1)
+    while step < total:
+        epoch, b0 = divmod(step, steps_per_epoch)
+        perm = np.random.default_rng([cfg.seed, 3, epoch]).permutation(n)
+        for b in range(b0, steps_per_epoch):
+            if step >= total:
+                break
+            idx = perm[b * opt.batch_size: (b + 1) * opt.batch_size]
+            set_lr(run.optimizer, opt.lr * lr_factor(step, total, warmup))
+            loss, parts = bc_losses(policy, demos, idx, bc.value_coef, return_var, bc.label_smoothing, bc.entropy_coef)
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for group in clip_groups:  # the value head's gradient never scales down the policy's
+                torch.nn.utils.clip_grad_norm_(group, opt.max_grad_norm)
+            run.optimizer.step()
+            step += 1
+            k += 1
+            sums["loss"] += float(loss.detach())
+            for key, v in parts.items():
+                sums[key] += v
+            if step % cfg.log_every == 0 or step == total:
+                for key, v in sums.items():
+                    run.log(f"{tag}/{key}", v / k, step)
+                run.log(f"{tag}/lr", run.optimizer.param_groups[0]["lr"], step)
+                run.log(f"perf/{role}/examples_per_s", step * opt.batch_size / max(timer(), 1e-9), step)
+                update(0, info=f"loss {sums['loss'] / k:.3f} acc {sums['accuracy'] / k:.3f}")
+                sums = dict.fromkeys(sums, 0.0)
+                k = 0
+            if step % eval_every == 0 or step == total:
+                m = heldout_accuracy(policy, held)
+                history.append({"step": step, "examples": step * opt.batch_size, "wall_s": timer(), **m})
+                run.log(f"eval/heldout/{role}/action_accuracy", m["action_accuracy"], step)
+                run.log(f"eval/heldout/{role}/value_mse", m["value_mse"], step)
+                update(0, info=f"held-out accuracy {m['action_accuracy']:.4f}")
+            if step % ckpt_every == 0 and step < total:
+                run.writer.flush()  # what was logged up to this state is on disk before the state is
+                state = {"step": step, "history": history, "train_wall_s": timer(), "scalars": run.logged,
+                         "sums": sums, "sums_count": k, "torch_rng": torch_rng_state()}
+                save_checkpoint(state_dir, policy, state, run.optimizer.state_dict())
+            update(1)
+    return step, history, timer
+
+
+def _train_role(cfg: FinetuneConfig, role: str, demos: Demos, held: Demos, state_dir: Path, writer: Any,
+                ctx: StageContext) -> tuple[Any, dict[str, Any]]:
+    """Clone ``role``: returns the trained policy and its training record (resuming from ``state_dir``)."""
+    run = _start_role(cfg, role, demos, state_dir, writer, ctx.resume)
+    policy = run.policy
+    if run.record.get("done"):
+        return policy, run.record
+    policy.batch_stats = True  # standardisation over each batch while training; calibrated at the end
+    hook = None
+    if cfg.bc is not None and cfg.bc.value_detach:  # the value head regresses on the policy's features only
+        hook = policy.value_head.register_forward_pre_hook(lambda _m, args: (args[0].detach(), *args[1:]))
+    with progress_bar(ctx.describe(f"clone {role} ({cfg.name})"), run.total, completed=int(run.record.get("step", 0)),
+                      enabled=ctx.progress) as update:
+        step, history, timer = _clone_steps(cfg, run, demos, held, state_dir, update)
         if hook is not None:
             hook.remove()
         heldout = history[-1]
         if policy.standardizes:  # store the statistics: from now on every batch (even of one) sees the same
             policy.batch_stats = False
-            policy.calibrate(demos.obs(np.arange(n)), seed=cfg.seed)
+            policy.calibrate(demos.obs(np.arange(len(demos))), seed=cfg.seed)
             heldout = {**heldout_accuracy(policy, held), "step": step, "calibrated": True}
-            log(f"eval/heldout/{role}/action_accuracy_calibrated", heldout["action_accuracy"], step)
+            run.log(f"eval/heldout/{role}/action_accuracy_calibrated", heldout["action_accuracy"], step)
         update(0, info=f"held-out accuracy {heldout['action_accuracy']:.3f} (final)")  # the number the summary says
-    record = {"step": step, "history": history, "train_wall_s": timer(), "done": True, "scalars": logged,
-              "epochs": step / steps_per_epoch, "distinct_examples": n, "decisions": demos.decisions,
+    record = {"step": step, "history": history, "train_wall_s": timer(), "done": True, "scalars": run.logged,
+              "epochs": step / run.steps_per_epoch, "distinct_examples": len(demos), "decisions": demos.decisions,
               "heldout": heldout}
-    save_checkpoint(state_dir, policy, record, optimizer.state_dict())
+    save_checkpoint(state_dir, policy, record, run.optimizer.state_dict())
     return policy, record
 
 
-def _clone_agent(policy: Any, role: str) -> Any:
-    from evoarena.agents.learned import PolicyAgent
-
-    return PolicyAgent(policy, greedy=True, seed=0, name=f"bc:{role}")
-
-
-def evaluate_clones(bc: Any, policies: dict[str, Any], episodes: int | None = None,
-                    seed: int | None = None) -> list[dict[str, Any]]:
-    """In-game evaluation on the fixed evaluation seeds: clone vs expert in the same seats and contexts.
-
-    With opponents: for every opponent and every seat of a cloned role, the greedy clone and then the
-    expert play ``episodes`` games in that seat against the opponent. Without: each cloned role's seats
-    are taken by its clone (the others by the expert), and all clones together when several roles are
-    cloned; the expert fills every seat for the reference. ``score`` is the mean return of the seats in
-    question; the world's metrics are averaged over the games.
-    """
-    from evoarena.agents.match import play
-    from evoarena.envs import make
-
-    episodes = episodes or bc.eval_episodes
-    seed = bc.eval_seed if seed is None else seed
-    env = make(bc.env.id, **bc.env.kwargs)
-    agents = list(env.possible_agents)
-    role_of = {a: env.role(a) for a in agents}
-    env.close()
-    clones = {r: _clone_agent(p, r) for r, p in policies.items()}
-    rows = []
-
-    def match(seats: dict[str, Any], scored: list[str]) -> dict[str, Any]:
-        res = play(bc.env.id, seats, episodes=episodes, seed=seed, env_kwargs=bc.env.kwargs)
-        score = float(np.mean([res.returns[a].mean() for a in scored]))
-        return {"score": score, "metrics": res.mean_metrics(),
-                "returns": {a: float(res.returns[a].mean()) for a in scored}}
-
-    if bc.opponents:
-        for opp in bc.opponents:
-            for seat in agents:
-                if role_of[seat] not in clones:
-                    continue
-                c = match({a: clones[role_of[seat]] if a == seat else opp for a in agents}, [seat])
-                e = match({a: bc.expert if a == seat else opp for a in agents}, [seat])
-                rows.append({"opponent": opp, "seat": seat, "games": episodes, "clone_score": c["score"],
-                             "expert_score": e["score"], "clone_metrics": c["metrics"],
-                             "expert_metrics": e["metrics"]})
-        return rows
-    configs = [(f"clone {r}", [r]) for r in clones]
-    if len(clones) > 1:
-        configs.append(("clone " + " + ".join(clones), list(clones)))
-    expert = match(dict.fromkeys(agents, bc.expert), agents)
-    for label, rs in configs:
-        seats = {a: clones[role_of[a]] if role_of[a] in rs else bc.expert for a in agents}
-        scored = [a for a in agents if role_of[a] in rs]
-        c = match(seats, scored)
-        rows.append({"opponent": label, "seat": ",".join(scored), "games": episodes,
-                     "clone_score": c["score"],
-                     "expert_score": float(np.mean([expert["returns"][a] for a in scored])),
-                     "clone_metrics": c["metrics"], "expert_metrics": expert["metrics"]})
-    return rows
-
-
-def _resumed_writer(run_dir: Path, state_dirs: list[Path], resume: bool) -> Any:
+def _resumed_writer(ctx: StageContext, state_dirs: list[Path]) -> Any:
     """The stage's TensorBoard writer. On resume it drops what the interrupted process logged after the
     last state of the first unfinished role (roles train one after another; all of the stage's steps when
     every role had finished) and logs again what finished roles had logged there, so every scalar is
     logged once."""
-    from evoarena.policies.io import load_trainer_state
-
-    records = [load_trainer_state(d) if resume and (d / "policy.json").is_file() else {} for d in state_dirs]
+    records = [load_trainer_state(d) if ctx.resume and (d / "policy.json").is_file() else {} for d in state_dirs]
     unfinished = [r for r in records if not r.get("done")]
-    purge = runs.resume_purge_step(resume, int(unfinished[0].get("step", 0)) if unfinished else 0)
-    writer = runs.tb_writer(run_dir, purge_step=purge)
+    purge = runs.resume_purge_step(ctx.resume, int(unfinished[0].get("step", 0)) if unfinished else 0)
+    writer = ctx.writer(purge_step=purge)
     for record in records:
         if record.get("done") and purge is not None:
             for tag, at, value in record.get("scalars", []):
@@ -483,33 +312,34 @@ def _resumed_writer(run_dir: Path, state_dirs: list[Path], resume: bool) -> Any:
     return writer
 
 
-def run_bc(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
-    """``task: bc`` (see the module docstring)."""
-    from evoarena.policies.io import save_checkpoint
-
+def run_bc(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
+    """``task: bc`` (see the module docstring): run or resume into ``ctx``; returns the results."""
+    set_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
     bc = cfg.bc
     assert bc is not None
     base = demo_seed_base(cfg.seed)  # FinetuneConfig checked that these seeds miss the evaluation seeds
-    sdir = runs.stage_dir(run_dir, STAGE_INDEX, STAGE)
+    sdir = ctx.folder()
     done_file = sdir / "state" / "results.json"
-    if resume and done_file.is_file():
+    if ctx.resume and done_file.is_file():
         return read_json(done_file)
     timer = Timer()
     roles = cloned_roles(bc)
     need_names = bc.policy.head in ("scoring", "lm")
     n_ep = bc.train_episodes + bc.heldout_episodes
-    with progress_bar(f"demonstrations ({bc.expert})", n_ep, unit="episodes") as update:
+    with progress_bar(ctx.describe(f"demonstrations ({bc.expert})"), n_ep, unit="episodes",
+                      enabled=ctx.progress) as update:
         train = generate_demos(bc, bc.train_episodes, base, roles, need_names, update)
         held = generate_demos(bc, bc.heldout_episodes, base + bc.train_episodes, roles, need_names, update)
     demo_s = timer()
-    writer = _resumed_writer(run_dir, [sdir / "state" / role for role in roles], resume)
+    writer = _resumed_writer(ctx, [sdir / "state" / role for role in roles])
     policies, records = {}, {}
     for role in roles:
         if len(train[role]) == 0:
             raise ValueError(f"bc: the expert {bc.expert} made no decision with more than one legal action "
                              f"as {role} in {bc.train_episodes} episodes; nothing to clone")
-        policies[role], records[role] = _train_role(cfg, role, train[role], held[role],
-                                                    sdir / "state" / role, writer, resume)
+        policies[role], records[role] = _train_role(cfg, role, train[role], held[role], sdir / "state" / role,
+                                                    writer, ctx)
     train_s = timer() - demo_s
     rows = evaluate_clones(bc, policies)
     eval_s = timer() - demo_s - train_s
@@ -552,6 +382,47 @@ def run_bc(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
                           f"evaluation {eval_s:.0f})")
     writer.add_text("finetune/summary", results["summary"], 0)
     writer.close()
-    runs.update_results(run_dir, STAGE, results)
-    runs.atomic_write_text(done_file, json.dumps(results, indent=1, default=float))
+    ctx.write_results(results)
+    atomic_write_text(done_file, json.dumps(results, indent=1, default=float))
     return results
+
+
+class BCStage(StageKind):
+    """``kind: finetune, task: bc``: behaviour cloning of a fixed expert; one policy per cloned role."""
+
+    name, kind, folder = "finetune:bc", "finetune", "finetune"
+    config = FinetuneConfig
+    agent_label = "behaviour-cloned"
+
+    def run(self, cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
+        return run_bc(cfg, ctx)
+
+    def env(self, data: dict[str, Any]) -> dict[str, Any] | None:
+        return data["bc"].get("env")
+
+    def policy_roles(self, data: dict[str, Any]) -> dict[str, str]:
+        env = data["bc"]["env"]
+        clone = data["bc"].get("clone") or sorted(set(describe(env["id"], env.get("kwargs", {})).roles.values()))
+        return {r: r for r in clone}
+
+    def init_slots(self, data: dict[str, Any]) -> list[InitSlot]:
+        if not isinstance(data.get("bc"), dict):
+            return []
+        policy = data["bc"].setdefault("policy", {})
+        return [] if "init_from" in policy else [InitSlot("bc.policy.init_from", policy)]
+
+    def checkpoint(self, data: dict[str, Any], folder: Path, role: str | None = None) -> Path:
+        made = self.policy_roles(data)
+        return folder / "checkpoint" if len(made) == 1 else folder / "checkpoint" / str(role)
+
+    def length(self, results: dict[str, Any]) -> int:
+        return max((int(r.get("steps", 0)) for r in results.get("roles", {}).values()), default=0)
+
+    def agent_policy(self, data: dict[str, Any]) -> dict[str, Any] | None:
+        return dict(data["bc"].get("policy", {}))
+
+    def teacher(self, data: dict[str, Any]) -> str | None:
+        return data["bc"].get("expert")
+
+
+STAGE = BCStage()

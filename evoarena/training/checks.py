@@ -40,18 +40,14 @@ def _join(prefix: str, key: str) -> str:
 
 def check_env(env: EnvConfig, source: str = "<config>", key: str = "env") -> dict[str, str]:
     """Build world ``env`` once; ``{agent: role}`` of its possible agents. ``key`` is the env's key path."""
-    from evoarena.envs import UnknownEnvError, make
+    from evoarena.envs import UnknownEnvError, describe
 
     try:
-        world = make(env.id, **env.kwargs)
+        return dict(describe(env.id, env.kwargs).roles)
     except UnknownEnvError as exc:
         raise ConfigError(f"{source}: {_join(key, 'id')} = {env.id!r}: {exc}") from None
     except (ValueError, TypeError) as exc:  # EnvArgumentError, or a keyword the world does not take
         raise ConfigError(f"{source}: {_join(key, 'kwargs')} = {env.kwargs!r}: {exc}") from None
-    try:
-        return {a: world.role(a) for a in world.possible_agents}
-    finally:
-        world.close()
 
 
 def check_train(cfg: TrainConfig, source: str = "<config>") -> None:

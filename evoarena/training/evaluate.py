@@ -29,25 +29,13 @@ from evoarena.agents import make_agent, spec_tag
 from evoarena.agents.learned import PolicyAgent
 from evoarena.agents.match import mean_ci, play
 from evoarena.config import EvaluateConfig, PolicyConfig
-from evoarena.envs import make
+from evoarena.envs import describe, make
+from evoarena.storage import atomic_write_text
 from evoarena.training import runs
+from evoarena.training.progress import progress_bar
+from evoarena.training.protocol import StageAgent, StageContext, StageKind
 
-STAGE = "evaluate"
 SELF = "self"
-
-
-@dataclass
-class StageAgent:
-    """The agent one stage of the chain produced: role -> checkpoint folder (``*``: every role); with
-    ``fresh_policy`` the folder is an encoder and the agent is that policy config built on it."""
-
-    name: str
-    key: str
-    label: str
-    checkpoints: dict[str, str]
-    fresh_policy: dict[str, Any] | None = None
-    teacher: str | None = None  #: a behaviour-cloned stage's expert spec
-    source: str = ""  #: which checkpoint it is and how it was chosen (shown in the report)
 
 
 @dataclass
@@ -85,10 +73,8 @@ def _fresh_policy(agent: StageAgent, cfg: EvaluateConfig, folder: Path) -> dict[
     from evoarena.policies.actor_critic import build_policy
     from evoarena.policies.io import load_policy, save_checkpoint
 
-    world = make(cfg.env.id, **cfg.env.kwargs)
-    by_role = {}
-    for a in world.possible_agents:
-        by_role.setdefault(world.role(a), a)
+    info = describe(cfg.env.id, cfg.env.kwargs)
+    by_role = {role: info.agent_of(role) for role in info.num_actions}
     out = {}
     for role, seat in by_role.items():
         target = folder / "agents" / agent.name / role
@@ -103,7 +89,6 @@ def _fresh_policy(agent: StageAgent, cfg: EvaluateConfig, folder: Path) -> dict[
             save_checkpoint(target, policy, {"stage": "evaluate", "what": what,
                                              "encoder": agent.checkpoints.get("*")})
         out[role] = load_policy(target)
-    world.close()
     return out
 
 
@@ -183,10 +168,8 @@ def build_rows(cfg: EvaluateConfig, stage_agents: list[StageAgent], folder: Path
 
 def seat_orders(cfg: EvaluateConfig) -> tuple[list[str], dict[str, str], list[str]]:
     """(agents, agent -> role, focus seats: where the evaluated row sits, one seat order each)."""
-    world = make(cfg.env.id, **cfg.env.kwargs)
-    agents = list(world.possible_agents)
-    roles = {a: world.role(a) for a in agents}
-    world.close()
+    info = describe(cfg.env.id, cfg.env.kwargs)
+    agents, roles = list(info.agents), dict(info.roles)
     focus = [agents[0]]
     if cfg.both_seats and len(agents) == 2 and roles[agents[0]] == roles[agents[1]]:
         focus.append(agents[1])
@@ -232,13 +215,12 @@ def paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return {"mean": mean, "ci95": half, "low": mean - half, "high": mean + half, "games": int(len(a))}
 
 
-def run_evaluate(cfg: EvaluateConfig, run_dir: str | Path, stage_agents: list[StageAgent],
-                 resume: bool = False) -> dict[str, Any]:
-    """The evolution table of ``stage_agents`` (+ baselines) against the pool and unseen opponents."""
+def run_evaluate(cfg: EvaluateConfig, ctx: StageContext) -> dict[str, Any]:
+    """The evolution table of the chain's agents (``ctx.earlier``; + baselines) against the pool and unseen
+    opponents."""
     import time
 
-    run_dir = Path(run_dir)
-    folder = runs.stage_dir(run_dir, 1, STAGE)
+    run_dir, folder = ctx.run_dir, ctx.folder()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
@@ -251,16 +233,15 @@ def run_evaluate(cfg: EvaluateConfig, run_dir: str | Path, stage_agents: list[St
     unseen = [u for u in dict.fromkeys(cfg.unseen) if u not in pool]
     columns = pool + unseen or [SELF]
     done = runs.read_results(run_dir)
-    stage_agents = zero_shot_agents(cfg) + list(stage_agents)
+    stage_agents = zero_shot_agents(cfg) + list(ctx.earlier)
     for sa in stage_agents:
         sa.source = sa.source or describe_source(sa, done, run_dir)
     rows = build_rows(cfg, stage_agents, folder)
-    from evoarena.training.supervised import progress_bar
-
     table: dict[str, Any] = {}
     per_game: dict[str, dict[str, list[float]]] = {}
-    writer = runs.tb_writer(run_dir, purge_step=runs.resume_purge_step(resume, 0))  # a resume redoes it all
-    with progress_bar("evaluate", len(rows) * len(columns), unit="matchups") as update:
+    writer = ctx.writer(purge_step=runs.resume_purge_step(ctx.resume, 0))  # a resume redoes it all
+    with progress_bar(ctx.describe("evaluate"), len(rows) * len(columns), unit="matchups",
+                      enabled=ctx.progress) as update:
         for row in rows:
             counts: Counter = Counter()
             cells, games = {}, {}
@@ -298,7 +279,7 @@ def run_evaluate(cfg: EvaluateConfig, run_dir: str | Path, stage_agents: list[St
         for later in stage_rows[stage_rows.index(r) + 1:]:
             if r.teacher and r.teacher in per_game:
                 gains.append(_gain(later.name, r.teacher, per_game, pool or columns, unseen, kind="vs teacher"))
-    runs.atomic_write_text(folder / "returns.json", json.dumps(per_game))
+    atomic_write_text(folder / "returns.json", json.dumps(per_game))
     results = {"env": cfg.env.id, "env_kwargs": cfg.env.kwargs, "pool": pool, "unseen": unseen,
                "columns": columns, "first_seat": focus[0], "episodes_per_seat": cfg.episodes,
                "eval_seed": cfg.eval_seed,
@@ -309,7 +290,7 @@ def run_evaluate(cfg: EvaluateConfig, run_dir: str | Path, stage_agents: list[St
     results["summary"] = (f"{len(rows)} agents x {len(columns)} opponents ({len(pool)} pool, {len(unseen)} unseen), "
                           f"{cfg.episodes} games per seat order, {results['wall_s']:.0f} s; paired gains per game, "
                           f"pool" + (" / unseen" if unseen else "") + f" (95% CI): {gains_text}")
-    runs.update_results(run_dir, STAGE, results)
+    ctx.write_results(results)
     return results
 
 
@@ -339,3 +320,24 @@ def evolution_words(results: dict[str, Any]) -> list[str]:
             text += f", unseen {_interval(g['unseen'])}"
         out.append(text + f" points per game (95% CI, {g['pool']['games']} paired games)")
     return out
+
+
+class EvaluateStage(StageKind):
+    """``kind: evaluate``: the chain's agents, random and the scripted strategies on the same games."""
+
+    name = kind = folder = "evaluate"
+    config = EvaluateConfig
+    makes_checkpoint = False
+    takes_init = False
+
+    def run(self, cfg: EvaluateConfig, ctx: StageContext) -> dict[str, Any]:
+        return run_evaluate(cfg, ctx)
+
+    def env(self, data: dict[str, Any]) -> dict[str, Any] | None:
+        return data.get("env")
+
+    def length(self, results: dict[str, Any]) -> int:
+        return 0
+
+
+STAGE = EvaluateStage()

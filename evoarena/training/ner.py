@@ -1,4 +1,4 @@
-"""The finetune stage's ``task: ner``: ``run_ner(cfg, run_dir, resume)`` -> results dict.
+"""The finetune stage's ``task: ner`` (``STAGE``; ``run_ner(cfg, ctx)`` -> results dict).
 
 Token classification on CoNLL column files. An encoder (``preset: tiny`` started from a pretrain
 checkpoint with ``init_from``, ``preset: minilm``, or ``path:``) + dropout + a linear head over the last
@@ -34,18 +34,19 @@ from torch import nn
 from evoarena.config import FinetuneConfig, NERConfig
 from evoarena.storage import atomic_dir
 from evoarena.training import runs
-from evoarena.training.finetune import STAGE, STAGE_INDEX
+from evoarena.training.progress import progress_bar
+from evoarena.training.protocol import InitSlot, StageContext, StageKind
 from evoarena.training.supervised import (
     Timer,
     adamw,
     init_encoder_weights,
     load_state,
     lr_factor,
-    progress_bar,
     read_state,
     restore_torch_rng,
     save_state,
     set_lr,
+    set_threads,
     torch_rng_state,
 )
 
@@ -209,147 +210,201 @@ def _ner_row(m: dict[str, Any]) -> dict[str, Any]:
     return {k: m[k] for k in keys}
 
 
-def run_ner(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
-    """``task: ner`` (see the module docstring)."""
+@dataclass
+class _NERSetup:
+    """What a NER run trains: data, model, optimizer and its step plan."""
+
+    splits: dict[str, NERSplit]
+    labels: list[str]
+    id2label: dict[int, str]
+    model: TokenClassifier
+    amp: torch.dtype | None
+    lengths: list[int]
+    steps_per_epoch: int
+    total: int
+    warmup: int
+    optimizer: torch.optim.Optimizer
+
+    @property
+    def eval_split(self) -> NERSplit | None:
+        return self.splits.get("valid")
+
+    def evaluate(self, split: NERSplit, batch_size: int) -> dict[str, Any]:
+        return evaluate_ner(self.model, split, self.id2label, batch_size, self.amp)
+
+
+def _setup(cfg: FinetuneConfig, state_dir: Path, prior: dict[str, Any] | None) -> _NERSetup:
     from evoarena.policies.encoder import load_tokenizer
-    from evoarena.training.conll import (
-        all_o_baseline,
-        encode_sentences,
-        label_list,
-        label_maps,
-        truncation_stats,
-    )
+    from evoarena.training.conll import encode_sentences, label_list, label_maps
 
-    ner = cfg.ner
+    ner, opt = cfg.ner, cfg.optim
     assert ner is not None
-    opt = cfg.optim
-    sdir = runs.stage_dir(run_dir, STAGE_INDEX, STAGE)
-    state_dir = sdir / "state"
-    prior = read_state(state_dir) if resume else None
-    if prior is not None and prior.get("done"):
-        return runs.read_results(run_dir).get(STAGE, prior.get("results", {}))
-
     splits = _read_ner_data(cfg)
     labels = label_list([s for sp in splits.values() for s in sp.sentences])
     label2id, id2label = label_maps(labels)
-    if prior is not None:
-        tokenizer = load_tokenizer(state_dir)
-    else:
-        tokenizer = _ner_tokenizer(ner, splits["train"].sentences)
+    tokenizer = load_tokenizer(state_dir) if prior is not None else _ner_tokenizer(ner, splits["train"].sentences)
     model = build_token_classifier(ner, len(labels), tokenizer)
-    dev = model.encoder.device
-    amp = _autocast_dtype(ner.encoder, dev)
-    max_len = model.encoder.max_length
+    amp = _autocast_dtype(ner.encoder, model.encoder.device)
     for sp in splits.values():
-        sp.encodings = encode_sentences(sp.sentences, model.encoder.tokenizer, label2id, max_length=max_len)
-    train = splits["train"]
-    lengths = [len(e["input_ids"]) for e in train.encodings]
+        sp.encodings = encode_sentences(sp.sentences, model.encoder.tokenizer, label2id,
+                                        max_length=model.encoder.max_length)
+    lengths = [len(e["input_ids"]) for e in splits["train"].encodings]
     steps_per_epoch = math.ceil(len(lengths) / opt.batch_size)
     total = opt.max_steps or steps_per_epoch * opt.epochs
-    warmup = int(opt.warmup_fraction * total)
-    optimizer = adamw(model, opt.lr, opt.weight_decay)
-    eval_split = splits.get("valid")
+    return _NERSetup(splits, labels, id2label, model, amp, lengths, steps_per_epoch, total,
+                     int(opt.warmup_fraction * total), adamw(model, opt.lr, opt.weight_decay))
 
-    step, history, wall0 = 0, [], 0.0
-    sums: dict[str, Any] = {}
-    if prior is not None:
-        load_state(state_dir, model, optimizer)
-        step, history, wall0 = prior["step"], prior["history"], prior["wall_s"]
-        sums, untrained = prior.get("sums", {}), prior.get("untrained")
-        restore_torch_rng(prior)
-    timer = Timer(wall0)
-    writer = runs.tb_writer(run_dir, purge_step=runs.resume_purge_step(resume, step))
-    if step == 0:
-        writer.add_text("finetune/config", f"```\n{json.dumps(cfg.model_dump(mode='json'), indent=1)}\n```", 0)
-    ckpt_every = cfg.checkpoint_every or steps_per_epoch
-    eval_every = cfg.eval_every or steps_per_epoch
 
-    def evaluate(split: NERSplit) -> dict[str, Any]:
-        return evaluate_ner(model, split, id2label, ner.eval_batch_size, amp)
+def _train_steps(cfg: FinetuneConfig, ctx: StageContext, run: _NERSetup, writer: Any, state: dict[str, Any],
+                 timer: Timer) -> int:
+    """Steps from ``state["step"]`` to the end: logs, validation, training states."""
+    from evoarena.training.conll import collate
 
-    if prior is None:
-        untrained = None
-    if prior is None and eval_split is not None:
-        untrained = evaluate(eval_split)
-        _log_ner_metrics(writer, eval_split.name, untrained, 0)
+    opt, model, train = cfg.optim, run.model, run.splits["train"]
+    assert cfg.ner is not None
+    dev = model.encoder.device
+    step, history, sums = state["step"], state["history"], state["sums"]
+    ckpt_every = cfg.checkpoint_every or run.steps_per_epoch
+    eval_every = cfg.eval_every or run.steps_per_epoch
     model.train()
     loss_sum, tok_sum = float(sums.get("loss_sum", 0.0)), int(sums.get("tok_sum", 0))
     lossf = nn.CrossEntropyLoss(ignore_index=-100, reduction="sum")
-    from evoarena.training.conll import collate
-
-    with progress_bar(f"finetune ner ({cfg.name})", total, completed=step) as update:
-        while step < total:
-            epoch, k0 = divmod(step, steps_per_epoch)
-            batches = length_buckets(lengths, opt.batch_size, random.Random(cfg.seed * 1000 + epoch))
+    with progress_bar(ctx.describe(f"finetune ner ({cfg.name})"), run.total, completed=step,
+                      enabled=ctx.progress) as update:
+        while step < run.total:
+            epoch, k0 = divmod(step, run.steps_per_epoch)
+            batches = length_buckets(run.lengths, opt.batch_size, random.Random(cfg.seed * 1000 + epoch))
             for bi in range(k0, len(batches)):
-                if step >= total:
+                if step >= run.total:
                     break
                 batch = collate([train.encodings[i] for i in batches[bi]], model.encoder.pad_id)
-                set_lr(optimizer, opt.lr * lr_factor(step, total, warmup))
-                logits = model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev), amp)
+                set_lr(run.optimizer, opt.lr * lr_factor(step, run.total, run.warmup))
+                logits = model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev), run.amp)
                 target = batch["labels"].to(dev)
                 n_tok = int((target != -100).sum())
                 loss = lossf(logits.view(-1, logits.shape[-1]), target.view(-1)) / max(1, n_tok)
-                optimizer.zero_grad(set_to_none=True)
+                run.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), opt.max_grad_norm)
-                optimizer.step()
+                run.optimizer.step()
                 step += 1
                 loss_sum += float(loss.detach()) * n_tok
                 tok_sum += n_tok
-                if step % cfg.log_every == 0 or step == total:
+                if step % cfg.log_every == 0 or step == run.total:
                     writer.add_scalar("finetune/loss", loss_sum / max(1, tok_sum), step)
-                    writer.add_scalar("finetune/lr", optimizer.param_groups[0]["lr"], step)
-                    writer.add_scalar("finetune/epoch", step / steps_per_epoch, step)
-                    rate = step * opt.batch_size / max(timer(), 1e-9)
-                    writer.add_scalar("perf/sentences_per_s", rate, step)
+                    writer.add_scalar("finetune/lr", run.optimizer.param_groups[0]["lr"], step)
+                    writer.add_scalar("finetune/epoch", step / run.steps_per_epoch, step)
+                    writer.add_scalar("perf/sentences_per_s", step * opt.batch_size / max(timer(), 1e-9), step)
                     update(0, info=f"loss {loss_sum / max(1, tok_sum):.4f}")
                     loss_sum, tok_sum = 0.0, 0
-                if eval_split is not None and (step % eval_every == 0 or step == total):
-                    m = evaluate(eval_split)
-                    _log_ner_metrics(writer, eval_split.name, m, step)
-                    history.append({"step": step, "epoch": step / steps_per_epoch, "wall_s": timer(),
+                if run.eval_split is not None and (step % eval_every == 0 or step == run.total):
+                    m = run.evaluate(run.eval_split, cfg.ner.eval_batch_size)
+                    _log_ner_metrics(writer, run.eval_split.name, m, step)
+                    history.append({"step": step, "epoch": step / run.steps_per_epoch, "wall_s": timer(),
                                     "entity_f1": m["entity_f1"], "token_accuracy": m["token_accuracy"]})
                     update(0, info=f"valid F1 {m['entity_f1']:.3f} tok acc {m['token_accuracy']:.3f}")
-                if step % ckpt_every == 0 and step < total:
+                if step % ckpt_every == 0 and step < run.total:
                     writer.flush()  # what was logged up to this state is on disk before the state is
-                    save_state(state_dir, model, optimizer,
-                               {"step": step, "history": history, "wall_s": timer(), "untrained": untrained,
+                    save_state(ctx.stage_dir / "state", model, run.optimizer,
+                               {"step": step, "history": history, "wall_s": timer(), "untrained": state["untrained"],
                                 "sums": {"loss_sum": loss_sum, "tok_sum": tok_sum}, "torch_rng": torch_rng_state()},
                                model.encoder.tokenizer)
                 update(1)
-    train_wall = timer()
+    return step
+
+
+def _final_results(cfg: FinetuneConfig, run: _NERSetup, writer: Any, state: dict[str, Any], step: int,
+                   train_wall: float) -> dict[str, Any]:
+    """The results of a finished run: final valid/test metrics (logged), baselines, truncation."""
+    from evoarena.training.conll import all_o_baseline, truncation_stats
+
+    ner, opt = cfg.ner, cfg.optim
+    assert ner is not None
     results: dict[str, Any] = {
         "task": "ner", "encoder": ner.encoder.preset or ner.encoder.path, "init_from": ner.init_from,
-        "labels": labels, "epochs": step / steps_per_epoch, "steps": step, "batch_size": opt.batch_size,
-        "lr": opt.lr, "autocast": "bf16" if amp else "off", "threads": torch.get_num_threads(),
-        "train_sentences": len(train.sentences), "train_wall_s": train_wall, "history": history,
-        "truncation": {name: truncation_stats(sp.encodings) for name, sp in splits.items()},
+        "labels": run.labels, "epochs": step / run.steps_per_epoch, "steps": step, "batch_size": opt.batch_size,
+        "lr": opt.lr, "autocast": "bf16" if run.amp else "off", "threads": torch.get_num_threads(),
+        "train_sentences": len(run.splits["train"].sentences), "train_wall_s": train_wall,
+        "history": state["history"],
+        "truncation": {name: truncation_stats(sp.encodings) for name, sp in run.splits.items()},
     }
-    if untrained is not None:
-        results["untrained_valid"] = _ner_row(untrained)
+    if state["untrained"] is not None:
+        results["untrained_valid"] = _ner_row(state["untrained"])
     for name in ("valid", "test"):
-        if name in splits:
-            m = evaluate(splits[name])
-            if eval_split is None or name != eval_split.name:  # the loop logged valid at this step already
+        if name in run.splits:
+            m = run.evaluate(run.splits[name], ner.eval_batch_size)
+            if run.eval_split is None or name != run.eval_split.name:  # the loop logged valid at this step
                 _log_ner_metrics(writer, name, m, step)
             results[name] = _ner_row(m)
-            all_o = all_o_baseline(splits[name].sentences)
+            all_o = all_o_baseline(run.splits[name].sentences)
             results[f"{name}_all_o_baseline_token_accuracy"] = all_o["token_accuracy"]
-    results["wall_s"] = timer()
-    ckpt = export_token_classifier(model, id2label, sdir / "checkpoint",
-                                   {"results": {k: results[k] for k in ("valid", "test") if k in results}})
-    results["checkpoint"] = str(ckpt)
+    return results
+
+
+def _summary(results: dict[str, Any], step: int, train_wall: float) -> str:
     parts = [f"ner {results['encoder']}: {results['epochs']:.2f} epochs, {step} steps, {train_wall:.0f} s"]
     for name in ("valid", "test"):
         if name in results:
             r = results[name]
             parts.append(f"{name} entity F1 {r['entity_f1']:.4f} (P {r['entity_precision']:.4f} "
                          f"R {r['entity_recall']:.4f}), token accuracy {r['token_accuracy']:.4f}")
-    results["summary"] = "; ".join(parts)
+    return "; ".join(parts)
+
+
+def run_ner(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
+    """``task: ner`` (see the module docstring): run or resume into ``ctx``; returns the results."""
+    set_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    assert cfg.ner is not None
+    state_dir = ctx.folder() / "state"
+    prior = read_state(state_dir) if ctx.resume else None
+    if prior is not None and prior.get("done"):
+        return ctx.results() or prior.get("results", {})
+    run = _setup(cfg, state_dir, prior)
+    state: dict[str, Any] = {"step": 0, "history": [], "sums": {}, "untrained": None}
+    wall0 = 0.0
+    if prior is not None:
+        load_state(state_dir, run.model, run.optimizer)
+        state.update(step=prior["step"], history=prior["history"], sums=prior.get("sums", {}),
+                     untrained=prior.get("untrained"))
+        wall0 = prior["wall_s"]
+        restore_torch_rng(prior)
+    timer = Timer(wall0)
+    writer = ctx.writer(purge_step=runs.resume_purge_step(ctx.resume, state["step"]))
+    if state["step"] == 0:
+        writer.add_text("finetune/config", f"```\n{json.dumps(cfg.model_dump(mode='json'), indent=1)}\n```", 0)
+    if prior is None and run.eval_split is not None:
+        state["untrained"] = run.evaluate(run.eval_split, cfg.ner.eval_batch_size)
+        _log_ner_metrics(writer, run.eval_split.name, state["untrained"], 0)
+    step = _train_steps(cfg, ctx, run, writer, state, timer)
+    train_wall = timer()
+    results = _final_results(cfg, run, writer, state, step, train_wall)
+    results["wall_s"] = timer()
+    ckpt = export_token_classifier(run.model, run.id2label, ctx.stage_dir / "checkpoint",
+                                   {"results": {k: results[k] for k in ("valid", "test") if k in results}})
+    results["checkpoint"] = str(ckpt)
+    results["summary"] = _summary(results, step, train_wall)
     writer.add_text("finetune/summary", results["summary"], step)
     writer.close()
-    runs.update_results(run_dir, STAGE, results)
-    save_state(state_dir, model, optimizer, {"step": step, "history": history, "wall_s": results["wall_s"],
-                                             "done": True, "results": results}, model.encoder.tokenizer)
+    ctx.write_results(results)
+    save_state(state_dir, run.model, run.optimizer, {"step": step, "history": state["history"],
+                                                     "wall_s": results["wall_s"], "done": True, "results": results},
+               run.model.encoder.tokenizer)
     return results
+
+
+class NERStage(StageKind):
+    """``kind: finetune, task: ner``: token classification on CoNLL files; hands on an encoder."""
+
+    name, kind, folder = "finetune:ner", "finetune", "finetune"
+    config = FinetuneConfig
+    agent_label = "NER encoder, untrained heads"
+
+    def run(self, cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
+        return run_ner(cfg, ctx)
+
+    def init_slots(self, data: dict[str, Any]) -> list[InitSlot]:
+        return [InitSlot("ner.init_from", data.setdefault("ner", {}))]
+
+
+STAGE = NERStage()

@@ -25,104 +25,80 @@ from pydantic import BaseModel
 
 from evoarena.config import (
     ConfigError,
-    EvaluateConfig,
-    FinetuneConfig,
     PipelineConfig,
-    PretrainConfig,
-    TrainConfig,
     apply_overrides,
     dump_config,
     read_yaml,
     validate_config,
 )
-from evoarena.storage import read_json
+from evoarena.envs import WorldInfo, describe
+from evoarena.storage import atomic_write_text, read_json
 from evoarena.training import runs
+from evoarena.training.protocol import StageAgent, StageContext, StageKind
+from evoarena.training.stages import COMMANDS, lookup, run_stage, stage_of
 
 STATE_FILE = "pipeline.json"
-MODELS: dict[str, type[BaseModel]] = {"pretrain": PretrainConfig, "finetune": FinetuneConfig,
-                                      "train": TrainConfig, "evaluate": EvaluateConfig}
-AGENT_LABELS = {"pretrain": "pre-trained encoder, untrained heads", "ner": "NER encoder, untrained heads",
-                "bc": "behaviour-cloned", "train": "PPO-trained"}
 
 
 @dataclass
 class Stage:
-    """One planned stage: its place, kind, name, validated config data and where it starts from."""
+    """One planned stage: its place, its kind (a registered :class:`StageKind`), name, validated config data
+    and where it starts from."""
 
     index: int
-    kind: str
+    kind: StageKind
     name: str
     data: dict[str, Any]  #: the stage's own config keys (kind/name/init_from removed, defaults filled)
     init: Stage | str | None  #: an earlier stage, a folder, or None (no transferred weights)
 
     @property
     def key(self) -> str:
-        return f"{self.index:02d}_{self.kind}"
+        return f"{self.index:02d}_{self.kind.kind}"
 
     @property
     def task(self) -> str:
-        return str(self.data.get("task", self.kind))
+        return self.kind.name.rpartition(":")[2]
 
     def folder(self, run_dir: Path) -> Path:
         return Path(run_dir) / "stages" / self.key
 
-    def makes_checkpoint(self) -> bool:
-        return self.kind in ("pretrain", "finetune", "train")
+    def env(self) -> dict[str, Any] | None:
+        return self.kind.env(self.data)
+
+    def policy_roles(self) -> dict[str, str]:
+        return self.kind.policy_roles(self.data) if self.env() is not None else {}
+
+    def checkpoint(self, run_dir: Path, role: str | None = None) -> Path:
+        """The checkpoint the finished stage hands on (for ``role`` when it made one per role)."""
+        made = self.policy_roles()
+        if made and (role is None or role not in made):
+            if len(made) != 1:
+                raise ConfigError(f"stage {self.name}: made policies for roles {sorted(made)}; name one")
+            role = next(iter(made))
+        return self.kind.checkpoint(self.data, self.folder(run_dir), role)
 
 
 # --------------------------------------------------------------------------- planning
 
 
-def _where(stage_i: int, raw: dict[str, Any]) -> str:
-    return f"stage {stage_i + 1} ({raw.get('name', raw.get('kind'))})"
-
-
-def _stage_data(pc: PipelineConfig, raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """(the stage's own config keys with pipeline defaults filled in, its init_from spec)."""
-    data = json.loads(json.dumps(raw))
-    kind = data.pop("kind")
-    data["name"] = data.pop("name", kind)
-    init = data.pop("init_from", "previous")
-    data.setdefault("seed", pc.seed)
-    data.setdefault("threads", pc.threads)
-    if pc.env is not None:
-        env = pc.env.model_dump(mode="json")
-        if kind in ("train", "evaluate"):
-            data.setdefault("env", env)
-        elif kind == "finetune" and data.get("task") == "bc" and isinstance(data.get("bc"), dict):
-            data["bc"].setdefault("env", env)
+def _stage_data(entry: BaseModel) -> tuple[dict[str, Any], str]:
+    """(a pipeline entry's own stage config keys, as given with the pipeline's defaults, its init_from spec)."""
+    data = entry.model_dump(mode="json", exclude_unset=True)
+    data.pop("kind")
+    data.pop("init_from", None)
+    init = entry.init_from  # type: ignore[attr-defined]
     return data, "none" if init is None else str(init)
 
 
-def _init_slots(kind: str, data: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
-    """(key path, the mapping holding ``init_from``, key) of every place a stage of ``kind`` takes weights;
-    a learner that names its own ``init_from`` keeps it."""
-    if kind == "finetune" and data.get("task") == "ner":
-        ner = data.setdefault("ner", {})
-        return [("ner.init_from", ner, "init_from")]
-    if kind == "finetune" and data.get("task") == "bc" and isinstance(data.get("bc"), dict):
-        policy = data["bc"].setdefault("policy", {})
-        return [] if "init_from" in policy else [("bc.policy.init_from", policy, "init_from")]
-    if kind == "train" and isinstance(data.get("policies"), dict):
-        out = []
-        for name, lc in data["policies"].items():
-            if isinstance(lc, dict):
-                policy = lc.setdefault("policy", {})
-                if "init_from" not in policy and policy.get("kind", "transformer") == "transformer":
-                    out.append((f"policies.{name}.policy.init_from", policy, "init_from"))
-        return out
-    return []
-
-
-def _resolve_init(spec: str, planned: list[Stage], where: str, kind: str) -> Stage | str | None:
+def _resolve_init(spec: str, planned: list[Stage], where: str, kind: StageKind) -> Stage | str | None:
     if spec in ("none", "null", ""):
         return None
-    if kind in ("pretrain", "evaluate"):
+    if not kind.takes_init:
         if spec == "previous":
             return None
-        raise ConfigError(f"{where}: init_from = {spec!r}: a {kind} stage takes no init_from")
+        raise ConfigError(f"{where}: init_from = {spec!r}: a {kind.kind} stage takes no init_from")
     if spec == "previous":
-        earlier = [s for s in planned if s.makes_checkpoint()]
+        earlier = [s for s in planned if s.kind.makes_checkpoint]
         return earlier[-1] if earlier else None
     if spec.startswith("stage:"):
         name = spec.split(":", 1)[1]
@@ -130,8 +106,9 @@ def _resolve_init(spec: str, planned: list[Stage], where: str, kind: str) -> Sta
         if not match:
             raise ConfigError(f"{where}: init_from = {spec!r}: no earlier stage is named {name!r}; earlier "
                               f"stages: {', '.join(s.name for s in planned) or 'none'}")
-        if not match[0].makes_checkpoint():
-            raise ConfigError(f"{where}: init_from = {spec!r}: stage {name!r} ({match[0].kind}) makes no checkpoint")
+        if not match[0].kind.makes_checkpoint:
+            raise ConfigError(f"{where}: init_from = {spec!r}: stage {name!r} ({match[0].kind.kind}) makes no "
+                              f"checkpoint")
         return match[0]
     path = Path(spec).expanduser()
     if not path.is_dir():
@@ -140,74 +117,28 @@ def _resolve_init(spec: str, planned: list[Stage], where: str, kind: str) -> Sta
     return str(path)
 
 
-def _roles(env: dict[str, Any]) -> dict[str, str]:
-    from evoarena.envs import make
-
-    world = make(env["id"], **env.get("kwargs", {}))
-    try:
-        return {a: world.role(a) for a in world.possible_agents}
-    finally:
-        world.close()
-
-
-def _num_actions(env: dict[str, Any], role: str) -> int:
-    from evoarena.envs import make
-
-    world = make(env["id"], **env.get("kwargs", {}))
-    try:
-        agent = next(a for a in world.possible_agents if world.role(a) == role)
-        return int(world.action_space(agent).n)
-    finally:
-        world.close()
-
-
-def stage_env(stage: Stage) -> dict[str, Any] | None:
-    """The world a stage plays (``{"id", "kwargs"}``), or None (pretrain, NER)."""
-    if stage.kind in ("train", "evaluate"):
-        return stage.data.get("env")
-    if stage.kind == "finetune" and stage.task == "bc":
-        return stage.data["bc"].get("env")
-    return None
-
-
-def stage_policy_roles(stage: Stage) -> dict[str, str]:
-    """role -> policy name (train) or role -> role (bc) of the policies a stage produces."""
-    env = stage_env(stage)
-    if env is None:
-        return {}
-    roles = _roles(env)
-    if stage.kind == "train":
-        from fnmatch import fnmatch
-
-        out: dict[str, str] = {}
-        for agent, role in roles.items():
-            for pattern, seat in stage.data["seats"].items():
-                if fnmatch(agent, pattern) and seat.get("policy"):
-                    out.setdefault(role, seat["policy"])
-                    break
-        return out
-    clone = stage.data["bc"].get("clone") or sorted(set(roles.values()))
-    return {r: r for r in clone}
+def _world(env: dict[str, Any]) -> WorldInfo:
+    return describe(env["id"], env.get("kwargs", {}))
 
 
 def _check_transfer(stage: Stage, where: str) -> None:
     """An init_from policy checkpoint must be of this stage's world and action space."""
-    env = stage_env(stage)
+    env = stage.env()
     if env is None or stage.init is None:
         return
     src = stage.init
     if isinstance(src, Stage):
-        src_env = stage_env(src)
+        src_env = src.env()
         if src_env is None:  # an encoder (pretrain / NER): any world
             return
         if src_env["id"] != env["id"]:
             raise ConfigError(f"{where}: init_from = stage:{src.name}: that stage's policies play {src_env['id']}, "
                               f"this stage plays {env['id']}; start from an encoder stage (pretrain) instead")
-        for role in stage_policy_roles(stage):
-            if role in stage_policy_roles(src) and _num_actions(src_env, role) != _num_actions(env, role):
-                raise ConfigError(f"{where}: init_from = stage:{src.name}: role {role!r} has "
-                                  f"{_num_actions(src_env, role)} actions there and {_num_actions(env, role)} here "
-                                  f"(the world's kwargs differ)")
+        theirs, ours = _world(src_env).num_actions, _world(env).num_actions
+        for role in stage.policy_roles():
+            if role in src.policy_roles() and theirs[role] != ours[role]:
+                raise ConfigError(f"{where}: init_from = stage:{src.name}: role {role!r} has {theirs[role]} actions "
+                                  f"there and {ours[role]} here (the world's kwargs differ)")
         return
     from evoarena.policies.io import read_policy_json
 
@@ -217,10 +148,10 @@ def _check_transfer(stage: Stage, where: str) -> None:
     if meta["env_id"] != env["id"]:
         raise ConfigError(f"{where}: init_from = {src!r} is a policy for {meta['env_id']}, this stage plays "
                           f"{env['id']}")
-    role = meta.get("role")
-    if role and role in _roles(env).values() and int(meta["num_actions"]) != _num_actions(env, role):
+    role, ours = meta.get("role"), _world(env).num_actions
+    if role and role in ours and int(meta["num_actions"]) != ours[role]:
         raise ConfigError(f"{where}: init_from = {src!r} has {meta['num_actions']} actions for role {role!r}; "
-                          f"{env['id']} with these kwargs has {_num_actions(env, role)}")
+                          f"{env['id']} with these kwargs has {ours[role]}")
 
 
 def _validate_stage(stage: Stage, source: str, where: str, run_dir: Path | None) -> BaseModel:
@@ -229,33 +160,28 @@ def _validate_stage(stage: Stage, source: str, where: str, run_dir: Path | None)
     from evoarena.training.checks import check_config
 
     data = json.loads(json.dumps(stage.data))
-    for key_path, holder, key in _init_slots(stage.kind, data):
-        holder[key] = init_path(stage, run_dir, holder_role(stage, key_path)) if run_dir is not None else None
-    cfg = validate_config(data, MODELS[stage.kind], source=f"{source}: {where}")
+    for slot in stage.kind.init_slots(data):
+        slot.holder[slot.key] = init_path(stage, run_dir, _role_of(stage, slot.policy)) if run_dir else None
+    cfg = validate_config(data, stage.kind.config, source=f"{source}: {where}")
     check_config(cfg, source=f"{source}: {where}")
     return cfg
 
 
-def holder_role(stage: Stage, key_path: str) -> str | None:
-    """The role of the learner whose init_from is at ``key_path`` (train stages), else None."""
-    if stage.kind != "train":
-        return None
-    name = key_path.split(".")[1]
-    for role, policy in stage_policy_roles(stage).items():
-        if policy == name:
-            return role
-    return None
+def _role_of(stage: Stage, policy: str | None) -> str | None:
+    """The first role the learner ``policy`` plays in a train stage (None for other stages)."""
+    return next((role for role, name in stage.policy_roles().items() if name == policy), None) if policy else None
 
 
 def plan(pc: PipelineConfig, source: str = "<pipeline>") -> list[Stage]:
     """Every stage of ``pc`` validated (schema, world, agents, init_from), before any work starts."""
     planned: list[Stage] = []
-    for i, raw in enumerate(pc.stages):
-        where = _where(i, raw)
-        data, spec = _stage_data(pc, raw)
-        stage = Stage(i + 1, raw["kind"], data["name"], data, None)
-        stage.init = _resolve_init(spec, planned, where, stage.kind)
-        if stage.init is not None and not _init_slots(stage.kind, json.loads(json.dumps(data))):
+    for i, entry in enumerate(pc.stages):
+        where = f"stage {i + 1} ({entry.name})"
+        kind = lookup(entry.kind, getattr(entry, "task", None))
+        data, spec = _stage_data(entry)
+        stage = Stage(i + 1, kind, data["name"], data, None)
+        stage.init = _resolve_init(spec, planned, where, kind)
+        if stage.init is not None and not kind.init_slots(json.loads(json.dumps(data))):
             if spec != "previous":
                 raise ConfigError(f"{where}: init_from = {spec!r}: this stage has no transformer policy to start")
             stage.init = None
@@ -273,23 +199,7 @@ def init_path(stage: Stage, run_dir: Path | None, role: str | None) -> str | Non
     if isinstance(src, str):
         return src
     assert run_dir is not None
-    return str(stage_checkpoint(src, run_dir, role))
-
-
-def stage_checkpoint(stage: Stage, run_dir: Path, role: str | None = None) -> Path:
-    """The checkpoint a finished stage hands on (for ``role`` when it made one per role)."""
-    folder = stage.folder(run_dir)
-    if stage.kind in ("pretrain",) or (stage.kind == "finetune" and stage.task == "ner"):
-        return folder / "checkpoint"
-    made = stage_policy_roles(stage)
-    if role is None or role not in made:
-        if len(made) != 1:
-            raise ConfigError(f"stage {stage.name}: made policies for roles {sorted(made)}; name one")
-        role = next(iter(made))
-    if stage.kind == "finetune":
-        return folder / "checkpoint" if len(made) == 1 else folder / "checkpoint" / role
-    best = folder / "best" / "policies" / made[role]
-    return best if best.is_dir() else folder / "checkpoint" / "policies" / made[role]
+    return str(src.checkpoint(run_dir, role))
 
 
 # --------------------------------------------------------------------------- running
@@ -310,57 +220,27 @@ def _read_state(run_dir: Path) -> dict[str, Any]:
 
 
 def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
-    runs.atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=1, default=float))
+    atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=1, default=float))
 
 
-def stage_length(kind: str, results: dict[str, Any]) -> int:
-    """How many steps a finished stage used on the run's step axis."""
-    if kind == "pretrain":
-        return int(results.get("steps", 0))
-    if kind == "train":
-        return int(results.get("updates", 0))
-    if kind == "finetune":
-        if results.get("task") == "bc":
-            return max((int(r.get("steps", 0)) for r in results.get("roles", {}).values()), default=0)
-        return int(results.get("steps", 0))
-    return 0
-
-
-def _run_stage(stage: Stage, cfg: BaseModel, run_dir: Path, resume: bool, planned: list[Stage]) -> dict[str, Any]:
-    if stage.kind == "evaluate":
-        from evoarena.training.evaluate import StageAgent, run_evaluate
-
-        agents = [StageAgent(s.name, s.key, AGENT_LABELS.get(s.task if s.kind == "finetune" else s.kind, s.kind),
-                             *_agent_source(s, planned, run_dir),
-                             teacher=s.data["bc"].get("expert") if s.task == "bc" else None)
-                  for s in planned if s.index < stage.index and s.makes_checkpoint()]
-        return run_evaluate(cfg, run_dir, agents, resume=resume)
-    from evoarena.training.stages import STAGES
-
-    _model, fn = STAGES[stage.kind]
-    return fn(cfg, run_dir, resume=resume)
+def _earlier_agents(stage: Stage, planned: list[Stage], run_dir: Path) -> tuple[StageAgent, ...]:
+    """The agents the stages before ``stage`` produced (what an evaluate stage plays)."""
+    return tuple(StageAgent(s.name, s.key, s.kind.agent_label or s.kind.kind, *_agent_source(s, planned, run_dir),
+                            teacher=s.kind.teacher(s.data))
+                 for s in planned if s.index < stage.index and s.kind.makes_checkpoint)
 
 
 def _agent_source(stage: Stage, planned: list[Stage], run_dir: Path) -> tuple[dict[str, str], Any]:
     """(role -> checkpoint folder, policy config for fresh heads or None) of a stage's agent."""
-    if stage.kind == "pretrain" or (stage.kind == "finetune" and stage.task == "ner"):
+    if stage.env() is None:
         # an encoder: the agent is this encoder with untrained heads, as the next policy stage builds it
         for later in planned:
             if later.index > stage.index and later.init is stage:
-                policy = _policy_data(later)
+                policy = later.kind.agent_policy(later.data)
                 if policy is not None:
-                    return {"*": str(stage_checkpoint(stage, run_dir))}, policy
+                    return {"*": str(stage.checkpoint(run_dir))}, policy
         return {}, None
-    return {role: str(stage_checkpoint(stage, run_dir, role)) for role in stage_policy_roles(stage)}, None
-
-
-def _policy_data(stage: Stage) -> dict[str, Any] | None:
-    if stage.kind == "finetune" and stage.task == "bc":
-        return dict(stage.data["bc"].get("policy", {}))
-    if stage.kind == "train":
-        for lc in stage.data["policies"].values():
-            return dict(lc.get("policy", {}))
-    return None
+    return {role: str(stage.checkpoint(run_dir, role)) for role in stage.policy_roles()}, None
 
 
 def run_pipeline(config: str | Path | PipelineConfig, overrides: list[str] | None = None,
@@ -388,7 +268,7 @@ def run_pipeline(config: str | Path | PipelineConfig, overrides: list[str] | Non
     planned = plan(pc, source)
     runs.create_run(run_dir, pc, resume=resume)
     if resume and overrides:  # the folder's config says what the rest of the run does
-        runs.atomic_write_text(run_dir / runs.CONFIG_FILE, dump_config(pc))
+        atomic_write_text(run_dir / runs.CONFIG_FILE, dump_config(pc))
     state = _read_state(run_dir)
     n = len(planned)
     offset = 0
@@ -398,33 +278,30 @@ def run_pipeline(config: str | Path | PipelineConfig, overrides: list[str] | Non
             console.print(f"[dim]stage {stage.index}/{n} {stage.name}: done (skipped)[/dim]")
             offset = int(st["step_offset"]) + int(st["length"]) + 1
             continue
-        cfg = _validate_stage(stage, source, _where(stage.index - 1, {"name": stage.name}), run_dir)
+        cfg = _validate_stage(stage, source, f"stage {stage.index} ({stage.name})", run_dir)
         started = bool(st)
-        state["stages"][stage.key] = {"name": stage.name, "kind": stage.kind, "status": "running",
+        state["stages"][stage.key] = {"name": stage.name, "kind": stage.kind.kind, "status": "running",
                                       "step_offset": offset, "started_at": st.get("started_at", time.time())}
         _write_state(run_dir, state)
         console.rule(f"stage {stage.index}/{n}: {stage.name} ({stage.task})")
         t0 = time.perf_counter()
-        slot = runs.StageSlot(stage.index, stage.key, offset, f"[{stage.index}/{n}]")
-        with runs.in_stage(slot):
-            results = _run_stage(stage, cfg, run_dir, started, planned)
-        length = stage_length(stage.kind, results)
+        ctx = StageContext(run_dir, stage.folder(run_dir), stage.key, offset, f"[{stage.index}/{n}]", started,
+                           earlier=_earlier_agents(stage, planned, run_dir))
+        results = run_stage(stage.kind, cfg, ctx)
+        length = stage.kind.length(results)
         state["stages"][stage.key].update(status="done", length=length, wall_s=time.perf_counter() - t0,
                                           prior_wall_s=st.get("wall_s", 0.0), finished_at=time.time())
         _write_state(run_dir, state)
         if results.get("summary"):
             console.print(f"stage {stage.index}/{n} {stage.name}: {results['summary']}")
         offset += length + 1
-    summary = {"name": pc.name, "stages": [{"key": s.key, "name": s.name, "kind": s.kind, "task": s.task,
+    summary = {"name": pc.name, "stages": [{"key": s.key, "name": s.name, "kind": s.kind.kind, "task": s.task,
                                             **state["stages"][s.key]} for s in planned]}
     return runs.update_results(run_dir, "pipeline", summary)
 
 
 
 # --------------------------------------------------------------------------- commands
-
-STAGE_COMMANDS = ("pretrain", "finetune", "train")
-
 
 def load_command(command: str, config: str | Path, overrides: list[str] | None = None) -> BaseModel:
     """The validated config of ``evoarena COMMAND CONFIG --set ...``: for ``run``, a pipeline whose every stage
@@ -433,11 +310,11 @@ def load_command(command: str, config: str | Path, overrides: list[str] | None =
         pc = load_pipeline(config, overrides)
         plan(pc, str(config))
         return pc
-    if command not in STAGE_COMMANDS:
-        raise ValueError(f"unknown command {command!r}; known: run, {', '.join(STAGE_COMMANDS)}")
+    if command not in COMMANDS:
+        raise ValueError(f"unknown command {command!r}; known: run, {', '.join(COMMANDS)}")
     from evoarena.training.checks import load_checked
 
-    return load_checked(config, MODELS[command], overrides)
+    return load_checked(config, COMMANDS[command], overrides)
 
 
 def run_command(command: str, config: str | Path | None, overrides: list[str] | None = None,
@@ -457,6 +334,5 @@ def run_command(command: str, config: str | Path | None, overrides: list[str] | 
         cfg = load_command(command, config, overrides)
     run_dir = Path(run_dir) if run_dir else Path("runs") / cfg.name  # type: ignore[attr-defined]
     runs.create_run(run_dir, cfg, resume=resume)
-    from evoarena.training.stages import STAGES
-
-    return run_dir, STAGES[command][1](cfg, run_dir, resume=resume)
+    stage = stage_of(cfg)
+    return run_dir, run_stage(stage, cfg, StageContext.standalone(run_dir, stage.folder, resume))

@@ -1,40 +1,45 @@
-"""Stage ``train``: multi-agent PPO over ``num_envs`` copies of a world.
+"""Stage ``train``: multi-agent PPO over ``num_envs`` copies of a world (CleanRL-shaped: the loop is
+:func:`run_ppo`).
 
-Seats map agents (by name or pattern) to learner policies, fixed agents, or weighted opponent
-pools (scripted strategies, ``self``, ``snapshot``: frozen copies of a learner taken every
-``snapshot_every`` updates — fictitious self-play). Each update: collect whole episodes
-(:mod:`evoarena.training.rollout`), compute advantages per decision stream, then PPO epochs per
-learner (clipped surrogate, value loss, entropy bonus, KL penalty to a reference policy,
-target-KL early stop, gradient clipping, linear LR decay). Logs to TensorBoard; evaluates greedy
-learners against named opponents; checkpoints atomically; SIGINT saves and prints the resume
-command; ``--resume`` continues to ``total_updates`` on one step axis.
+Seats (:mod:`evoarena.training.seats`) map agents to learner policies, fixed agents, or weighted opponent
+pools with snapshots of the learners. Each update: collect whole episodes (:mod:`evoarena.training.rollout`),
+compute advantages per decision stream, then PPO epochs per learner (clipped surrogate, value loss, entropy
+bonus, KL penalty to a reference policy, target-KL early stop, gradient clipping, linear LR decay). Logs to
+TensorBoard; evaluates greedy learners against named opponents and keeps the best as ``best``; checkpoints
+atomically (:mod:`evoarena.training.learners`); SIGINT saves and prints the resume command; ``--resume``
+continues to ``total_updates`` on one step axis. ``ppo.backend: sb3`` runs sb3-contrib's MaskablePPO instead
+(:mod:`evoarena.training.sb3_backend`).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
-import signal
 import time
 from collections import defaultdict
-from fnmatch import fnmatch
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from evoarena.agents import make_agent, spec_tag
-from evoarena.agents.learned import PolicyAgent
-from evoarena.agents.match import play
-from evoarena.config import LearnerConfig, PPOConfig, SeatConfig, TrainConfig
-from evoarena.envs import make
-from evoarena.policies.actor_critic import build_policy
-from evoarena.policies.encoder import TRAIN_MODE_KEYS
-from evoarena.policies.io import load_optimizer_state, load_policy, save_checkpoint
-from evoarena.storage import atomic_dir, read_json
+from evoarena.config import PPOConfig, TrainConfig
+from evoarena.envs import describe
 from evoarena.training import runs
+from evoarena.training.learners import (
+    build_learner,
+    drop_cached_outputs,
+    evaluate,
+    frozen_copy,
+    learner_ppo,
+    load_training_checkpoint,
+    log_eval,
+    ppo_summary,
+    prepare_for_rl,
+    reference_policies,
+    save_training_checkpoint,
+)
 from evoarena.training.ppo_math import (
     clipped_policy_loss,
     explained_variance,
@@ -45,189 +50,15 @@ from evoarena.training.ppo_math import (
     value_loss,
 )
 from evoarena.training.progress import progress_bar
-from evoarena.training.rollout import Assignment, LearnerBatch, Rollout
+from evoarena.training.protocol import InitSlot, StageContext, StageKind
+from evoarena.training.rollout import LearnerBatch, Rollout, RolloutResult, log_rollout
+from evoarena.training.seats import SeatPlanner
 
-STAGE = "ppo"
 MAX_NAN_UPDATES = 3
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. non-finite losses several updates in a row)."""
-
-
-# --------------------------------------------------------------------------- seats
-
-
-def seat_of(agent: str, seats: dict[str, SeatConfig]) -> SeatConfig:
-    """The seat config of ``agent``: an exact name wins over a pattern; patterns in config order."""
-    if agent in seats:
-        return seats[agent]
-    for pattern, seat in seats.items():
-        if fnmatch(agent, pattern):
-            return seat
-    raise KeyError(f"agent {agent!r} has no seat")
-
-
-def agent_rng_state(agent: Any) -> Any:
-    """The random state of a fixed agent as JSON (numpy ``rng`` or torch ``generator``), or None."""
-    if isinstance(getattr(agent, "rng", None), np.random.Generator):
-        return {"numpy": agent.rng.bit_generator.state}
-    if isinstance(getattr(agent, "generator", None), torch.Generator):
-        return {"torch": agent.generator.get_state().tolist()}
-    return None
-
-
-def set_agent_rng_state(agent: Any, state: Any) -> None:
-    """Restore what :func:`agent_rng_state` returned."""
-    if state and "numpy" in state:
-        agent.rng.bit_generator.state = state["numpy"]
-    elif state and "torch" in state:
-        agent.generator.set_state(torch.tensor(state["torch"], dtype=torch.uint8))
-
-
-class SeatPlanner:
-    """Draws who fills every seat for one episode (a swap happens only between episodes). Its fixed and
-    snapshot agents' random states are part of a checkpoint (:meth:`state`), so a resumed run plays on as
-    the uninterrupted one would."""
-
-    def __init__(self, cfg: TrainConfig, agents: list[str], roles: dict[str, str], learners: dict[str, Any],
-                 snapshots: dict[str, list[tuple[int, Any]]], seed: int) -> None:
-        self.cfg, self.agents, self.roles = cfg, agents, roles
-        self.learners, self.snapshots = learners, snapshots
-        self.fixed: dict[str, Any] = {}
-        self.snapshot_agents: dict[tuple[str, int], PolicyAgent] = {}
-        self.seed = seed
-
-    def _home_learner(self, agent: str) -> str:
-        """The learner a ``self``/``snapshot`` entry in ``agent``'s pool refers to (same role first)."""
-        for other in self.agents:
-            s = seat_of(other, self.cfg.seats)
-            if s.policy and self.roles[other] == self.roles[agent]:
-                return s.policy
-        return next(s.policy for s in (seat_of(a, self.cfg.seats) for a in self.agents) if s.policy)
-
-    def _agent(self, spec: str) -> Any:
-        if spec not in self.fixed:
-            self.fixed[spec] = make_agent(spec, self.cfg.env.id, seed=self.seed + len(self.fixed))
-        return self.fixed[spec]
-
-    def _snapshot_agent(self, learner: str, rng: np.random.Generator) -> Assignment:
-        pool = self.snapshots.get(learner, [])
-        if not pool:
-            return ("learner", learner)
-        update, policy = pool[int(rng.integers(len(pool)))]
-        key = (learner, update)
-        if key not in self.snapshot_agents:
-            self.snapshot_agents = {k: v for k, v in self.snapshot_agents.items() if any(
-                u == k[1] for u, _ in self.snapshots.get(k[0], []))}
-            self.snapshot_agents[key] = PolicyAgent(policy, greedy=False, seed=self.seed + update,
-                                                    name=f"snapshot:{learner}@{update}")
-        return ("agent", self.snapshot_agents[key])
-
-    def state(self) -> dict[str, Any]:
-        return {"fixed": [[spec, agent_rng_state(a)] for spec, a in self.fixed.items()],
-                "snapshots": [[learner, update, agent_rng_state(a)]
-                              for (learner, update), a in self.snapshot_agents.items()]}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        for spec, rng_state in state.get("fixed", []):
-            set_agent_rng_state(self._agent(spec), rng_state)
-        for learner, update, rng_state in state.get("snapshots", []):
-            policy = next((p for u, p in self.snapshots.get(learner, []) if u == update), None)
-            if policy is not None:
-                self.snapshot_agents[(learner, update)] = agent = PolicyAgent(
-                    policy, greedy=False, seed=self.seed + update, name=f"snapshot:{learner}@{update}")
-                set_agent_rng_state(agent, rng_state)
-
-    def resolve(self, agent: str, seat: SeatConfig, rng: np.random.Generator) -> Assignment:
-        if seat.policy:
-            return ("learner", seat.policy)
-        if seat.agent:
-            return ("agent", self._agent(seat.agent))
-        entries = seat.pool or []
-        w = np.array([e.weight for e in entries], dtype=np.float64)
-        entry = entries[int(rng.choice(len(entries), p=w / w.sum()))]
-        if entry.agent == "self":
-            return ("learner", self._home_learner(agent))
-        if entry.agent == "snapshot":
-            return self._snapshot_agent(self._home_learner(agent), rng)
-        return ("agent", self._agent(entry.agent))
-
-    def __call__(self, rng: np.random.Generator) -> dict[str, Assignment]:
-        configs = {a: seat_of(a, self.cfg.seats) for a in self.agents}
-        if self.cfg.shuffle_seats:
-            by_role: dict[str, list[str]] = defaultdict(list)
-            for a in self.agents:
-                by_role[self.roles[a]].append(a)
-            for members in by_role.values():
-                perm = rng.permutation(len(members))
-                shuffled = [configs[members[i]] for i in perm]
-                for a, s in zip(members, shuffled):
-                    configs[a] = s
-        return {a: self.resolve(a, configs[a], rng) for a in self.agents}
-
-
-# --------------------------------------------------------------------------- learners
-
-
-def learner_ppo(cfg: TrainConfig, learner: LearnerConfig) -> PPOConfig:
-    """The stage's PPO config with the learner's overrides applied."""
-    return PPOConfig.model_validate({**cfg.ppo.model_dump(), **learner.ppo})
-
-
-def first_agent_of(cfg: TrainConfig, agents: list[str], policy: str) -> str:
-    return next(a for a in agents if seat_of(a, cfg.seats).policy == policy)
-
-
-def build_learner(cfg: TrainConfig, name: str, agents: list[str]) -> Any:
-    """A learner's policy: loaded from ``init_from`` when that is an evoarena checkpoint, else built."""
-    lc = cfg.policies[name]
-    agent = first_agent_of(cfg, agents, name)
-    init = lc.policy.init_from
-    if init and (Path(init) / "policy.json").is_file():
-        policy = load_policy(init)
-        if policy.env_id != cfg.env.id:
-            raise ValueError(f"policies.{name}.policy.init_from {init} was trained for {policy.env_id}, "
-                             f"not {cfg.env.id}")
-        enc = lc.policy.encoder
-        if policy.encoder is not None and enc.model_fields_set & set(TRAIN_MODE_KEYS):
-            policy.encoder.set_train_mode(enc)  # e.g. train only the heads of a cloned policy
-            policy.cfg = policy.cfg.model_copy(update={"encoder": policy.encoder.cfg})
-        return policy
-    return build_policy(lc.policy, cfg.env.id, agent=agent, env_kwargs=cfg.env.kwargs)
-
-
-def prepare_for_rl(policy: Any) -> Any:
-    """Dropout off (rollout and update must see the same function of the weights)."""
-    enc = getattr(policy, "encoder", None)
-    if enc is not None and hasattr(enc, "disable_dropout"):
-        enc.disable_dropout()
-    for m in policy.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-    return policy
-
-
-def drop_cached_outputs(policies: list[Any]) -> None:
-    """Forget the cached encoder outputs of ``policies`` (see :meth:`TextEncoder.drop_cached_outputs`): done at
-    every checkpoint, so a run resumed from it encodes exactly as the uninterrupted one."""
-    for policy in policies:
-        enc = getattr(policy, "encoder", None)
-        if enc is not None and hasattr(enc, "drop_cached_outputs"):
-            enc.drop_cached_outputs()
-
-
-def frozen_copy(policy: Any) -> Any:
-    """A deep copy with no gradients: snapshots and references are never views of live weights. Its encoder
-    never trains, so a fully trained one is switched to ``frozen`` (its pooled outputs cached per text)."""
-    twin = copy.deepcopy(policy)
-    twin.eval()
-    for p in twin.parameters():
-        p.requires_grad_(False)
-    enc = getattr(twin, "encoder", None)
-    if enc is not None and getattr(enc, "train_mode", "") == "full":
-        enc.set_train_mode(enc.cfg.model_copy(update={"train_mode": "frozen"}))
-    return twin
 
 
 # --------------------------------------------------------------------------- update
@@ -318,182 +149,64 @@ def ppo_update(policy: Any, optimizer: torch.optim.Optimizer, batch: LearnerBatc
     return out
 
 
-# --------------------------------------------------------------------------- evaluation
-
-
-def eval_matchups(cfg: TrainConfig, agents: list[str], roles: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
-    """(label, agent -> "learner:NAME" | spec) for every opponent and seat order of the eval config."""
-    base = {a: seat_of(a, cfg.seats) for a in agents}
-    learner_seats = {a: s.policy for a, s in base.items() if s.policy}
-    others = [a for a in agents if a not in learner_seats]
-    opponents = cfg.eval.opponents or ([""] if not others else [])
-    if not opponents and others:
-        fixed = [base[a].agent for a in others if base[a].agent]
-        opponents = fixed[:1]
-    out = []
-    for opp in opponents:
-        seats = {a: f"learner:{p}" for a, p in learner_seats.items()}
-        for a in others:
-            seats[a] = opp
-        label = opp or "self"
-        out.append((label, seats))
-        if cfg.eval.both_seats and len(agents) == 2 and others and roles[agents[0]] == roles[agents[1]]:
-            out.append((f"{label}/swapped", {agents[0]: seats[agents[1]], agents[1]: seats[agents[0]]}))
-    return out
-
-
-def evaluate(cfg: TrainConfig, learners: dict[str, Any], agents: list[str], roles: dict[str, str]
-             ) -> dict[str, Any]:
-    """Greedy learners against every eval opponent, both seat orders; per opponent the learners' mean
-    return and the world's metrics, plus ``score``: the learners' mean return over all matches."""
-    results: dict[str, Any] = {}
-    scores = []
-    for label, seats in eval_matchups(cfg, agents, roles):
-        objs: dict[str, Any] = {}
-        for a, who in seats.items():
-            if who.startswith("learner:"):
-                name = who.split(":", 1)[1]
-                objs[a] = PolicyAgent(learners[name], greedy=cfg.eval.greedy, seed=cfg.eval.seed, name=name)
-            else:
-                objs[a] = who
-        res = play(cfg.env.id, objs, episodes=cfg.eval.episodes, seed=cfg.eval.seed, env_kwargs=cfg.env.kwargs,
-                   num_envs=min(256, cfg.eval.episodes))
-        learner_agents = [a for a, w in seats.items() if w.startswith("learner:")]
-        ret = float(np.mean([res.returns[a].mean() for a in learner_agents]))
-        scores.append(ret)
-        results[label] = {"learner_return": ret, **res.mean_metrics()}
-    results["score"] = float(np.mean(scores)) if scores else float("nan")
-    return results
-
-
-def eval_tag(label: str) -> str:
-    """The TensorBoard group of an eval matchup label: the opponent spelt by :func:`spec_tag` as in every
-    stage (``scripted:tit_for_tat/swapped`` -> ``scripted_tit_for_tat/swapped``)."""
-    base, swapped = (label[: -len("/swapped")], "/swapped") if label.endswith("/swapped") else (label, "")
-    return spec_tag(base) + swapped
-
-
-def log_eval(writer: Any, step: int, res: dict[str, Any]) -> None:
-    """eval/<opponent>/<metric> and eval/score of an :func:`evaluate` result (the learner's evaluations
-    while training; the evaluate stage's rows are under ``evaluate/``)."""
-    for label, vals in res.items():
-        if isinstance(vals, dict):
-            for k, v in vals.items():
-                writer.add_scalar(f"eval/{eval_tag(label)}/{k}", v, step)
-    writer.add_scalar("eval/score", res["score"], step)
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def save_training_checkpoint(stage: Path, learners: dict[str, Any], optimizers: dict[str, Any],
-                             state: dict[str, Any], snapshots: dict[str, list[tuple[int, Any]]],
-                             name: str = "checkpoint") -> Path:
-    """All learners (+ optimizer states), the snapshot pool and the trainer state, as one folder
-    written to a temporary sibling and renamed into place."""
-    final = stage / name
-    with atomic_dir(final) as tmp:
-        for pname, policy in learners.items():
-            save_checkpoint(tmp / "policies" / pname, policy, trainer_state={"policy": pname, **state},
-                            optimizer_state=optimizers[pname].state_dict() if optimizers else None)
-        for pname, pool in snapshots.items():
-            for update, snap in pool:
-                save_checkpoint(tmp / "snapshots" / pname / f"{update:06d}", snap)
-        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
-    return final
-
-
-def load_training_checkpoint(stage: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict]:
-    """(policies, optimizer states, trainer state, snapshots) from ``stage/checkpoint``."""
-    ck = stage / "checkpoint"
-    state_file = ck / "trainer_state.json"
-    if not state_file.is_file():
-        raise FileNotFoundError(f"{ck}: no trainer_state.json; nothing to resume from")
-    state = read_json(state_file)
-    policies, optim_states = {}, {}
-    for folder in sorted((ck / "policies").iterdir()):
-        policies[folder.name] = load_policy(folder, device="cpu")
-        optim_states[folder.name] = load_optimizer_state(folder)
-    snapshots: dict[str, list[tuple[int, Any]]] = {}
-    if (ck / "snapshots").is_dir():
-        for pdir in sorted((ck / "snapshots").iterdir()):
-            snapshots[pdir.name] = [(int(f.name), frozen_copy(load_policy(f, device="cpu")))
-                                    for f in sorted(pdir.iterdir())]
-    return policies, optim_states, state, snapshots
 
 
 # --------------------------------------------------------------------------- the stage
 
 
-class _Interrupt:
-    """SIGINT sets a flag; the loop saves a checkpoint at the end of the update and stops."""
+@dataclass
+class Trainer:
+    """Everything a PPO run carries from update to update (built or resumed by :func:`start`)."""
 
-    def __init__(self) -> None:
-        self.requested = False
-        self._old = None
+    cfg: TrainConfig
+    ctx: StageContext
+    agents: list[str]
+    roles: dict[str, str]
+    learners: dict[str, Any]
+    optimizers: dict[str, torch.optim.Optimizer]
+    pcs: dict[str, PPOConfig]
+    references: dict[str, Any]
+    stored_stats: dict[str, bool]
+    snapshots: dict[str, list[tuple[int, Any]]]
+    planner: SeatPlanner
+    rollout: Rollout
+    rng: np.random.Generator
+    state: dict[str, Any]
+    writer: Any = None
+    last_summary: dict[str, float] = field(default_factory=dict)
 
-    def __enter__(self) -> _Interrupt:
-        def handler(signum, frame):  # noqa: ARG001
-            if self.requested:
-                raise KeyboardInterrupt
-            self.requested = True
+    def checkpoint(self, update: int, name: str = "checkpoint") -> None:
+        """The learners, optimizers, snapshots and every random state, as ``stage/NAME``."""
+        self.state.update(update=update, rollout=self.rollout.state(), update_rng=self.rng.bit_generator.state,
+                          torch_rng=torch.get_rng_state().tolist(), seats=self.planner.state())
+        self.writer.flush()  # what was logged up to this checkpoint is on disk before the checkpoint is
+        save_training_checkpoint(self.ctx.stage_dir, self.learners, self.optimizers, self.state, self.snapshots,
+                                 name=name)
+        drop_cached_outputs([*self.learners.values(), *self.references.values(),
+                             *(s for pool in self.snapshots.values() for _, s in pool)])
 
-        try:
-            self._old = signal.signal(signal.SIGINT, handler)
-        except ValueError:  # not the main thread
-            self._old = None
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-
-
-def log_rollout(writer: Any, step: int, learners: dict[str, Any], episodes: list[Any]) -> dict[str, float]:
-    """rollout/<policy>/... : mean episode return of the policy's seats, length, the world's metrics."""
-    summary = {}
-    for name in learners:
-        tag = f"learner:{name}"
-        rets = [np.mean([r.returns[a] for a, s in r.seats.items() if s == tag]) for r in episodes
-                if tag in r.seats.values()]
-        eps = [r for r in episodes if tag in r.seats.values()]
-        if not rets:
-            continue
-        writer.add_scalar(f"rollout/{name}/episode_return", float(np.mean(rets)), step)
-        writer.add_scalar(f"rollout/{name}/episode_length", float(np.mean([r.length for r in eps])), step)
-        summary[name] = float(np.mean(rets))
-        for key in sorted({k for r in eps for k in r.metrics}):
-            vals = [r.metrics[key] for r in eps if key in r.metrics]
-            writer.add_scalar(f"rollout/{name}/{key}", float(np.mean(vals)), step)
-    return summary
+    def run_eval(self, update: int) -> dict[str, Any]:
+        """Greedy learners against the eval opponents; a new best score is checkpointed as ``best``."""
+        res = evaluate(self.cfg, self.learners, self.agents, self.roles)
+        log_eval(self.writer, update, res)
+        self.state["evals"].append({"update": update, **res})
+        if self.state["best_score"] is None or res["score"] > self.state["best_score"]:
+            self.state["best_score"], self.state["best_update"] = res["score"], update
+            self.checkpoint(update, name="best")
+        return res
 
 
-def stage_setup(cfg: TrainConfig, run_dir: Path, stage_index: int) -> tuple[Path, list[str], dict[str, str]]:
-    """(the stage folder, the world's agents, agent -> role), with torch's threads set: what every PPO
-    backend does first."""
-    stage = runs.stage_dir(run_dir, stage_index, STAGE)
+def start(cfg: TrainConfig, ctx: StageContext) -> Trainer:
+    """A new run's learners (built or from ``init_from``), or a resumed run's from its checkpoint, with their
+    optimizers, references, seat planner, rollout and random states."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    probe = make(cfg.env.id, **cfg.env.kwargs)
-    agents = list(probe.possible_agents)
-    roles = {a: probe.role(a) for a in agents}
-    probe.close()
-    return stage, agents, roles
-
-
-def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_index: int = 1,
-            progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) the PPO stage into ``run_dir``; returns the results written to results.json."""
-    if cfg.ppo.backend == "sb3":  # sb3-contrib MaskablePPO on the same world, encoder and run folder
-        from evoarena.training.sb3_backend import run_sb3
-
-        return run_sb3(cfg, run_dir, resume=resume, stage_index=stage_index, progress=progress)
-    run_dir = Path(run_dir)
-    stage, agents, roles = stage_setup(cfg, run_dir, stage_index)
+    stage = ctx.folder()
+    info = describe(cfg.env.id, cfg.env.kwargs)
+    agents, roles = list(info.agents), dict(info.roles)
     torch.manual_seed(cfg.seed)
-
     snapshots: dict[str, list[tuple[int, Any]]] = {}
-    if resume and (stage / "checkpoint" / "trainer_state.json").is_file():
+    if ctx.resume and (stage / "checkpoint" / "trainer_state.json").is_file():
         learners, optim_states, state, snapshots = load_training_checkpoint(stage)
     else:
         learners = {name: build_learner(cfg, name, agents) for name in cfg.policies}
@@ -505,14 +218,7 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
     for policy in learners.values():
         prepare_for_rl(policy)
     pcs = {name: learner_ppo(cfg, lc) for name, lc in cfg.policies.items()}
-    references = {}
-    for name, lc in cfg.policies.items():
-        if pcs[name].kl_coef > 0 or pcs[name].log_kl_ref:
-            ref_dir = stage / "reference" / name
-            if not (ref_dir / "policy.json").is_file():
-                src = lc.reference
-                save_checkpoint(ref_dir, load_policy(src) if src else learners[name])
-            references[name] = prepare_for_rl(frozen_copy(load_policy(ref_dir, device="cpu")))
+    references = reference_policies(cfg, stage, learners, pcs)
     stored_stats = {name: policy.standardizes and (pcs[name].standardize_stats == "stored" or (
         pcs[name].standardize_stats == "auto" and bool(policy.std_ready))) for name, policy in learners.items()}
     optimizers = {}
@@ -521,7 +227,6 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
         optimizers[name] = torch.optim.Adam(params, lr=pcs[name].lr, eps=pcs[name].adam_eps)
         if optim_states.get(name):
             optimizers[name].load_state_dict(optim_states[name])
-
     planner = SeatPlanner(cfg, agents, roles, learners, snapshots, cfg.seed)
     rollout = Rollout(cfg.env.id, cfg.env.kwargs, min(cfg.num_envs, cfg.episodes_per_update), learners, planner,
                       seed=cfg.seed, record_transcripts=cfg.transcript_every > 0)
@@ -531,146 +236,205 @@ def run_ppo(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
         rng.bit_generator.state = state["update_rng"]
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
         planner.load_state(state.get("seats", {}))
-    start_update = int(state["update"])
-    writer = runs.tb_writer(run_dir, purge_step=runs.resume_purge_step(resume, start_update))
+    return Trainer(cfg, ctx, agents, roles, learners, optimizers, pcs, references, stored_stats, snapshots,
+                   planner, rollout, rng, state)
+
+
+def learn(t: Trainer, result: RolloutResult, update: int) -> tuple[dict[str, dict[str, float]], bool]:
+    """Advantages and PPO epochs for every learner's batch of this update; (stats per learner, any NaN)."""
+    cfg, state = t.cfg, t.state
+    frac = 1.0 - (update - 1) / cfg.total_updates
+    stats: dict[str, dict[str, float]] = {}
+    nan_this = False
+    for name, batch in result.batches.items():
+        pc = t.pcs[name]
+        if len(batch) == 0:
+            continue
+        if t.stored_stats[name]:
+            # statistics of this rollout's texts, fixed for the update: every minibatch (and the next rollout)
+            # sees the same function, so ratios start at exactly 1
+            ref = t.references.get(name)
+            if ref is not None and not bool(ref.std_ready):
+                ref.calibrate(batch.obs, seed=cfg.seed)  # once: the reference stays fixed
+            t.learners[name].calibrate(batch.obs, seed=cfg.seed + update)
+            batch.refresh(t.learners[name])
+        if pc.advantage == "baseline":
+            base = state["baselines"].get(name)
+            if base is None:  # first update: the batch's own mean return starts the running mean
+                batch.finish(pc.gamma, pc.gae_lambda, "baseline", 0.0)
+                base = float(np.mean(batch.returns))
+            batch.finish(pc.gamma, pc.gae_lambda, "baseline", base)
+            mean_ret = float(np.mean(batch.returns))
+            state["baselines"][name] = pc.baseline_momentum * base + (1 - pc.baseline_momentum) * mean_ret
+        else:
+            batch.finish(pc.gamma, pc.gae_lambda)
+        lr = pc.lr * (frac if pc.lr_decay else 1.0)
+        for g in t.optimizers[name].param_groups:
+            g["lr"] = lr
+        s = ppo_update(t.learners[name], t.optimizers[name], batch, pc, t.references.get(name), t.rng)
+        s["lr"] = lr
+        stats[name] = s
+        nan_this |= s["nan_skipped"] > 0
+    return stats, nan_this
+
+
+def log_update(t: Trainer, update: int, result: RolloutResult, stats: dict[str, dict[str, float]],
+               times: tuple[float, float, float]) -> float:
+    """train/, rollout/ and perf/ scalars (and a transcript) of one update; returns its decisions per second."""
+    t_start, cpu_start, learn_s = times
+    writer = t.writer
+    for name, s in stats.items():
+        for k, v in s.items():
+            writer.add_scalar(f"train/{name}/{k}", v, update)
+    t.last_summary = log_rollout(writer, update, t.learners, result.episodes)
+    total_s = time.perf_counter() - t_start
+    writer.add_scalar("perf/cpu_seconds", time.process_time() - cpu_start, update)  # this process, all threads
+    writer.add_scalar("perf/env_seconds", result.env_seconds, update)
+    writer.add_scalar("perf/forward_seconds", result.forward_seconds, update)
+    writer.add_scalar("perf/tokenize_seconds", result.tokenize_seconds, update)  # part of forward
+    writer.add_scalar("perf/learn_seconds", learn_s, update)
+    writer.add_scalar("perf/decisions_per_second", result.decisions / max(total_s, 1e-9), update)
+    writer.add_scalar("perf/decisions", t.state["decisions"], update)
+    if t.cfg.transcript_every and update % t.cfg.transcript_every == 0:
+        text = next((r.transcript for r in result.episodes if r.transcript), None)
+        if text:
+            writer.add_text("episodes/transcript", f"```\n{text}\n```", update)
+    return result.decisions / max(total_s, 1e-9)
+
+
+def take_snapshots(t: Trainer, update: int) -> None:
+    if t.cfg.snapshot_every and update % t.cfg.snapshot_every == 0:
+        for name, policy in t.learners.items():
+            pool = t.snapshots.setdefault(name, [])
+            pool.append((update, frozen_copy(policy)))
+            del pool[:-t.cfg.snapshot_pool_size]
+
+
+def run_ppo(cfg: TrainConfig, ctx: StageContext) -> dict[str, Any]:
+    """Run (or resume) the PPO stage in ``ctx``; returns the results written to results.json."""
+    t = start(cfg, ctx)
+    start_update = int(t.state["update"])
+    t.writer = ctx.writer(purge_step=runs.resume_purge_step(ctx.resume, start_update))
     if not start_update:
-        writer.add_text("config", f"```\n{json.dumps(cfg.model_dump(mode='json'), indent=1)}\n```", 0)
-
-    def checkpoint(update: int, name: str = "checkpoint") -> None:
-        state.update(update=update, rollout=rollout.state(), update_rng=rng.bit_generator.state,
-                     torch_rng=torch.get_rng_state().tolist(), seats=planner.state())
-        writer.flush()  # what was logged up to this checkpoint is on disk before the checkpoint is
-        save_training_checkpoint(stage, learners, optimizers, state, snapshots, name=name)
-        drop_cached_outputs([*learners.values(), *references.values(), *(s for pool in snapshots.values()
-                                                                         for _, s in pool)])
-
-    def run_eval(update: int) -> dict[str, Any]:
-        res = evaluate(cfg, learners, agents, roles)
-        log_eval(writer, update, res)
-        state["evals"].append({"update": update, **res})
-        if state["best_score"] is None or res["score"] > state["best_score"]:
-            state["best_score"], state["best_update"] = res["score"], update
-            checkpoint(update, name="best")
-        return res
-
+        t.writer.add_text("config", f"```\n{json.dumps(cfg.model_dump(mode='json'), indent=1)}\n```", 0)
     if not start_update and cfg.eval.every:
-        run_eval(0)  # the starting policy's score (the clone's, in a chain): the baseline of the curve
-    last_summary: dict[str, float] = {}
+        t.run_eval(0)  # the starting policy's score (the clone's, in a chain): the baseline of the curve
     interrupted = False
-    with _Interrupt() as stop, progress_bar("ppo", cfg.total_updates, completed=start_update, unit="updates",
-                                            enabled=progress) as bar:
+    with runs.StopOnInterrupt() as stop, progress_bar(ctx.describe("ppo"), cfg.total_updates, completed=start_update,
+                                            unit="updates", enabled=ctx.progress) as bar:
         for update in range(start_update + 1, cfg.total_updates + 1):
             t_start, cpu_start = time.perf_counter(), time.process_time()
-            for name in learners:
-                learners[name].eval()
-            result = rollout.collect(cfg.episodes_per_update)
+            for policy in t.learners.values():
+                policy.eval()
+            result = t.rollout.collect(cfg.episodes_per_update)
             t_learn = time.perf_counter()
-            frac = 1.0 - (update - 1) / cfg.total_updates
-            stats: dict[str, dict[str, float]] = {}
-            nan_this = False
-            for name, batch in result.batches.items():
-                pc = pcs[name]
-                if len(batch) == 0:
-                    continue
-                if stored_stats[name]:
-                    # statistics of this rollout's texts, fixed for the update: every minibatch (and
-                    # the next rollout) sees the same function, so ratios start at exactly 1
-                    ref = references.get(name)
-                    if ref is not None and not bool(ref.std_ready):
-                        ref.calibrate(batch.obs, seed=cfg.seed)  # once: the reference stays fixed
-                    learners[name].calibrate(batch.obs, seed=cfg.seed + update)
-                    batch.refresh(learners[name])
-                if pc.advantage == "baseline":
-                    base = state["baselines"].get(name)
-                    if base is None:  # first update: the batch's own mean return starts the running mean
-                        batch.finish(pc.gamma, pc.gae_lambda, "baseline", 0.0)
-                        base = float(np.mean(batch.returns))
-                    batch.finish(pc.gamma, pc.gae_lambda, "baseline", base)
-                    mean_ret = float(np.mean(batch.returns))
-                    state["baselines"][name] = pc.baseline_momentum * base + (1 - pc.baseline_momentum) * mean_ret
-                else:
-                    batch.finish(pc.gamma, pc.gae_lambda)
-                lr = pc.lr * (frac if pc.lr_decay else 1.0)
-                for g in optimizers[name].param_groups:
-                    g["lr"] = lr
-                s = ppo_update(learners[name], optimizers[name], batch, pc, references.get(name), rng)
-                s["lr"] = lr
-                stats[name] = s
-                nan_this |= s["nan_skipped"] > 0
+            stats, nan_this = learn(t, result, update)
             learn_s = time.perf_counter() - t_learn
-            state["nan_streak"] = state["nan_streak"] + 1 if nan_this else 0
-            state["decisions"] += result.decisions
-            state["episodes"] += len(result.episodes)
-            for name, s in stats.items():
-                for k, v in s.items():
-                    writer.add_scalar(f"train/{name}/{k}", v, update)
-            last_summary = log_rollout(writer, update, learners, result.episodes)
-            total_s = time.perf_counter() - t_start
-            writer.add_scalar("perf/cpu_seconds", time.process_time() - cpu_start, update)  # this process, all threads
-            writer.add_scalar("perf/env_seconds", result.env_seconds, update)
-            writer.add_scalar("perf/forward_seconds", result.forward_seconds, update)
-            writer.add_scalar("perf/tokenize_seconds", result.tokenize_seconds, update)  # part of forward
-            writer.add_scalar("perf/learn_seconds", learn_s, update)
-            writer.add_scalar("perf/decisions_per_second", result.decisions / max(total_s, 1e-9), update)
-            writer.add_scalar("perf/decisions", state["decisions"], update)
-            if cfg.transcript_every and update % cfg.transcript_every == 0:
-                text = next((r.transcript for r in result.episodes if r.transcript), None)
-                if text:
-                    writer.add_text("episodes/transcript", f"```\n{text}\n```", update)
-            if state["nan_streak"] >= MAX_NAN_UPDATES:
-                writer.close()
+            t.state["nan_streak"] = t.state["nan_streak"] + 1 if nan_this else 0
+            t.state["decisions"] += result.decisions
+            t.state["episodes"] += len(result.episodes)
+            rate = log_update(t, update, result, stats, (t_start, cpu_start, learn_s))
+            if t.state["nan_streak"] >= MAX_NAN_UPDATES:
+                t.writer.close()
                 raise TrainingError(f"non-finite loss in {MAX_NAN_UPDATES} updates in a row (last: update "
-                                    f"{update}); stopped. The last good checkpoint is {stage / 'checkpoint'}")
-            if cfg.snapshot_every and update % cfg.snapshot_every == 0:
-                for name, policy in learners.items():
-                    pool = snapshots.setdefault(name, [])
-                    pool.append((update, frozen_copy(policy)))
-                    del pool[:-cfg.snapshot_pool_size]
+                                    f"{update}); stopped. The last good checkpoint is {ctx.stage_dir / 'checkpoint'}")
+            take_snapshots(t, update)
             if cfg.eval.every and update % cfg.eval.every == 0 and update < cfg.total_updates:
-                run_eval(update)
+                t.run_eval(update)
             # the last update's checkpoint is written after the final evaluation (below), so a resume never
             # evaluates the last update twice
             if not nan_this and update < cfg.total_updates and (update % cfg.checkpoint_every == 0
                                                                  or stop.requested):
-                checkpoint(update)
-            info = ", ".join(f"return {k} {v:.1f}" for k, v in last_summary.items())
-            bar(1, info=f"{info}, {result.decisions / max(total_s, 1e-9):.0f} decisions/s")
+                t.checkpoint(update)
+            info = ", ".join(f"return {k} {v:.1f}" for k, v in t.last_summary.items())
+            bar(1, info=f"{info}, {rate:.0f} decisions/s")
             if stop.requested and update < cfg.total_updates:
                 interrupted = True
                 break
     if interrupted:
-        writer.close()
-        print(f"ppo: interrupted after update {state['update']}; checkpoint saved in {stage / 'checkpoint'}")
+        t.writer.close()
+        print(f"ppo: interrupted after update {t.state['update']}; checkpoint saved in {ctx.stage_dir / 'checkpoint'}")
         raise KeyboardInterrupt
-    if state.get("final_eval") is None:  # a run resumed after its final checkpoint keeps that evaluation
-        state["final_eval"] = run_eval(cfg.total_updates)
-        checkpoint(cfg.total_updates)
+    return finish(t)
+
+
+def finish(t: Trainer) -> dict[str, Any]:
+    """The final evaluation and checkpoint (once: a run resumed after them keeps them), hparams, results."""
+    cfg, state, writer = t.cfg, t.state, t.writer
+    if state.get("final_eval") is None:
+        state["final_eval"] = t.run_eval(cfg.total_updates)
+        t.checkpoint(cfg.total_updates)
     final_eval = state["final_eval"]
     metrics = {"hparam/final_score": final_eval["score"],
-               **{f"hparam/return_{k}": v for k, v in last_summary.items()}}
+               **{f"hparam/return_{k}": v for k, v in t.last_summary.items()}}
     hparams = {"env": cfg.env.id, "seed": cfg.seed, "lr": cfg.ppo.lr, "ent_coef": cfg.ppo.ent_coef,
                "kl_coef": cfg.ppo.kl_coef, "episodes_per_update": cfg.episodes_per_update,
                "total_updates": cfg.total_updates}
     writer.add_hparams(hparams, {k: (v if math.isfinite(v) else 0.0) for k, v in metrics.items()}, run_name="hparams")
     writer.close()
+    stage = t.ctx.stage_dir
     results = {"updates": cfg.total_updates, "decisions": state["decisions"], "episodes": state["episodes"],
                "final_eval": final_eval, "best_score": state["best_score"], "best_update": state.get("best_update"),
-               "evals": state["evals"], "rollout_return": last_summary,
+               "evals": state["evals"], "rollout_return": t.last_summary,
                "checkpoint": str(stage / "checkpoint"), "best_checkpoint": str(stage / "best")}
     results["summary"] = ppo_summary(results)
-    runs.update_results(run_dir, STAGE, results)
+    t.ctx.write_results(results)
     return results
 
 
-def ppo_summary(results: dict[str, Any]) -> str:
-    """One line a person reads: updates and episodes, then the greedy eval score (the learners' mean return
-    against the eval opponents) at update 0, at the end, and its best with the update it came at."""
-    evals = results.get("evals") or []
-    line = f"PPO {results['updates']} updates, {results['episodes']:,} episodes; eval score (mean return vs the " \
-           f"eval opponents)"
-    if evals and evals[0].get("update") == 0:
-        line += f" {evals[0]['score']:.2f} at update 0 ->"
-    line += f" {results['final_eval']['score']:.2f} at update {results['updates']}"
-    if results.get("best_update") is not None:
-        line += f"; best {results['best_score']:.2f} at update {results['best_update']} (the checkpoint `best`)"
-    return line
+class TrainStage(StageKind):
+    """``kind: train``: multi-agent PPO (``ppo.backend: evoarena``, or ``sb3`` for MaskablePPO)."""
+
+    name = kind = "train"
+    folder = "ppo"
+    config = TrainConfig
+    agent_label = "PPO-trained"
+
+    def run(self, cfg: TrainConfig, ctx: StageContext) -> dict[str, Any]:
+        if cfg.ppo.backend == "sb3":  # sb3-contrib MaskablePPO on the same world, encoder and run folder
+            from evoarena.training.sb3_backend import run_sb3
+
+            return run_sb3(cfg, ctx)
+        return run_ppo(cfg, ctx)
+
+    def env(self, data: dict[str, Any]) -> dict[str, Any] | None:
+        return data.get("env")
+
+    def policy_roles(self, data: dict[str, Any]) -> dict[str, str]:
+        from fnmatch import fnmatch
+
+        env = data["env"]
+        out: dict[str, str] = {}
+        for agent, role in describe(env["id"], env.get("kwargs", {})).roles.items():
+            for pattern, seat in data["seats"].items():
+                if fnmatch(agent, pattern) and seat.get("policy"):
+                    out.setdefault(role, seat["policy"])
+                    break
+        return out
+
+    def init_slots(self, data: dict[str, Any]) -> list[InitSlot]:
+        if not isinstance(data.get("policies"), dict):
+            return []
+        out = []
+        for name, lc in data["policies"].items():
+            if isinstance(lc, dict):
+                policy = lc.setdefault("policy", {})
+                if "init_from" not in policy and policy.get("kind", "transformer") == "transformer":
+                    out.append(InitSlot(f"policies.{name}.policy.init_from", policy, policy=name))
+        return out
+
+    def checkpoint(self, data: dict[str, Any], folder: Path, role: str | None = None) -> Path:
+        made = self.policy_roles(data)
+        best = folder / "best" / "policies" / made[str(role)]
+        return best if best.is_dir() else folder / "checkpoint" / "policies" / made[str(role)]
+
+    def length(self, results: dict[str, Any]) -> int:
+        return int(results.get("updates", 0))
+
+    def agent_policy(self, data: dict[str, Any]) -> dict[str, Any] | None:
+        for lc in data["policies"].values():
+            return dict(lc.get("policy", {}))
+        return None
+
+
+STAGE = TrainStage()

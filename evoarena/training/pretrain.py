@@ -1,4 +1,4 @@
-"""The pretrain stage: ``run_pretrain(cfg, run_dir, resume)`` -> results; masked-LM training of an encoder.
+"""The pretrain stage (``STAGE``; ``run_pretrain(cfg, ctx)`` -> results): masked-LM training of an encoder.
 
 Corpus: the distinct observation texts and action names of random play in the worlds
 (:func:`evoarena.policies.corpus.world_corpus`, ``corpus.episodes_per_env`` episodes of every world)
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,13 @@ import torch
 from evoarena.config import CorpusConfig, PretrainConfig
 from evoarena.storage import atomic_dir
 from evoarena.training import runs
+from evoarena.training.progress import progress_bar
+from evoarena.training.protocol import StageContext, StageKind
 from evoarena.training.supervised import (
     Timer,
     adamw,
     load_state,
     lr_factor,
-    progress_bar,
     read_state,
     restore_torch_rng,
     save_state,
@@ -52,8 +54,6 @@ from evoarena.training.supervised import (
     torch_rng_state,
 )
 
-STAGE_INDEX = 1
-STAGE = "pretrain"
 IGNORE = -100
 
 
@@ -181,27 +181,21 @@ def save_pretrained_checkpoint(model, tokenizer, folder: Path, info: dict[str, A
     return folder
 
 
-def run_pretrain(cfg: PretrainConfig, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
-    """Run the pretrain stage of ``cfg`` into ``run_dir``; returns the results (``summary``: one line)."""
-    from evoarena.policies.encoder import load_tokenizer, resolve_device
+@dataclass
+class _Batches:
+    """The tokenized corpus of a pretrain run and its fixed held-out masking."""
 
-    run_dir = Path(run_dir)
-    set_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    sdir = runs.stage_dir(run_dir, STAGE_INDEX, STAGE)
-    state_dir = sdir / "state"
-    prior = read_state(state_dir) if resume else None
-    if prior is not None and prior.get("done"):
-        return runs.read_results(run_dir).get(STAGE, prior.get("results", {}))
-    timer = Timer(prior["wall_s"] if prior else 0.0)
+    train_ids: list[list[int]]
+    special: np.ndarray
+    vocab: int
+    mask_id: int
+    pad_id: int
+    held: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    train_texts: int
+    heldout_texts: int
 
-    texts = build_corpus(cfg.corpus)
-    train, heldout = split_corpus(texts, cfg.corpus.heldout_fraction, cfg.corpus.max_heldout, cfg.seed)
-    corpus_s = timer()
-    tokenizer = load_tokenizer(state_dir) if prior is not None else _tokenizer(cfg, train)
-    device = resolve_device(cfg.encoder.device)
-    model = build_mlm_model(cfg, tokenizer).to(device)
-    model.train()
+
+def _tokenize(cfg: PretrainConfig, model: Any, tokenizer: Any, train: list[str], heldout: list[str]) -> _Batches:
     max_len = min(cfg.encoder.max_length, int(getattr(model.config, "max_position_embeddings", 10**9)))
     enc = tokenizer(train + heldout, truncation=True, max_length=max_len)["input_ids"]
     train_ids, held_ids = enc[: len(train)], enc[len(train):]
@@ -209,35 +203,28 @@ def run_pretrain(cfg: PretrainConfig, run_dir: str | Path, resume: bool = False)
     special = np.zeros(max(vocab, model.get_input_embeddings().num_embeddings), dtype=bool)
     special[[i for i in tokenizer.all_special_ids if i is not None]] = True
     mask_id, pad_id = int(tokenizer.mask_token_id), int(tokenizer.pad_token_id)
-
     held_rng = np.random.default_rng([cfg.seed, 29])  # the SAME held-out masking at every evaluation
     order = sorted(range(len(held_ids)), key=lambda i: len(held_ids[i]))
-    held_batches = [mask_tokens([held_ids[i] for i in order[s: s + 256]], special, vocab, mask_id,
-                                cfg.mask_prob, held_rng, pad_id) for s in range(0, len(order), 256)]
+    held = [mask_tokens([held_ids[i] for i in order[s: s + 256]], special, vocab, mask_id, cfg.mask_prob,
+                        held_rng, pad_id) for s in range(0, len(order), 256)]
+    return _Batches(train_ids, special, vocab, mask_id, pad_id, held, len(train), len(heldout))
 
-    optimizer = adamw(model, cfg.lr, cfg.weight_decay)
-    step, history = 0, []
-    sums = {"loss_sum": 0.0, "right": 0, "n_tok": 0}
-    if prior is not None:
-        load_state(state_dir, model, optimizer)
-        step, history = prior["step"], prior["history"]
-        sums.update(prior.get("sums", {}))
-        restore_torch_rng(prior)
-    initial = prior["initial"] if prior is not None else heldout_metrics(model, held_batches, device)
-    writer = runs.tb_writer(run_dir, purge_step=runs.resume_purge_step(resume, step))
-    if prior is None:
-        writer.add_scalar("pretrain/perplexity_heldout", initial["perplexity"], 0)
-        writer.add_scalar("pretrain/masked_accuracy_heldout", initial["masked_accuracy"], 0)
-        history.append({"step": 0, "wall_s": timer(), **initial})
+
+def _train_steps(cfg: PretrainConfig, ctx: StageContext, model: Any, optimizer: Any, data: _Batches, tokenizer: Any,
+                 device: Any, writer: Any, run: dict[str, Any], timer: Timer) -> int:
+    """The masked-LM steps from ``run["step"]`` to ``cfg.steps``: logs, held-out evaluations, states."""
+    state_dir = ctx.stage_dir / "state"
+    step, history = run["step"], run["history"]
     warmup = int(cfg.warmup_fraction * cfg.steps)
     step0, t0 = step, timer()
-    loss_sum, right, n_tok = float(sums["loss_sum"]), int(sums["right"]), int(sums["n_tok"])
-    with progress_bar(f"pretrain ({cfg.name})", cfg.steps, completed=step) as update:
+    loss_sum, right, n_tok = float(run["sums"]["loss_sum"]), int(run["sums"]["right"]), int(run["sums"]["n_tok"])
+    with progress_bar(ctx.describe(f"pretrain ({cfg.name})"), cfg.steps, completed=step,
+                      enabled=ctx.progress) as update:
         while step < cfg.steps:
             rng = np.random.default_rng([cfg.seed, 1, step])  # the batch of a step is fixed: exact resume
-            pick = rng.integers(0, len(train_ids), size=cfg.batch_size)
-            inp, att, lab = mask_tokens([train_ids[i] for i in pick], special, vocab, mask_id, cfg.mask_prob,
-                                        rng, pad_id)
+            pick = rng.integers(0, len(data.train_ids), size=cfg.batch_size)
+            inp, att, lab = mask_tokens([data.train_ids[i] for i in pick], data.special, data.vocab, data.mask_id,
+                                        cfg.mask_prob, rng, data.pad_id)
             inp, att, lab = inp.to(device), att.to(device), lab.to(device)
             set_lr(optimizer, cfg.lr * lr_factor(step, cfg.steps, warmup))
             logits = model(input_ids=inp, attention_mask=att).logits
@@ -261,7 +248,7 @@ def run_pretrain(cfg: PretrainConfig, run_dir: str | Path, resume: bool = False)
                 update(0, info=f"loss {loss_sum / max(1, n_tok):.3f}")
                 loss_sum, right, n_tok = 0.0, 0, 0
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                m = heldout_metrics(model, held_batches, device)
+                m = heldout_metrics(model, data.held, device)
                 writer.add_scalar("pretrain/perplexity_heldout", m["perplexity"], step)
                 writer.add_scalar("pretrain/masked_accuracy_heldout", m["masked_accuracy"], step)
                 history.append({"step": step, "wall_s": timer(), **m})
@@ -269,22 +256,63 @@ def run_pretrain(cfg: PretrainConfig, run_dir: str | Path, resume: bool = False)
             if step % cfg.checkpoint_every == 0 and step < cfg.steps:
                 writer.flush()  # what was logged up to this state is on disk before the state is
                 save_state(state_dir, model, optimizer, {
-                    "step": step, "history": history, "initial": initial, "wall_s": timer(),
+                    "step": step, "history": history, "initial": run["initial"], "wall_s": timer(),
                     "sums": {"loss_sum": loss_sum, "right": right, "n_tok": n_tok}, "torch_rng": torch_rng_state()},
                     tokenizer)
             update(1)
-    final = history[-1]
-    results: dict[str, Any] = {
+    return step
+
+
+def _results(cfg: PretrainConfig, data: _Batches, run: dict[str, Any], step: int, corpus_s: float) -> dict[str, Any]:
+    initial, final = run["initial"], run["history"][-1]
+    return {
         "encoder": cfg.encoder.preset or cfg.encoder.path,
-        "vocab_size": vocab, "train_texts": len(train), "heldout_texts": len(heldout),
+        "vocab_size": data.vocab, "train_texts": data.train_texts, "heldout_texts": data.heldout_texts,
         "heldout_masked_tokens": initial["masked_tokens"], "steps": step, "batch_size": cfg.batch_size,
         "initial_perplexity": initial["perplexity"], "final_perplexity": final["perplexity"],
         "perplexity_ratio": initial["perplexity"] / final["perplexity"],
         "initial_masked_accuracy": initial["masked_accuracy"],
         "final_masked_accuracy": final["masked_accuracy"],
-        "corpus_s": corpus_s, "threads": torch.get_num_threads(), "history": history,
+        "corpus_s": corpus_s, "threads": torch.get_num_threads(), "history": run["history"],
     }
-    ckpt = save_pretrained_checkpoint(model, tokenizer, sdir / "checkpoint",
+
+
+def run_pretrain(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
+    """Run (or resume) the pretrain stage of ``cfg`` in ``ctx``; returns the results (``summary``: one line)."""
+    from evoarena.policies.encoder import load_tokenizer, resolve_device
+
+    set_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    state_dir = ctx.folder() / "state"
+    prior = read_state(state_dir) if ctx.resume else None
+    if prior is not None and prior.get("done"):
+        return ctx.results() or prior.get("results", {})
+    timer = Timer(prior["wall_s"] if prior else 0.0)
+
+    texts = build_corpus(cfg.corpus)
+    train, heldout = split_corpus(texts, cfg.corpus.heldout_fraction, cfg.corpus.max_heldout, cfg.seed)
+    corpus_s = timer()
+    tokenizer = load_tokenizer(state_dir) if prior is not None else _tokenizer(cfg, train)
+    device = resolve_device(cfg.encoder.device)
+    model = build_mlm_model(cfg, tokenizer).to(device)
+    model.train()
+    data = _tokenize(cfg, model, tokenizer, train, heldout)
+    optimizer = adamw(model, cfg.lr, cfg.weight_decay)
+    run: dict[str, Any] = {"step": 0, "history": [], "sums": {"loss_sum": 0.0, "right": 0, "n_tok": 0}}
+    if prior is not None:
+        load_state(state_dir, model, optimizer)
+        run.update(step=prior["step"], history=prior["history"])
+        run["sums"].update(prior.get("sums", {}))
+        restore_torch_rng(prior)
+    run["initial"] = prior["initial"] if prior is not None else heldout_metrics(model, data.held, device)
+    writer = ctx.writer(purge_step=runs.resume_purge_step(ctx.resume, run["step"]))
+    if prior is None:
+        writer.add_scalar("pretrain/perplexity_heldout", run["initial"]["perplexity"], 0)
+        writer.add_scalar("pretrain/masked_accuracy_heldout", run["initial"]["masked_accuracy"], 0)
+        run["history"].append({"step": 0, "wall_s": timer(), **run["initial"]})
+    step = _train_steps(cfg, ctx, model, optimizer, data, tokenizer, device, writer, run, timer)
+    results = _results(cfg, data, run, step, corpus_s)
+    ckpt = save_pretrained_checkpoint(model, tokenizer, ctx.stage_dir / "checkpoint",
                                       {"encoder_config": cfg.encoder.model_dump(mode="json"),
                                        **{k: v for k, v in results.items() if k != "history"}})
     results["wall_s"] = timer()
@@ -297,8 +325,23 @@ def run_pretrain(cfg: PretrainConfig, run_dir: str | Path, resume: bool = False)
                     f"checkpoint {ckpt}")
     writer.add_text("pretrain/summary", results["summary"], step)
     writer.close()
-    runs.update_results(run_dir, STAGE, results)
-    done = {"step": step, "history": history, "initial": initial, "wall_s": results["wall_s"], "done": True,
-            "results": results}
+    ctx.write_results(results)
+    done = {"step": step, "history": run["history"], "initial": run["initial"], "wall_s": results["wall_s"],
+            "done": True, "results": results}
     save_state(state_dir, model, optimizer, done, tokenizer)
     return results
+
+
+class PretrainStage(StageKind):
+    """``kind: pretrain``: an encoder (and its tokenizer) learns world text by masked LM."""
+
+    name = kind = folder = "pretrain"
+    config = PretrainConfig
+    agent_label = "pre-trained encoder, untrained heads"
+    takes_init = False
+
+    def run(self, cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
+        return run_pretrain(cfg, ctx)
+
+
+STAGE = PretrainStage()

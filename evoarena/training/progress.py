@@ -115,9 +115,7 @@ def progress_bar(description: str, total: int, completed: int = 0, unit: str = "
     A rich bar when ``stream`` (stderr) is a terminal, plain lines otherwise, nothing when not ``enabled``."""
     from rich.console import Console
 
-    from evoarena.training.runs import progress_label
-
-    label = progress_label(description)
+    label = description
     stream = stream or sys.stderr
     if not enabled:
         yield lambda advance=1, info=None: None

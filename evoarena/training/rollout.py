@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from evoarena.envs import make
+from evoarena.envs import forced_actions, make
 from evoarena.training.ppo_math import discounted_returns, gae
 
 #: who fills a seat for one episode: ("learner", policy name) or ("agent", agent object)
@@ -108,6 +108,18 @@ class RolloutResult:
     tokenize_seconds: float = 0.0  #: the learners' tokenisation time (part of forward_seconds)
 
 
+@dataclass
+class _Tally:
+    """What one :meth:`Rollout.collect` gathers as it goes."""
+
+    batches: dict[str, LearnerBatch]
+    records: list[EpisodeRecord] = field(default_factory=list)
+    env_s: float = 0.0
+    fwd_s: float = 0.0
+    decisions: int = 0
+    queried: int = 0
+
+
 class Rollout:
     """Steps ``num_envs`` copies of a world in lockstep and collects whole episodes."""
 
@@ -134,19 +146,16 @@ class Rollout:
 
     def collect(self, episodes: int) -> RolloutResult:
         """Play ``episodes`` whole episodes; learners sample their actions."""
-        batches = {name: LearnerBatch() for name in self.learners}
+        tally = _Tally({name: LearnerBatch() for name in self.learners})
         tok0 = self.tokenize_seconds()
-        records: list[EpisodeRecord] = []
-        env_s = fwd_s = 0.0
-        decisions = queried = 0
-        started = 0
         slots: list[dict[str, Any]] = []
+        started = 0
 
         def start(env: Any) -> None:
-            nonlocal started, env_s
+            nonlocal started
             t0 = time.perf_counter()
             obs, _ = env.reset(seed=self.next_seed)
-            env_s += time.perf_counter() - t0
+            tally.env_s += time.perf_counter() - t0
             self.next_seed += 1
             started += 1
             slots.append({"env": env, "obs": obs, "who": self.assign(self.rng), "last": {},
@@ -155,92 +164,122 @@ class Rollout:
         for env in self.envs[:episodes]:
             start(env)
         while slots:
-            actions: list[dict[str, int]] = [{} for _ in slots]
-            learner_reqs: dict[str, list[tuple[int, str, dict]]] = defaultdict(list)
-            agent_reqs: dict[int, list[tuple[int, str, dict]]] = defaultdict(list)
-            agent_objs: dict[int, Any] = {}
-            for k, slot in enumerate(slots):
-                env = slot["env"]
-                for a in env.agents:
-                    o = slot["obs"][a]
-                    legal = np.flatnonzero(o["action_mask"])
-                    if len(legal) == 1:
-                        actions[k][a] = int(legal[0])
-                        continue
-                    kind, target = slot["who"][a]
-                    actor = self.learners[target] if kind == "learner" else target
-                    if needs_action_names(actor):
-                        o = {**o, "action_names": env.action_names(a)}
-                    if kind == "learner":
-                        learner_reqs[target].append((k, a, o))
-                    else:
-                        agent_reqs[id(target)].append((k, a, o))
-                        agent_objs[id(target)] = target
+            actions = self._choose(slots, tally)
             t0 = time.perf_counter()
-            for name, reqs in learner_reqs.items():
-                out = self.learners[name].act([o for _, _, o in reqs], generator=self.torch_gen)
-                for j, (k, a, o) in enumerate(reqs):
-                    act = int(out.actions[j])
-                    actions[k][a] = act
-                    idx = batches[name].add(o, act, out.logp[j], out.values[j])
-                    slots[k]["streams"][a].append(idx)
-                    slots[k]["last"][a] = (name, idx)
-                decisions += len(reqs)
-                queried += len(reqs)
-            for key, reqs in agent_reqs.items():
-                chosen = agent_objs[key].act_batch([o for _, _, o in reqs])
-                for (k, a, _), act in zip(reqs, chosen):
-                    actions[k][a] = int(act)
-                queried += len(reqs)
-            fwd_s += time.perf_counter() - t0
-
-            t0 = time.perf_counter()
-            still: list[dict[str, Any]] = []
-            truncated_reqs: dict[str, list[tuple[int, dict]]] = defaultdict(list)
-            free: list[Any] = []
-            for k, slot in enumerate(slots):
-                env = slot["env"]
-                obs, rew, term, trunc, _ = env.step(actions[k])
-                slot["steps"] += 1
-                for a, r in rew.items():
-                    slot["ret"][a] += float(r)
-                    if a in slot["last"]:
-                        name, idx = slot["last"][a]
-                        batches[name].rewards[idx] += float(r)
-                for a in list(slot["last"]):
-                    if term.get(a) or trunc.get(a):
-                        name, idx = slot["last"].pop(a)
-                        stream = slot["streams"].pop(a)
-                        if trunc.get(a) and not term.get(a):
-                            o = obs[a]
-                            if needs_action_names(self.learners[name]):
-                                o = {**o, "action_names": env.action_names(a)} if env.agents else o
-                            truncated_reqs[name].append((len(batches[name].streams), o))
-                        batches[name].streams.append((stream, 0.0))
-                slot["obs"] = obs
-                if env.agents:
-                    still.append(slot)
-                    continue
-                seats = {a: (f"learner:{t}" if kind == "learner" else getattr(t, "name", str(t)))
-                         for a, (kind, t) in slot["who"].items()}
-                records.append(EpisodeRecord(dict(slot["ret"]), seats, env.metrics(), slot["steps"],
-                                             env.transcript() if env.render_mode else None))
-                free.append(env)
-            env_s += time.perf_counter() - t0
-            for name, reqs in truncated_reqs.items():  # truncation: bootstrap from the last observation's value
-                t1 = time.perf_counter()
-                with torch.no_grad():
-                    _, values = self.learners[name].forward_obs([o for _, o in reqs])
-                for (si, _), v in zip(reqs, values.float().cpu().numpy()):
-                    idx, _ = batches[name].streams[si]
-                    batches[name].streams[si] = (idx, float(v))
-                fwd_s += time.perf_counter() - t1
-            slots[:] = still
+            truncated: dict[str, list[tuple[int, dict]]] = defaultdict(list)
+            free = [slot["env"] for k, slot in enumerate(slots) if self._step(slot, actions[k], tally, truncated)]
+            tally.env_s += time.perf_counter() - t0
+            self._bootstrap(truncated, tally)
+            slots[:] = [slot for slot in slots if slot["env"].agents]
             for env in free:
                 if started < episodes:
                     start(env)
-        return RolloutResult(batches, records, env_s, fwd_s, decisions, queried, self.tokenize_seconds() - tok0)
+        return RolloutResult(tally.batches, tally.records, tally.env_s, tally.fwd_s, tally.decisions, tally.queried,
+                             self.tokenize_seconds() - tok0)
+
+    def _choose(self, slots: list[dict[str, Any]], tally: _Tally) -> list[dict[str, int]]:
+        """Every seat's action of this step: single legal actions played here, the rest asked in one batch per
+        learner (recorded in its batch) and per fixed agent."""
+        actions: list[dict[str, int]] = []
+        learner_reqs: dict[str, list[tuple[int, str, dict]]] = defaultdict(list)
+        agent_reqs: dict[int, list[tuple[int, str, dict]]] = defaultdict(list)
+        agent_objs: dict[int, Any] = {}
+        for k, slot in enumerate(slots):
+            env = slot["env"]
+            forced, choosing = forced_actions(env.agents, slot["obs"])
+            actions.append(forced)
+            for a in choosing:
+                o = slot["obs"][a]
+                kind, target = slot["who"][a]
+                actor = self.learners[target] if kind == "learner" else target
+                if needs_action_names(actor):
+                    o = {**o, "action_names": env.action_names(a)}
+                if kind == "learner":
+                    learner_reqs[target].append((k, a, o))
+                else:
+                    agent_reqs[id(target)].append((k, a, o))
+                    agent_objs[id(target)] = target
+        t0 = time.perf_counter()
+        for name, reqs in learner_reqs.items():
+            out = self.learners[name].act([o for _, _, o in reqs], generator=self.torch_gen)
+            batch = tally.batches[name]
+            for j, (k, a, o) in enumerate(reqs):
+                act = int(out.actions[j])
+                actions[k][a] = act
+                idx = batch.add(o, act, out.logp[j], out.values[j])
+                slots[k]["streams"][a].append(idx)
+                slots[k]["last"][a] = (name, idx)
+            tally.decisions += len(reqs)
+            tally.queried += len(reqs)
+        for key, reqs in agent_reqs.items():
+            chosen = agent_objs[key].act_batch([o for _, _, o in reqs])
+            for (k, a, _), act in zip(reqs, chosen):
+                actions[k][a] = int(act)
+            tally.queried += len(reqs)
+        tally.fwd_s += time.perf_counter() - t0
+        return actions
+
+    def _step(self, slot: dict[str, Any], actions: dict[str, int], tally: _Tally,
+              truncated: dict[str, list[tuple[int, dict]]]) -> bool:
+        """Step one env; rewards go to each agent's last decision, ended streams are closed (a truncated one
+        queued for its bootstrap value); True when its episode ended (recorded in ``tally``)."""
+        env, batches = slot["env"], tally.batches
+        obs, rew, term, trunc, _ = env.step(actions)
+        slot["steps"] += 1
+        for a, r in rew.items():
+            slot["ret"][a] += float(r)
+            if a in slot["last"]:
+                name, idx = slot["last"][a]
+                batches[name].rewards[idx] += float(r)
+        for a in list(slot["last"]):
+            if term.get(a) or trunc.get(a):
+                name, idx = slot["last"].pop(a)
+                stream = slot["streams"].pop(a)
+                if trunc.get(a) and not term.get(a):
+                    o = obs[a]
+                    if needs_action_names(self.learners[name]):
+                        o = {**o, "action_names": env.action_names(a)} if env.agents else o
+                    truncated[name].append((len(batches[name].streams), o))
+                batches[name].streams.append((stream, 0.0))
+        slot["obs"] = obs
+        if env.agents:
+            return False
+        seats = {a: (f"learner:{t}" if kind == "learner" else getattr(t, "name", str(t)))
+                 for a, (kind, t) in slot["who"].items()}
+        tally.records.append(EpisodeRecord(dict(slot["ret"]), seats, env.metrics(), slot["steps"],
+                                           env.transcript() if env.render_mode else None))
+        return True
+
+    def _bootstrap(self, truncated: dict[str, list[tuple[int, dict]]], tally: _Tally) -> None:
+        """Truncated streams end on the value of their last observation."""
+        for name, reqs in truncated.items():
+            t1 = time.perf_counter()
+            with torch.no_grad():
+                _, values = self.learners[name].forward_obs([o for _, o in reqs])
+            for (si, _), v in zip(reqs, values.float().cpu().numpy()):
+                idx, _ = tally.batches[name].streams[si]
+                tally.batches[name].streams[si] = (idx, float(v))
+            tally.fwd_s += time.perf_counter() - t1
 
     def tokenize_seconds(self) -> float:
         """Seconds the learners' encoders have spent tokenising so far."""
         return sum(float(getattr(getattr(p, "encoder", None), "tokenize_seconds", 0.0)) for p in self.learners.values())
+
+
+def log_rollout(writer: Any, step: int, learners: dict[str, Any], episodes: list[Any]) -> dict[str, float]:
+    """rollout/<policy>/... : mean episode return of the policy's seats, length, the world's metrics."""
+    summary = {}
+    for name in learners:
+        tag = f"learner:{name}"
+        rets = [np.mean([r.returns[a] for a, s in r.seats.items() if s == tag]) for r in episodes
+                if tag in r.seats.values()]
+        eps = [r for r in episodes if tag in r.seats.values()]
+        if not rets:
+            continue
+        writer.add_scalar(f"rollout/{name}/episode_return", float(np.mean(rets)), step)
+        writer.add_scalar(f"rollout/{name}/episode_length", float(np.mean([r.length for r in eps])), step)
+        summary[name] = float(np.mean(rets))
+        for key in sorted({k for r in eps for k in r.metrics}):
+            vals = [r.metrics[key] for r in eps if key in r.metrics]
+            writer.add_scalar(f"rollout/{name}/{key}", float(np.mean(vals)), step)
+    return summary

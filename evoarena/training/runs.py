@@ -1,15 +1,13 @@
 """Run folders, as DESIGN says: ``runs/NAME/`` with ``config.yaml`` (resolved), ``stages/NN_STAGE/``,
-``tb/`` (TensorBoard), ``results.json``, ``report.md`` and ``plots/``. Also atomic small-file writes
-and the one TensorBoard writer factory every stage uses."""
+``tb/`` (TensorBoard), ``results.json``, ``report.md`` and ``plots/``: creating and locking one, its results
+file, and the one TensorBoard writer factory every stage uses (through its
+:class:`~evoarena.training.protocol.StageContext`)."""
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import errno
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -102,61 +100,13 @@ def create_run(run_dir: str | Path, config: BaseModel, resume: bool = False) -> 
     return run_dir
 
 
-@dataclass(frozen=True)
-class StageSlot:
-    """Where a stage sits in a pipeline: its folder index, its results key, where its steps start on the
-    run's one TensorBoard step axis, and the ``stage k/n`` label of its progress line. Outside a pipeline
-    (a single-stage command) no slot is active and stages use their own defaults."""
-
-    index: int
-    key: str
-    step_offset: int = 0
-    label: str = ""
-
-
-_SLOT: contextvars.ContextVar[StageSlot | None] = contextvars.ContextVar("evoarena_stage_slot", default=None)
-
-
-@contextlib.contextmanager
-def in_stage(slot: StageSlot) -> Iterator[StageSlot]:
-    """Run the enclosed stage in ``slot`` (its folder, results key, step offset and progress label)."""
-    token = _SLOT.set(slot)
-    try:
-        yield slot
-    finally:
-        _SLOT.reset(token)
-
-
-def current_slot() -> StageSlot | None:
-    """The pipeline slot of the stage now running, or None for a single-stage command."""
-    return _SLOT.get()
-
-
-def progress_label(description: str) -> str:
-    """``description`` prefixed with the running pipeline stage's ``stage k/n`` label, if any."""
-    slot = current_slot()
-    return f"{slot.label} {description}" if slot and slot.label else description
-
-
-def stage_dir(run_dir: str | Path, index: int, stage: str) -> Path:
-    """``runs/NAME/stages/NN_STAGE/`` (created); inside a pipeline, the slot's ``NN_KIND`` folder."""
-    slot = current_slot()
-    path = Path(run_dir) / "stages" / (slot.key if slot is not None else f"{index:02d}_{stage}")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def read_results(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / RESULTS_FILE
     return read_json(path) if path.is_file() else {}
 
 
 def update_results(run_dir: str | Path, key: str, value: Any) -> dict[str, Any]:
-    """Set ``results.json[key] = value`` atomically (inside a pipeline, the slot's key); returns the whole
-    results."""
-    slot = current_slot()
-    if slot is not None:
-        key = slot.key
+    """Set ``results.json[key] = value`` atomically; returns the whole results."""
     results = read_results(run_dir)
     results[key] = value
     atomic_write_text(Path(run_dir) / RESULTS_FILE, json.dumps(results, indent=2, default=float))
@@ -193,14 +143,37 @@ def resume_purge_step(resume: bool, saved_step: int) -> int | None:
     return saved_step + 1 if saved_step > 0 else 0
 
 
-def tb_writer(run_dir: str | Path, purge_step: int | None = None):
+def tb_writer(run_dir: str | Path, purge_step: int | None = None, offset: int = 0):
     """The run's TensorBoard writer (``runs/NAME/tb``). ``purge_step`` drops events at or after that
-    step, so a resumed run continues one step axis instead of duplicating it. Inside a pipeline the
-    stage's steps (and ``purge_step``) are shifted by its slot's offset."""
+    step, so a resumed run continues one step axis instead of duplicating it. A pipeline stage's steps (and
+    ``purge_step``) are shifted by ``offset``, where the stage starts on the run's axis."""
     from torch.utils.tensorboard import SummaryWriter
 
-    slot = current_slot()
-    offset = slot.step_offset if slot is not None else 0
     purge = None if purge_step is None else purge_step + offset
     writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"), purge_step=purge)
     return OffsetWriter(writer, offset) if offset else writer
+
+
+class StopOnInterrupt:
+    """SIGINT sets ``requested``; a training loop saves a checkpoint at the end of its step and stops (a second
+    SIGINT raises KeyboardInterrupt at once)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old = None
+
+    def __enter__(self) -> StopOnInterrupt:
+        def handler(signum, frame):  # noqa: ARG001
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+
+        try:
+            self._old = signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)

@@ -4,10 +4,11 @@ For parameter-shared self-play and learner-vs-pool: one learner policy fills eve
 the other seats are fixed agents or pools of agent specs. The world becomes an SB3 vector env:
 
 - :class:`LearnerSlotsEnv` — a PettingZoo ``ParallelEnv`` whose agents are the learner seats
-  (``learner_0..``); the other seats are drawn per episode (the stage's :class:`SeatPlanner`) and
-  played inside; steps where no learner has a real choice are played for it; observations are
-  token tensors (:class:`~evoarena.policies.sb3.TokenizedObs`); a truncation is passed on as SB3's
-  ``TimeLimit.truncated`` (SuperSuit alone would treat it as a termination, so SB3 would not bootstrap);
+  (``learner_0..``); the other seats are drawn per episode (the stage's
+  :class:`~evoarena.training.seats.SeatPlanner`) and played inside; steps where no learner has a real
+  choice are played for it; observations are token tensors (:class:`~evoarena.policies.sb3.TokenizedObs`);
+  a truncation is passed on as SB3's ``TimeLimit.truncated`` (SuperSuit alone would treat it as a
+  termination, so SB3 would not bootstrap);
 - SuperSuit's vectorisation (``pettingzoo_env_to_vec_env_v1`` + ``concat_vec_envs_v1``);
 - :class:`WorldVecEnv` — the SB3 ``VecEnv`` on top, with the ``seed``, ``has_attr`` /
   ``env_method`` and ``action_masks()`` that SuperSuit's vector envs lack.
@@ -23,20 +24,28 @@ from __future__ import annotations
 import json
 import math
 import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
 from evoarena.config import TrainConfig
-from evoarena.envs import make
-from evoarena.training import runs
-
-STAGE = "ppo"
+from evoarena.envs import describe, forced_actions, make
+from evoarena.training.learners import (
+    build_learner,
+    evaluate,
+    log_eval,
+    ppo_summary,
+    prepare_for_rl,
+    save_training_checkpoint,
+)
+from evoarena.training.protocol import StageContext
+from evoarena.training.seats import SeatPlanner, seat_of
 
 
 def _needs_names(agent: Any) -> bool:
@@ -104,16 +113,13 @@ class LearnerSlotsEnv(ParallelEnv):
         ends; rewards are summed into ``rewards``; ``(done, truncated_not_terminated)``."""
         world = self.world
         while True:
-            actions: dict[str, int] = {}
             learner_of = {a: slot for slot, a in self._seat_of.items()}
-            for a in world.agents:
+            actions, choosing = forced_actions(world.agents, self._obs)
+            for a in choosing:
                 o = self._obs[a]
-                legal = np.flatnonzero(o["action_mask"])
                 if a in learner_of:
                     act = slot_actions.get(learner_of[a])
-                    actions[a] = int(legal[0]) if len(legal) == 1 or act is None else int(act)
-                elif len(legal) == 1:
-                    actions[a] = int(legal[0])
+                    actions[a] = int(np.flatnonzero(o["action_mask"])[0]) if act is None else int(act)
                 else:
                     agent = self._others[a]
                     if _needs_names(agent):
@@ -219,8 +225,6 @@ class WorldVecEnv(VecEnv):
 
 def check_sb3_config(cfg: TrainConfig, agents: list[str]) -> str:
     """The one learner policy's name; a ``ValueError`` naming the key for what the SB3 path cannot do."""
-    from evoarena.training.ppo import seat_of
-
     if len(cfg.policies) != 1:
         raise ValueError(f"ppo.backend sb3: needs exactly one learner policy shared by its seats; policies has "
                          f"{sorted(cfg.policies)}")
@@ -259,54 +263,119 @@ def _estimate_decisions(par: LearnerSlotsEnv, episodes: int, seed: int) -> float
     return steps / max(episodes, 1)
 
 
-def run_sb3(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_index: int = 1,
-            progress: bool = True, total_timesteps: int | None = None) -> dict[str, Any]:
-    """Train the config's one learner with ``MaskablePPO``; returns the results written to results.json
-    (the keys of ``run_ppo``'s). ``total_timesteps`` (decisions) overrides ``total_updates`` rollouts.
-    ``progress`` is accepted for ``run_ppo``'s signature; this backend shows no progress bar."""
-    from sb3_contrib import MaskablePPO
-    from stable_baselines3.common.callbacks import BaseCallback
+class _UpdateLogger(BaseCallback):
+    """Writes one update's scalars on evoarena's update axis (after its training epochs ran) and runs the
+    evaluations that fall on it."""
+
+    def __init__(self, run: _SB3Run) -> None:
+        super().__init__()
+        self.run = run
+        self.t_rollout = self.t_learn = self.cpu_rollout = 0.0
+        self.rollout_s = 0.0
+        self.returns: list[float] = []
+        self.lengths: list[float] = []
+        self.metrics: list[dict[str, float]] = []
+        self.last_return: float | None = None
+
+    def flush(self) -> None:
+        run, writer, name = self.run, self.run.writer, self.run.name
+        update = run.state["update"]
+        if update == 0:
+            return
+        learn_s = time.perf_counter() - self.t_learn
+        for key, val in self.model.logger.name_to_value.items():
+            if key.startswith("train/"):
+                writer.add_scalar(f"train/{name}/{key[6:]}", float(val), update)
+        if self.returns:
+            self.last_return = float(np.mean(self.returns))
+            writer.add_scalar(f"rollout/{name}/episode_return", self.last_return, update)
+            writer.add_scalar(f"rollout/{name}/episode_length", float(np.mean(self.lengths)), update)
+            for key in sorted({k for m in self.metrics for k in m}):
+                writer.add_scalar(f"rollout/{name}/{key}",
+                                  float(np.mean([m[key] for m in self.metrics if key in m])), update)
+        writer.add_scalar("perf/cpu_seconds", time.process_time() - self.cpu_rollout, update)  # rollout + learn
+        writer.add_scalar("perf/rollout_seconds", self.rollout_s, update)
+        writer.add_scalar("perf/learn_seconds", learn_s, update)
+        writer.add_scalar("perf/decisions_per_second", run.rollout_size / max(self.rollout_s + learn_s, 1e-9),
+                          update)
+        writer.add_scalar("perf/decisions", run.state["decisions"], update)
+        self.returns, self.lengths, self.metrics = [], [], []
+        if run.cfg.eval.every and update % run.cfg.eval.every == 0 and update < run.total_updates:
+            run.run_eval(update)
+
+    def _on_rollout_start(self) -> None:
+        self.flush()
+        self.t_rollout, self.cpu_rollout = time.perf_counter(), time.process_time()
+
+    def _on_step(self) -> bool:
+        for info, done in zip(self.locals["infos"], self.locals["dones"]):
+            if done and "episode" in info:
+                self.returns.append(float(info["episode"]["r"]))
+                self.lengths.append(float(info["episode"]["l"]))
+                self.metrics.append(info.get("metrics", {}))
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self.rollout_s = time.perf_counter() - self.t_rollout
+        self.t_learn = time.perf_counter()
+        self.run.state["update"] += 1
+        self.run.state["decisions"] += self.run.rollout_size
+        self.run.state["episodes"] += len(self.returns) // max(self.run.learner_seats, 1)
+
+
+@dataclass
+class _SB3Run:
+    """What the update logger and the evaluations of one MaskablePPO run share."""
+
+    cfg: TrainConfig
+    ctx: StageContext
+    name: str
+    learners: dict[str, Any]
+    agents: list[str]
+    roles: dict[str, str]
+    learner_seats: int
+    rollout_size: int
+    total_updates: int
+    writer: Any
+    state: dict[str, Any]
+
+    def run_eval(self, update: int) -> dict[str, Any]:
+        self.learners[self.name].eval()
+        res = evaluate(self.cfg, self.learners, self.agents, self.roles)
+        log_eval(self.writer, update, res)
+        self.state["evals"].append({"update": update, **res})
+        if self.state["best_score"] is None or res["score"] > self.state["best_score"]:
+            self.state["best_score"], self.state["best_update"] = res["score"], update
+            save_training_checkpoint(self.ctx.stage_dir, self.learners, {}, {**self.state, "update": update}, {},
+                                     name="best")
+        return res
+
+
+def _vec_env(cfg: TrainConfig, planner: SeatPlanner, learner_seats: int, tokenize: Any) -> tuple[Any, int]:
+    """The world as an SB3 vector env of ``min(num_envs, episodes_per_update)`` copies, and the rollout length
+    per copy (``ppo.sb3_n_steps``, else about ``episodes_per_update`` episodes' decisions in all)."""
     from stable_baselines3.common.vec_env import VecMonitor
     from supersuit import concat_vec_envs_v1, pettingzoo_env_to_vec_env_v1
 
-    from evoarena.policies.sb3 import TokenizedObs, check_sb3_policy, sb3_policy_kwargs, share_heads
-    from evoarena.training.ppo import (
-        SeatPlanner,
-        build_learner,
-        evaluate,
-        log_eval,
-        prepare_for_rl,
-        save_training_checkpoint,
-        seat_of,
-        stage_setup,
-    )
-
-    if resume:
-        raise ValueError("--resume is not supported with ppo.backend sb3; start a new run")
-    run_dir = Path(run_dir)
-    stage, agents, roles = stage_setup(cfg, run_dir, stage_index)
-    name = check_sb3_config(cfg, agents)
-    torch.manual_seed(cfg.seed)
-    policy = prepare_for_rl(build_learner(cfg, name, agents))
-    check_sb3_policy(policy, f"policies.{name}.policy")
-    pc = cfg.ppo
-    learner_seats = sum(1 for a in agents if seat_of(a, cfg.seats).policy)
-    tokenize = TokenizedObs.for_encoder(policy.encoder, policy.num_actions)
-    planner = SeatPlanner(cfg, agents, roles, {name: policy}, {}, cfg.seed)
     num_copies = min(cfg.num_envs, cfg.episodes_per_update)
     par = LearnerSlotsEnv(cfg.env.id, cfg.env.kwargs, planner, learner_seats, tokenize, seed_stride=num_copies)
-    if pc.sb3_n_steps:
-        n_steps = pc.sb3_n_steps
+    if cfg.ppo.sb3_n_steps:
+        n_steps = cfg.ppo.sb3_n_steps
     else:  # about episodes_per_update episodes' decisions per rollout, as the evoarena backend collects
         per_episode = _estimate_decisions(LearnerSlotsEnv(cfg.env.id, cfg.env.kwargs, planner, learner_seats,
                                                           tokenize), 16, cfg.seed + 10_000_000)
         n_steps = max(1, math.ceil(cfg.episodes_per_update * per_episode / num_copies))
     gym_vec = concat_vec_envs_v1(pettingzoo_env_to_vec_env_v1(par), num_copies, num_cpus=0, base_class="gymnasium")
-    venv = VecMonitor(WorldVecEnv(gym_vec))
-    rollout_size = n_steps * venv.num_envs
-    if total_timesteps is None:
-        total_timesteps = cfg.total_updates * rollout_size
-    total_updates = math.ceil(total_timesteps / rollout_size)
+    return VecMonitor(WorldVecEnv(gym_vec)), n_steps
+
+
+def _maskable_ppo(cfg: TrainConfig, venv: Any, n_steps: int, policy: Any) -> Any:
+    """sb3-contrib's MaskablePPO with the stage's PPO settings, its extractor and heads the learner's own."""
+    from sb3_contrib import MaskablePPO
+
+    from evoarena.policies.sb3 import sb3_policy_kwargs, share_heads
+
+    pc = cfg.ppo
     lr0 = pc.lr
     model = MaskablePPO(
         "MultiInputPolicy", venv, learning_rate=(lambda p: lr0 * p) if pc.lr_decay else lr0, n_steps=n_steps,
@@ -315,89 +384,49 @@ def run_sb3(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
         ent_coef=pc.ent_coef, vf_coef=pc.vf_coef, max_grad_norm=pc.max_grad_norm, target_kl=pc.target_kl,
         seed=cfg.seed, device=policy.device, verbose=0, policy_kwargs=sb3_policy_kwargs(policy, pc.adam_eps))
     share_heads(model.policy, policy, lr0)
+    return model
 
-    writer = runs.tb_writer(run_dir)
+
+def run_sb3(cfg: TrainConfig, ctx: StageContext, total_timesteps: int | None = None) -> dict[str, Any]:
+    """Train the config's one learner with ``MaskablePPO``; returns the results written to results.json
+    (the keys of ``run_ppo``'s). ``total_timesteps`` (decisions) overrides ``total_updates`` rollouts. This
+    backend shows no progress bar."""
+    from evoarena.policies.sb3 import TokenizedObs, check_sb3_policy
+
+    if ctx.resume:
+        raise ValueError("--resume is not supported with ppo.backend sb3; start a new run")
+    stage = ctx.folder()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    info = describe(cfg.env.id, cfg.env.kwargs)
+    agents, roles = list(info.agents), dict(info.roles)
+    name = check_sb3_config(cfg, agents)
+    torch.manual_seed(cfg.seed)
+    policy = prepare_for_rl(build_learner(cfg, name, agents))
+    check_sb3_policy(policy, f"policies.{name}.policy")
+    learner_seats = sum(1 for a in agents if seat_of(a, cfg.seats).policy)
+    tokenize = TokenizedObs.for_encoder(policy.encoder, policy.num_actions)
+    planner = SeatPlanner(cfg, agents, roles, {name: policy}, {}, cfg.seed)
+    venv, n_steps = _vec_env(cfg, planner, learner_seats, tokenize)
+    rollout_size = n_steps * venv.num_envs
+    total_updates = math.ceil((total_timesteps or cfg.total_updates * rollout_size) / rollout_size)
+    model = _maskable_ppo(cfg, venv, n_steps, policy)
+    writer = ctx.writer()
     writer.add_text("config", f"```\n{json.dumps(cfg.model_dump(mode='json'), indent=1)}\n```", 0)
     state: dict[str, Any] = {"update": 0, "decisions": 0, "episodes": 0, "best_score": None, "evals": [],
                              "backend": "sb3"}
-    learners = {name: policy}
-
-    def run_eval(update: int) -> dict[str, Any]:
-        policy.eval()
-        res = evaluate(cfg, learners, agents, roles)
-        log_eval(writer, update, res)
-        state["evals"].append({"update": update, **res})
-        if state["best_score"] is None or res["score"] > state["best_score"]:
-            state["best_score"], state["best_update"] = res["score"], update
-            save_training_checkpoint(stage, learners, {}, {**state, "update": update}, {}, name="best")
-        return res
-
-    class Logging(BaseCallback):
-        """Writes one update's scalars on evoarena's update axis (after its training epochs ran)."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.t_rollout = self.t_learn = self.cpu_rollout = 0.0
-            self.rollout_s = 0.0
-            self.returns: list[float] = []
-            self.lengths: list[float] = []
-            self.metrics: list[dict[str, float]] = []
-            self.last_return: float | None = None
-
-        def flush(self) -> None:
-            update = state["update"]
-            if update == 0:
-                return
-            learn_s = time.perf_counter() - self.t_learn
-            for key, val in self.model.logger.name_to_value.items():
-                if key.startswith("train/"):
-                    writer.add_scalar(f"train/{name}/{key[6:]}", float(val), update)
-            if self.returns:
-                self.last_return = float(np.mean(self.returns))
-                writer.add_scalar(f"rollout/{name}/episode_return", self.last_return, update)
-                writer.add_scalar(f"rollout/{name}/episode_length", float(np.mean(self.lengths)), update)
-                for key in sorted({k for m in self.metrics for k in m}):
-                    writer.add_scalar(f"rollout/{name}/{key}",
-                                      float(np.mean([m[key] for m in self.metrics if key in m])), update)
-            writer.add_scalar("perf/cpu_seconds", time.process_time() - self.cpu_rollout, update)  # rollout + learn
-            writer.add_scalar("perf/rollout_seconds", self.rollout_s, update)
-            writer.add_scalar("perf/learn_seconds", learn_s, update)
-            writer.add_scalar("perf/decisions_per_second", rollout_size / max(self.rollout_s + learn_s, 1e-9),
-                              update)
-            writer.add_scalar("perf/decisions", state["decisions"], update)
-            self.returns, self.lengths, self.metrics = [], [], []
-            if cfg.eval.every and update % cfg.eval.every == 0 and update < total_updates:
-                run_eval(update)
-
-        def _on_rollout_start(self) -> None:
-            self.flush()
-            self.t_rollout, self.cpu_rollout = time.perf_counter(), time.process_time()
-
-        def _on_step(self) -> bool:
-            for info, done in zip(self.locals["infos"], self.locals["dones"]):
-                if done and "episode" in info:
-                    self.returns.append(float(info["episode"]["r"]))
-                    self.lengths.append(float(info["episode"]["l"]))
-                    self.metrics.append(info.get("metrics", {}))
-            return True
-
-        def _on_rollout_end(self) -> None:
-            self.rollout_s = time.perf_counter() - self.t_rollout
-            self.t_learn = time.perf_counter()
-            state["update"] += 1
-            state["decisions"] += rollout_size
-            state["episodes"] += len(self.returns) // max(learner_seats, 1)
-
-    callback = Logging()
+    run = _SB3Run(cfg, ctx, name, {name: policy}, agents, roles, learner_seats, rollout_size, total_updates,
+                  writer, state)
+    callback = _UpdateLogger(run)
     if cfg.eval.every:
-        run_eval(0)  # the starting policy's score, as the evoarena backend: the baseline of the eval curve
+        run.run_eval(0)  # the starting policy's score, as the evoarena backend: the baseline of the eval curve
     model.learn(total_timesteps=total_updates * rollout_size, callback=callback, progress_bar=False)
     callback.flush()
     venv.close()
-    final_eval = run_eval(state["update"])
-    save_training_checkpoint(stage, learners, {}, state, {})
+    final_eval = run.run_eval(state["update"])
+    save_training_checkpoint(stage, run.learners, {}, state, {})
     last_summary = {name: callback.last_return} if callback.last_return is not None else {}
-    hparams = {"env": cfg.env.id, "seed": cfg.seed, "lr": pc.lr, "ent_coef": pc.ent_coef, "backend": "sb3",
+    hparams = {"env": cfg.env.id, "seed": cfg.seed, "lr": cfg.ppo.lr, "ent_coef": cfg.ppo.ent_coef, "backend": "sb3",
                "episodes_per_update": cfg.episodes_per_update, "total_updates": total_updates}
     score = final_eval["score"]
     writer.add_hparams(hparams, {"hparam/final_score": score if math.isfinite(score) else 0.0}, run_name="hparams")
@@ -406,8 +435,6 @@ def run_sb3(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, stage_i
                "final_eval": final_eval, "best_score": state["best_score"], "best_update": state.get("best_update"),
                "evals": state["evals"], "rollout_return": last_summary, "backend": "sb3",
                "checkpoint": str(stage / "checkpoint"), "best_checkpoint": str(stage / "best")}
-    from evoarena.training.ppo import ppo_summary
-
     results["summary"] = "MaskablePPO (sb3): " + ppo_summary(results)
-    runs.update_results(run_dir, STAGE, results)
+    ctx.write_results(results)
     return results

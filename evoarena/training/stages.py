@@ -1,45 +1,51 @@
-"""The stages a run can contain: name -> (config model, function(cfg, run_dir, resume) -> results dict)."""
+"""The registry of stages: every stage kind, by the name a pipeline or a command gives it.
+
+``pretrain``, ``finetune:ner``, ``finetune:bc``, ``train`` and ``evaluate``; each is the one
+:class:`~evoarena.training.protocol.StageKind` its module exports as ``STAGE``. :func:`run_stage` is how the
+CLI, sweeps and pipelines run any of them; :func:`run_standalone` runs one into a run folder of its own (what
+``evoarena pretrain|finetune|train`` do, and what scripts and tests call).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
 
-def _pretrain(cfg: Any, run_dir: Any, resume: bool = False) -> dict[str, Any]:
-    from evoarena.training.pretrain import run_pretrain
+from evoarena.training import bc, evaluate, ner, ppo, pretrain
+from evoarena.training.protocol import StageContext, StageKind
 
-    return run_pretrain(cfg, run_dir, resume=resume)
-
-
-def _finetune(cfg: Any, run_dir: Any, resume: bool = False) -> dict[str, Any]:
-    from evoarena.training.finetune import run_finetune
-
-    return run_finetune(cfg, run_dir, resume=resume)
-
-
-def _train(cfg: Any, run_dir: Any, resume: bool = False) -> dict[str, Any]:
-    from evoarena.training.ppo import run_ppo
-
-    return run_ppo(cfg, run_dir, resume=resume)
+REGISTRY: dict[str, StageKind] = {s.name: s for s in (pretrain.STAGE, ner.STAGE, bc.STAGE, ppo.STAGE,
+                                                      evaluate.STAGE)}
+COMMANDS: dict[str, type[BaseModel]] = {"pretrain": pretrain.STAGE.config, "finetune": ner.STAGE.config,
+                                        "train": ppo.STAGE.config}
+"""The stage commands (``evoarena pretrain|finetune|train``) and the config model each reads."""
 
 
-def _models() -> dict[str, Any]:
-    from evoarena import config
-
-    return {"pretrain": getattr(config, "PretrainConfig", None), "finetune": getattr(config, "FinetuneConfig", None),
-            "train": config.TrainConfig}
-
-
-class _Stages(dict):
-    """Lazy table so that importing it does not import torch-heavy modules."""
-
-    def __getitem__(self, stage: str) -> tuple[Any, Callable[..., dict[str, Any]]]:
-        fns = {"pretrain": _pretrain, "finetune": _finetune, "train": _train}
-        model = _models()[stage]
-        if model is None:
-            raise ValueError(f"stage {stage!r} is not available yet")
-        return model, fns[stage]
+def lookup(kind: str, task: str | None = None) -> StageKind:
+    """The stage a pipeline entry ``kind:`` (and, for ``finetune``, ``task:``) names."""
+    name = f"{kind}:{task}" if kind == "finetune" else kind
+    if name not in REGISTRY:
+        raise ValueError(f"unknown stage {name!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
 
 
-STAGES = _Stages()
+def stage_of(cfg: BaseModel) -> StageKind:
+    """The stage that runs config ``cfg`` (a finetune config by its ``task``)."""
+    for stage in REGISTRY.values():
+        if type(cfg) is stage.config and (stage.kind != "finetune" or stage.name.endswith(f":{cfg.task}")):
+            return stage
+    raise TypeError(f"no stage runs a {type(cfg).__name__}")
+
+
+def run_stage(stage: StageKind, cfg: BaseModel, ctx: StageContext) -> dict[str, Any]:
+    """Run (``ctx.resume``: continue) ``stage`` with config ``cfg`` where ``ctx`` says; returns its results."""
+    return stage.run(cfg, ctx)
+
+
+def run_standalone(cfg: BaseModel, run_dir: str | Path, resume: bool = False, progress: bool = True
+                   ) -> dict[str, Any]:
+    """Run the stage of ``cfg`` alone into ``run_dir`` (``stages/01_FOLDER``, results key ``FOLDER``)."""
+    stage = stage_of(cfg)
+    return run_stage(stage, cfg, StageContext.standalone(run_dir, stage.folder, resume, progress))

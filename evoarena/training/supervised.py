@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +51,6 @@ def adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
-
-
-def progress_bar(description: str, total: int, completed: int = 0, unit: str = "steps"
-                 ) -> AbstractContextManager[Callable[..., None]]:
-    """Progress on stderr (:func:`evoarena.training.progress.progress_bar`); yields ``update(advance=1,
-    info="...")``."""
-    from evoarena.training.progress import progress_bar as bar
-
-    return bar(description, total, completed=completed, unit=unit)
 
 
 class Timer:

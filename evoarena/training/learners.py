@@ -1,0 +1,216 @@
+"""The learners of a PPO stage, shared by both backends: building them (from ``init_from`` or fresh), frozen
+copies (snapshots, references), greedy evaluation against the eval opponents while training, the training
+checkpoint (learners + optimizers + snapshots + trainer state, one atomic folder) and the stage's summary line.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from evoarena.agents import spec_tag
+from evoarena.agents.learned import PolicyAgent
+from evoarena.agents.match import play
+from evoarena.config import LearnerConfig, PPOConfig, TrainConfig
+from evoarena.policies.actor_critic import build_policy
+from evoarena.policies.encoder import TRAIN_MODE_KEYS
+from evoarena.policies.io import load_optimizer_state, load_policy, save_checkpoint
+from evoarena.storage import atomic_dir, read_json
+from evoarena.training.seats import seat_of
+
+
+def learner_ppo(cfg: TrainConfig, learner: LearnerConfig) -> PPOConfig:
+    """The stage's PPO config with the learner's overrides applied."""
+    return PPOConfig.model_validate({**cfg.ppo.model_dump(), **learner.ppo})
+
+
+def first_agent_of(cfg: TrainConfig, agents: list[str], policy: str) -> str:
+    return next(a for a in agents if seat_of(a, cfg.seats).policy == policy)
+
+
+def build_learner(cfg: TrainConfig, name: str, agents: list[str]) -> Any:
+    """A learner's policy: loaded from ``init_from`` when that is an evoarena checkpoint, else built."""
+    lc = cfg.policies[name]
+    agent = first_agent_of(cfg, agents, name)
+    init = lc.policy.init_from
+    if init and (Path(init) / "policy.json").is_file():
+        policy = load_policy(init)
+        if policy.env_id != cfg.env.id:
+            raise ValueError(f"policies.{name}.policy.init_from {init} was trained for {policy.env_id}, "
+                             f"not {cfg.env.id}")
+        enc = lc.policy.encoder
+        if policy.encoder is not None and enc.model_fields_set & set(TRAIN_MODE_KEYS):
+            policy.encoder.set_train_mode(enc)  # e.g. train only the heads of a cloned policy
+            policy.cfg = policy.cfg.model_copy(update={"encoder": policy.encoder.cfg})
+        return policy
+    return build_policy(lc.policy, cfg.env.id, agent=agent, env_kwargs=cfg.env.kwargs)
+
+
+def prepare_for_rl(policy: Any) -> Any:
+    """Dropout off (rollout and update must see the same function of the weights)."""
+    enc = getattr(policy, "encoder", None)
+    if enc is not None and hasattr(enc, "disable_dropout"):
+        enc.disable_dropout()
+    for m in policy.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    return policy
+
+
+def drop_cached_outputs(policies: list[Any]) -> None:
+    """Forget the cached encoder outputs of ``policies`` (see :meth:`TextEncoder.drop_cached_outputs`): done at
+    every checkpoint, so a run resumed from it encodes exactly as the uninterrupted one."""
+    for policy in policies:
+        enc = getattr(policy, "encoder", None)
+        if enc is not None and hasattr(enc, "drop_cached_outputs"):
+            enc.drop_cached_outputs()
+
+
+def frozen_copy(policy: Any) -> Any:
+    """A deep copy with no gradients: snapshots and references are never views of live weights. Its encoder
+    never trains, so a fully trained one is switched to ``frozen`` (its pooled outputs cached per text)."""
+    twin = copy.deepcopy(policy)
+    twin.eval()
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    enc = getattr(twin, "encoder", None)
+    if enc is not None and getattr(enc, "train_mode", "") == "full":
+        enc.set_train_mode(enc.cfg.model_copy(update={"train_mode": "frozen"}))
+    return twin
+
+
+def reference_policies(cfg: TrainConfig, stage: Path, learners: dict[str, Any],
+                       pcs: dict[str, PPOConfig]) -> dict[str, Any]:
+    """Frozen reference policies (the fine-tuned start, saved once in ``stage/reference``) of the learners with a
+    KL penalty or KL logging."""
+    references = {}
+    for name, lc in cfg.policies.items():
+        if pcs[name].kl_coef > 0 or pcs[name].log_kl_ref:
+            ref_dir = stage / "reference" / name
+            if not (ref_dir / "policy.json").is_file():
+                save_checkpoint(ref_dir, load_policy(lc.reference) if lc.reference else learners[name])
+            references[name] = prepare_for_rl(frozen_copy(load_policy(ref_dir, device="cpu")))
+    return references
+
+
+# --------------------------------------------------------------------------- evaluation while training
+
+
+def eval_matchups(cfg: TrainConfig, agents: list[str], roles: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
+    """(label, agent -> "learner:NAME" | spec) for every opponent and seat order of the eval config."""
+    base = {a: seat_of(a, cfg.seats) for a in agents}
+    learner_seats = {a: s.policy for a, s in base.items() if s.policy}
+    others = [a for a in agents if a not in learner_seats]
+    opponents = cfg.eval.opponents or ([""] if not others else [])
+    if not opponents and others:
+        fixed = [base[a].agent for a in others if base[a].agent]
+        opponents = fixed[:1]
+    out = []
+    for opp in opponents:
+        seats = {a: f"learner:{p}" for a, p in learner_seats.items()}
+        for a in others:
+            seats[a] = opp
+        label = opp or "self"
+        out.append((label, seats))
+        if cfg.eval.both_seats and len(agents) == 2 and others and roles[agents[0]] == roles[agents[1]]:
+            out.append((f"{label}/swapped", {agents[0]: seats[agents[1]], agents[1]: seats[agents[0]]}))
+    return out
+
+
+def evaluate(cfg: TrainConfig, learners: dict[str, Any], agents: list[str], roles: dict[str, str]
+             ) -> dict[str, Any]:
+    """Greedy learners against every eval opponent, both seat orders; per opponent the learners' mean
+    return and the world's metrics, plus ``score``: the learners' mean return over all matches."""
+    results: dict[str, Any] = {}
+    scores = []
+    for label, seats in eval_matchups(cfg, agents, roles):
+        objs: dict[str, Any] = {}
+        for a, who in seats.items():
+            if who.startswith("learner:"):
+                name = who.split(":", 1)[1]
+                objs[a] = PolicyAgent(learners[name], greedy=cfg.eval.greedy, seed=cfg.eval.seed, name=name)
+            else:
+                objs[a] = who
+        res = play(cfg.env.id, objs, episodes=cfg.eval.episodes, seed=cfg.eval.seed, env_kwargs=cfg.env.kwargs,
+                   num_envs=min(256, cfg.eval.episodes))
+        learner_agents = [a for a, w in seats.items() if w.startswith("learner:")]
+        ret = float(np.mean([res.returns[a].mean() for a in learner_agents]))
+        scores.append(ret)
+        results[label] = {"learner_return": ret, **res.mean_metrics()}
+    results["score"] = float(np.mean(scores)) if scores else float("nan")
+    return results
+
+
+def eval_tag(label: str) -> str:
+    """The TensorBoard group of an eval matchup label: the opponent spelt by :func:`spec_tag` as in every
+    stage (``scripted:tit_for_tat/swapped`` -> ``scripted_tit_for_tat/swapped``)."""
+    base, swapped = (label[: -len("/swapped")], "/swapped") if label.endswith("/swapped") else (label, "")
+    return spec_tag(base) + swapped
+
+
+def log_eval(writer: Any, step: int, res: dict[str, Any]) -> None:
+    """eval/<opponent>/<metric> and eval/score of an :func:`evaluate` result (the learner's evaluations
+    while training; the evaluate stage's rows are under ``evaluate/``)."""
+    for label, vals in res.items():
+        if isinstance(vals, dict):
+            for k, v in vals.items():
+                writer.add_scalar(f"eval/{eval_tag(label)}/{k}", v, step)
+    writer.add_scalar("eval/score", res["score"], step)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_training_checkpoint(stage: Path, learners: dict[str, Any], optimizers: dict[str, Any],
+                             state: dict[str, Any], snapshots: dict[str, list[tuple[int, Any]]],
+                             name: str = "checkpoint") -> Path:
+    """All learners (+ optimizer states), the snapshot pool and the trainer state, as one folder
+    written to a temporary sibling and renamed into place."""
+    final = stage / name
+    with atomic_dir(final) as tmp:
+        for pname, policy in learners.items():
+            save_checkpoint(tmp / "policies" / pname, policy, trainer_state={"policy": pname, **state},
+                            optimizer_state=optimizers[pname].state_dict() if optimizers else None)
+        for pname, pool in snapshots.items():
+            for update, snap in pool:
+                save_checkpoint(tmp / "snapshots" / pname / f"{update:06d}", snap)
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+    return final
+
+
+def load_training_checkpoint(stage: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict]:
+    """(policies, optimizer states, trainer state, snapshots) from ``stage/checkpoint``."""
+    ck = stage / "checkpoint"
+    state_file = ck / "trainer_state.json"
+    if not state_file.is_file():
+        raise FileNotFoundError(f"{ck}: no trainer_state.json; nothing to resume from")
+    state = read_json(state_file)
+    policies, optim_states = {}, {}
+    for folder in sorted((ck / "policies").iterdir()):
+        policies[folder.name] = load_policy(folder, device="cpu")
+        optim_states[folder.name] = load_optimizer_state(folder)
+    snapshots: dict[str, list[tuple[int, Any]]] = {}
+    if (ck / "snapshots").is_dir():
+        for pdir in sorted((ck / "snapshots").iterdir()):
+            snapshots[pdir.name] = [(int(f.name), frozen_copy(load_policy(f, device="cpu")))
+                                    for f in sorted(pdir.iterdir())]
+    return policies, optim_states, state, snapshots
+
+
+def ppo_summary(results: dict[str, Any]) -> str:
+    """One line a person reads: updates and episodes, then the greedy eval score (the learners' mean return
+    against the eval opponents) at update 0, at the end, and its best with the update it came at."""
+    evals = results.get("evals") or []
+    line = f"PPO {results['updates']} updates, {results['episodes']:,} episodes; eval score (mean return vs the " \
+           f"eval opponents)"
+    if evals and evals[0].get("update") == 0:
+        line += f" {evals[0]['score']:.2f} at update 0 ->"
+    line += f" {results['final_eval']['score']:.2f} at update {results['updates']}"
+    if results.get("best_update") is not None:
+        line += f"; best {results['best_score']:.2f} at update {results['best_update']} (the checkpoint `best`)"
+    return line
