@@ -47,6 +47,7 @@ REPORT = "report.md"
 HIDDEN_METRICS = ("payoff_player_", "score_player_")  #: per-seat metrics that say nothing averaged over seats
 SECTIONS = ("## Evolution", "## Paired gains", "## Score against each opponent", "## Learning curves",
             "## All agents", "## Actions", "## Example games", "## Stages")
+DEALS = "## Deals (Lewis et al. 2017)"  #: only for worlds whose games end in a deal or not (negotiation)
 PNGS = ("gains.png", "matrix.png", "learning_curves.png", "stages.png", "actions.png")
 
 
@@ -124,6 +125,39 @@ def agents_table(ev: dict[str, Any]) -> str:
         cells += [f"{entry['pool']['metrics'].get(m, float('nan')):.3f}" for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _deal_cells(d: dict[str, Any] | None) -> list[str]:
+    if not d:
+        return ["", "", "", ""]
+    agreed = "" if d.get("score_agreed") is None else f"{d['score_agreed']:.2f}"
+    pareto = "" if d.get("pareto_of_agreed") is None else f"{d['pareto_of_agreed']:.1%}"
+    return [f"{d['score']:.2f}", agreed, f"{d['agreed']:.1%}", pareto]
+
+
+def has_deals(ev: dict[str, Any]) -> bool:
+    return any("deals" in entry.get("pool", {}) for entry in ev["rows"].values())
+
+
+def deals_tables(ev: dict[str, Any]) -> list[str]:
+    """Lewis et al. (2017)'s metrics of every agent: score over all games and over agreed games, % of games
+    agreed, % of deals Pareto-optimal; per group (pool, unseen), then per opponent."""
+    groups = [g for g in ("pool", "unseen") if ev.get(g) or (g == "pool")]
+    head = ["agent"] + [f"{g}: {m}" for g in groups for m in ("score (all)", "score (agreed)", "agreed",
+                                                              "Pareto-optimal deals")]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in agent_order(ev):
+        entry = ev["rows"][name]
+        label = f"**{name}**" if entry.get("stage") else name
+        out.append("| " + " | ".join([label] + [c for g in groups for c in _deal_cells(entry.get(g, {}).get("deals"))])
+                   + " |")
+    out += ["", "<details><summary>per opponent</summary>", "",
+            "| agent | opponent | score (all) | score (agreed) | agreed | Pareto-optimal deals |",
+            "|---|---|---|---|---|---|"]
+    for name in agent_order(ev):
+        for col, cell in ev["rows"][name]["cells"].items():
+            out.append("| " + " | ".join([name, col] + _deal_cells(cell.get("deals"))) + " |")
+    return out + ["", "</details>", ""]
 
 
 # --------------------------------------------------------------------------- example games
@@ -260,6 +294,10 @@ def write_report(run_dir: str | Path) -> Path:
                              "from.", "", *_img(curves, "learning curves")]
     out += [SECTIONS[4], "", *_img(plot_stage_dots(ev, colors, plots / "stages.png"), "all agents"),
             agents_table(ev), ""]
+    if has_deals(ev):
+        out += [DEALS, "", "Score per game of the row's agent over all its games and over those that ended in a "
+                           "deal; the share of games agreed; the share of deals no other split beats for both "
+                           "players (Pareto-optimal).", "", *deals_tables(ev)]
     out += [SECTIONS[5], "", *_img(plot_actions(ev, colors, plots / "actions.png"), "actions")]
     for n in ev.get("stage_rows", []):
         counts = ev["rows"][n].get("actions", {})

@@ -189,6 +189,7 @@ def play_cell(row: Row, column: str, cfg: EvaluateConfig, counts: Counter, recor
     concatenated, in a fixed order), the world's mean metrics and one transcript."""
     agents, roles, focus = seat_orders(cfg)
     returns, metrics, transcript = [], [], None
+    deals: dict[str, list[np.ndarray]] = {"agreement": [], "pareto_optimal": []}
     for seat in (agents if column == SELF else focus):
         seats: dict[str, Any] = {}
         for a in agents:
@@ -200,19 +201,74 @@ def play_cell(row: Row, column: str, cfg: EvaluateConfig, counts: Counter, recor
                    num_envs=min(256, cfg.episodes), record=1 if record and transcript is None else 0)
         returns.append(res.returns[seat] if column != SELF else np.mean([res.returns[a] for a in agents], axis=0))
         metrics.append(res.mean_metrics())
+        for key, flags in deals.items():
+            if res.metrics and key in res.metrics[0]:
+                flags.append(np.array([m[key] for m in res.metrics], dtype=np.float64))
         if res.transcripts and transcript is None:
             transcript = res.transcripts[0]
         if column == SELF:
             break
     keys = sorted({k for m in metrics for k in m})
     mean_metrics = {k: float(np.mean([m[k] for m in metrics if k in m])) for k in keys}
-    return {"returns": np.concatenate(returns), "metrics": mean_metrics, "transcript": transcript}
+    per_game = {k: np.concatenate(v) for k, v in deals.items() if v and len(v) == len(returns)}
+    return {"returns": np.concatenate(returns), "metrics": mean_metrics, "transcript": transcript,
+            "deals": per_game if "agreement" in per_game else None}
+
+
+def deal_metrics(returns: np.ndarray, deals: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Lewis et al. (2017)'s view of a negotiator's games: its mean score over all games and over the games
+    that ended in a deal, the share of games agreed, and the share of deals that were Pareto-optimal."""
+    agreed = np.asarray(deals["agreement"]) > 0.5
+    returns = np.asarray(returns, dtype=np.float64)
+    pareto = np.asarray(deals.get("pareto_optimal", np.zeros_like(returns))) > 0.5
+    n_agreed = int(agreed.sum())
+    return {"score": float(returns.mean()) if len(returns) else float("nan"),
+            "score_agreed": float(returns[agreed].mean()) if n_agreed else None,
+            "agreed": float(agreed.mean()) if len(agreed) else float("nan"),
+            "pareto_of_agreed": float((pareto & agreed).sum() / n_agreed) if n_agreed else None,
+            "games": int(len(returns)), "agreed_games": n_agreed}
 
 
 def paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """Mean of ``a - b`` game by game with its 95% interval."""
     mean, half = mean_ci(np.asarray(a) - np.asarray(b))
     return {"mean": mean, "ci95": half, "low": mean - half, "high": mean + half, "games": int(len(a))}
+
+
+def _evaluate_row(row: Row, cfg: EvaluateConfig, columns: list[str], pool: list[str], unseen: list[str],
+                  action_names: list[str], writer: Any, update: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """One row of the table: the row's cells (score with interval, the world's metrics, deal metrics where the
+    world has deals, a transcript), its pool and unseen groups, the actions it took; and its per-game returns."""
+    counts: Counter = Counter()
+    cells, games, deals = {}, {}, {}
+    for col in columns:
+        cell = play_cell(row, col, cfg, counts, record=cfg.transcripts and row.stage is not None)
+        mean, half = mean_ci(cell["returns"])
+        cells[col] = {"mean": mean, "ci95": half, "games": int(len(cell["returns"])), "metrics": cell["metrics"]}
+        games[col] = cell["returns"]
+        if cell["deals"] is not None:
+            deals[col] = cell["deals"]
+            cells[col]["deals"] = deal_metrics(cell["returns"], cell["deals"])
+        if cell["transcript"]:
+            cells[col]["transcript"] = cell["transcript"]
+            writer.add_text(f"episodes/{spec_tag(row.name)}/{spec_tag(col)}", f"```\n{cell['transcript']}\n```", 0)
+        writer.add_scalar(f"evaluate/{spec_tag(row.name)}/{spec_tag(col)}/score", mean, 0)
+        update(1, info=f"{row.name} vs {col}: {mean:.2f}")
+    entry: dict[str, Any] = {"label": row.label, "stage": row.stage, "cells": cells, "source": row.source,
+                             "actions": {(action_names[a] if a < len(action_names) else str(a)): n
+                                         for a, n in sorted(counts.items())}}
+    for group, cols in (("pool", pool or columns), ("unseen", unseen)):
+        if cols:
+            allg = np.concatenate([games[c] for c in cols])
+            mean, half = mean_ci(allg)
+            metrics = {k: float(np.mean([cells[c]["metrics"].get(k, np.nan) for c in cols]))
+                       for k in cells[cols[0]]["metrics"]}
+            entry[group] = {"mean": mean, "ci95": half, "games": int(len(allg)), "metrics": metrics}
+            if all(c in deals for c in cols):
+                entry[group]["deals"] = deal_metrics(allg, {k: np.concatenate([deals[c][k] for c in cols])
+                                                            for k in deals[cols[0]]})
+            writer.add_scalar(f"evaluate/{spec_tag(row.name)}/{group}_score", mean, 0)
+    return entry, games
 
 
 def run_evaluate(cfg: EvaluateConfig, ctx: StageContext) -> dict[str, Any]:
@@ -243,32 +299,7 @@ def run_evaluate(cfg: EvaluateConfig, ctx: StageContext) -> dict[str, Any]:
     with progress_bar(ctx.describe("evaluate"), len(rows) * len(columns), unit="matchups",
                       enabled=ctx.progress) as update:
         for row in rows:
-            counts: Counter = Counter()
-            cells, games = {}, {}
-            for col in columns:
-                cell = play_cell(row, col, cfg, counts, record=cfg.transcripts and row.stage is not None)
-                mean, half = mean_ci(cell["returns"])
-                cells[col] = {"mean": mean, "ci95": half, "games": int(len(cell["returns"])),
-                              "metrics": cell["metrics"]}
-                games[col] = cell["returns"]
-                if cell["transcript"]:
-                    cells[col]["transcript"] = cell["transcript"]
-                    writer.add_text(f"episodes/{spec_tag(row.name)}/{spec_tag(col)}", f"```\n{cell['transcript']}\n```",
-                                    0)
-                writer.add_scalar(f"evaluate/{spec_tag(row.name)}/{spec_tag(col)}/score", mean, 0)
-                update(1, info=f"{row.name} vs {col}: {mean:.2f}")
-            entry: dict[str, Any] = {"label": row.label, "stage": row.stage, "cells": cells, "source": row.source,
-                                     "actions": {(action_names[a] if a < len(action_names) else str(a)): n
-                                                 for a, n in sorted(counts.items())}}
-            for group, cols in (("pool", pool or columns), ("unseen", unseen)):
-                if cols:
-                    allg = np.concatenate([games[c] for c in cols])
-                    mean, half = mean_ci(allg)
-                    metrics = {k: float(np.mean([cells[c]["metrics"].get(k, np.nan) for c in cols]))
-                               for k in cells[cols[0]]["metrics"]}
-                    entry[group] = {"mean": mean, "ci95": half, "games": int(len(allg)), "metrics": metrics}
-                    writer.add_scalar(f"evaluate/{spec_tag(row.name)}/{group}_score", mean, 0)
-            table[row.name] = entry
+            table[row.name], games = _evaluate_row(row, cfg, columns, pool, unseen, action_names, writer, update)
             per_game[row.name] = {c: games[c].tolist() for c in columns}
     writer.close()
     stage_rows = [r for r in rows if r.stage is not None]
