@@ -1,9 +1,9 @@
 """``evoarena run``: the chain (pretrain -> finetune -> train -> evaluate) as one pipeline in one run folder.
 
-A pipeline config (:class:`evoarena.config.PipelineConfig`) lists stages in order. Each stage is one of
-today's stage configs plus ``kind``, ``name`` and ``init_from`` (``previous`` by default: the closest earlier
-stage's checkpoint; ``stage:NAME``; a folder; ``none``). Before the first stage starts, every stage is
-validated: its keys by its schema, its world and agents by :mod:`evoarena.training.checks`, and its
+A pipeline config (:class:`evoarena.config.PipelineConfig`) lists stages in order: each entry is one of the
+stage configs (a discriminated union on ``kind``) plus ``name`` and ``init_from`` (``previous`` by default:
+the closest earlier stage's checkpoint; ``stage:NAME``; a folder; ``none``). Before the first stage starts,
+every stage is validated: its keys by its schema, its world and agents by :mod:`evoarena.training.checks`, and its
 ``init_from`` (an earlier stage, an existing folder, the same world and action space). Errors name the
 stage and the key.
 
@@ -11,6 +11,12 @@ Stage ``k`` writes ``stages/NN_KIND/`` and the results key ``NN_KIND``; its Tens
 stage ``k-1``'s ended, so ``tensorboard --logdir runs/NAME`` shows the whole evolution on one axis.
 ``pipeline.json`` records each stage's state; ``--resume`` skips finished stages and resumes the
 interrupted one from its last checkpoint.
+
+The pipeline knows no stage kind: each planned stage is a registered
+:class:`~evoarena.training.protocol.StageKind` (:mod:`evoarena.training.stages`) that says which world it plays,
+which policy roles it produces, where its checkpoint is and how many steps it logs; it runs with an explicit
+:class:`~evoarena.training.protocol.StageContext`. :func:`run_command` is the one way the CLI and sweeps run
+any command (load and check the config, create or reopen the run folder, run it).
 """
 
 from __future__ import annotations
