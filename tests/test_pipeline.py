@@ -226,6 +226,9 @@ BAD_LAST_STAGE = [
     ({"episodes": 0}, r"stage 4 \(evaluate\).*episodes"),
     ({"kind": "evalute"}, r"stages\[3\]\.kind = 'evalute'"),
     ({"env": {"id": "dilemma_v0", "kwargs": {"num_agents": 9}}}, r"stage 4 \(evaluate\).*num_agents"),
+    # the train stage picks its best checkpoint on seeds 1000000, 1000001: the table must play other games
+    ({"eval_seed": 999_999}, r"stage 3 \(train\): eval.seed = 1000000: its selection games .*overlap the games "
+                             r"of stage 4 \(evaluate\)"),
 ]
 
 

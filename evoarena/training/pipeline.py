@@ -181,6 +181,7 @@ def _role_of(stage: Stage, policy: str | None) -> str | None:
 def plan(pc: PipelineConfig, source: str = "<pipeline>") -> list[Stage]:
     """Every stage of ``pc`` validated (schema, world, agents, init_from), before any work starts."""
     planned: list[Stage] = []
+    configs: list[tuple[Stage, BaseModel]] = []
     for i, entry in enumerate(pc.stages):
         where = f"stage {i + 1} ({entry.name})"
         kind = lookup(entry.kind, getattr(entry, "task", None))
@@ -191,10 +192,24 @@ def plan(pc: PipelineConfig, source: str = "<pipeline>") -> list[Stage]:
             if spec != "previous":
                 raise ConfigError(f"{where}: init_from = {spec!r}: this stage has no transformer policy to start")
             stage.init = None
-        _validate_stage(stage, source, where, None)
+        configs.append((stage, _validate_stage(stage, source, where, None)))
         _check_transfer(stage, where)
         planned.append(stage)
+    _check_honest_selection(configs, source)
     return planned
+
+
+def _check_honest_selection(planned: list[tuple[Stage, BaseModel]], source: str) -> None:
+    """A train stage hands on its best checkpoint by its own greedy evaluations: their games must not be any of
+    a later evaluate stage's games, or the evaluate table would score the agent on the games it was picked on."""
+    for ev, ecfg in ((s, c) for s, c in planned if s.kind.kind == "evaluate"):
+        lo, hi = ecfg.eval_seed, ecfg.eval_seed + ecfg.episodes  # type: ignore[attr-defined]
+        for tr, tcfg in ((s, c) for s, c in planned if s.kind.kind == "train" and s.index < ev.index):
+            a, b = tcfg.eval.seed, tcfg.eval.seed + tcfg.eval.episodes  # type: ignore[attr-defined]
+            if a < hi and lo < b:
+                raise ConfigError(f"{source}: stage {tr.index} ({tr.name}): eval.seed = {a}: its selection games "
+                                  f"(seeds {a}..{b - 1}) overlap the games of stage {ev.index} ({ev.name}) (eval_seed "
+                                  f"{lo}..{hi - 1}); the best checkpoint must be chosen on other games")
 
 
 def init_path(stage: Stage, run_dir: Path | None, role: str | None) -> str | None:
