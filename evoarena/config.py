@@ -381,6 +381,10 @@ class TrainConfig(Strict):
     checkpoint_every: int = Field(10, ge=1)
     transcript_every: int = Field(10, ge=0)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    #: the checkpoint a pipeline hands on: ``best`` (the best greedy training evaluation: in-sample for a later
+    #: table that plays the same opponents in a world whose games do not depend on the seed, e.g. deterministic
+    #: strategies in dilemma_v0) or ``final`` (the last update: no selection at all)
+    hand_on: Literal["best", "final"] = "best"
     threads: int = Field(0, ge=0)  #: torch CPU threads (0: leave torch's default)
     numerics: NumericsRecord | None = None  #: written by the run: decisions that change its numbers
 

@@ -287,3 +287,14 @@ def test_a_pipeline_runs_from_python_and_resume_of_a_finished_run_does_nothing(f
     assert json.loads((finished / "pipeline.json").read_text()) == before
     assert results["04_evaluate"]["rows"]["train"]["pool"]["games"] == 2 * 3 * len(POOL)
     assert "done (skipped)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("hand_on", "folder"), [("best", "best"), ("final", "checkpoint"), (None, "best")])
+def test_the_train_stage_hands_on_best_or_final(tmp_path, hand_on, folder):
+    cfg = mini()
+    if hand_on is not None:
+        cfg["stages"][2]["hand_on"] = hand_on
+    train = plan(load_pipeline(write(tmp_path, cfg)))[2]
+    for kind in ("best", "checkpoint"):
+        (train.folder(tmp_path) / kind / "policies" / "main").mkdir(parents=True)
+    assert train.checkpoint(tmp_path) == train.folder(tmp_path) / folder / "policies" / "main"

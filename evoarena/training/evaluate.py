@@ -128,9 +128,11 @@ def describe_source(agent: StageAgent, results: dict[str, Any], run_dir: Path) -
     if any(Path(p).parts[-3:-2] == ("best",) for p in paths) and mine.get("best_update") is not None:
         evals = mine.get("evals") or []
         return (f"{where}: best greedy eval score of {len(evals)} evaluations during training (update "
-                f"{mine['best_update']} of {mine.get('updates')}; those games use other seeds than this table's)")
+                f"{mine['best_update']} of {mine.get('updates')}), on other seeds than this table's; against "
+                f"opponents this table also plays, in a world whose games do not depend on the seed (e.g. "
+                f"deterministic strategies in dilemma_v0), that choice is in-sample (`hand_on: final` avoids it)")
     if "updates" in mine:
-        return f"{where}: the last update ({mine['updates']})"
+        return f"{where}: the last update ({mine['updates']}); no checkpoint selection"
     return f"{where}: the stage's final checkpoint"
 
 

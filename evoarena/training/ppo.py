@@ -426,7 +426,9 @@ class TrainStage(StageKind):
     def checkpoint(self, data: dict[str, Any], folder: Path, role: str | None = None) -> Path:
         made = self.policy_roles(data)
         best = folder / "best" / "policies" / made[str(role)]
-        return best if best.is_dir() else folder / "checkpoint" / "policies" / made[str(role)]
+        if data.get("hand_on", "best") == "best" and best.is_dir():
+            return best
+        return folder / "checkpoint" / "policies" / made[str(role)]
 
     def length(self, results: dict[str, Any]) -> int:
         return int(results.get("updates", 0))
