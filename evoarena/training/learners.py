@@ -212,5 +212,6 @@ def ppo_summary(results: dict[str, Any]) -> str:
         line += f" {evals[0]['score']:.2f} at update 0 ->"
     line += f" {results['final_eval']['score']:.2f} at update {results['updates']}"
     if results.get("best_update") is not None:
-        line += f"; best {results['best_score']:.2f} at update {results['best_update']} (the checkpoint `best`)"
+        handed = "; the final update is handed on" if results.get("hand_on") == "final" else ""
+        line += f"; best {results['best_score']:.2f} at update {results['best_update']} (the checkpoint `best`{handed})"
     return line

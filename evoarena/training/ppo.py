@@ -376,7 +376,7 @@ def finish(t: Trainer) -> dict[str, Any]:
     results = {"updates": cfg.total_updates, "decisions": state["decisions"], "episodes": state["episodes"],
                "final_eval": final_eval, "best_score": state["best_score"], "best_update": state.get("best_update"),
                "evals": state["evals"], "rollout_return": t.last_summary,
-               "checkpoint": str(stage / "checkpoint"), "best_checkpoint": str(stage / "best")}
+               "checkpoint": str(stage / "checkpoint"), "best_checkpoint": str(stage / "best"), "hand_on": cfg.hand_on}
     results["summary"] = ppo_summary(results)
     t.ctx.write_results(results)
     return results
