@@ -662,32 +662,34 @@ class EvaluateConfig(Strict):
     numerics: NumericsRecord | None = None  #: written by the run: decisions that change its numbers
 
 
-class PretrainStageConfig(PretrainConfig):
+class _InPipeline(Strict):
+    """What a pipeline's entry adds to a stage's own config: where its weights start (``init_from``)."""
+
+    init_from: str | None = "previous"
+
+
+class PretrainStageConfig(PretrainConfig, _InPipeline):
     """A pipeline's ``kind: pretrain`` entry."""
 
     kind: Literal["pretrain"]
-    init_from: str | None = "previous"
 
 
-class FinetuneStageConfig(FinetuneConfig):
+class FinetuneStageConfig(FinetuneConfig, _InPipeline):
     """A pipeline's ``kind: finetune`` entry (``task: ner`` or ``bc``)."""
 
     kind: Literal["finetune"]
-    init_from: str | None = "previous"
 
 
-class TrainStageConfig(TrainConfig):
+class TrainStageConfig(TrainConfig, _InPipeline):
     """A pipeline's ``kind: train`` entry."""
 
     kind: Literal["train"]
-    init_from: str | None = "previous"
 
 
-class EvaluateStageConfig(EvaluateConfig):
+class EvaluateStageConfig(EvaluateConfig, _InPipeline):
     """A pipeline's ``kind: evaluate`` entry."""
 
     kind: Literal["evaluate"]
-    init_from: str | None = "previous"
 
 
 STAGE_CONFIGS: dict[str, type[BaseModel]] = {"pretrain": PretrainStageConfig, "finetune": FinetuneStageConfig,

@@ -17,11 +17,21 @@ from evoarena.agents import spec_tag
 from evoarena.agents.learned import PolicyAgent
 from evoarena.agents.match import play
 from evoarena.config import LearnerConfig, PPOConfig, TrainConfig
+from evoarena.envs import describe
 from evoarena.policies.actor_critic import build_policy
 from evoarena.policies.encoder import TRAIN_MODE_KEYS
 from evoarena.policies.io import load_optimizer_state, load_policy, save_checkpoint
 from evoarena.storage import atomic_dir, read_json
 from evoarena.training.seats import seat_of
+
+
+def stage_setup(cfg: TrainConfig, ctx: Any) -> tuple[Path, list[str], dict[str, str]]:
+    """(the stage folder, created; the world's agents; agent -> role), with torch's threads set: what both PPO
+    backends do first."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    info = describe(cfg.env.id, cfg.env.kwargs)
+    return ctx.folder(), list(info.agents), dict(info.roles)
 
 
 def learner_ppo(cfg: TrainConfig, learner: LearnerConfig) -> PPOConfig:

@@ -39,6 +39,7 @@ from evoarena.training.learners import (
     prepare_for_rl,
     reference_policies,
     save_training_checkpoint,
+    stage_setup,
 )
 from evoarena.training.ppo_math import (
     clipped_policy_loss,
@@ -199,11 +200,7 @@ class Trainer:
 def start(cfg: TrainConfig, ctx: StageContext) -> Trainer:
     """A new run's learners (built or from ``init_from``), or a resumed run's from its checkpoint, with their
     optimizers, references, seat planner, rollout and random states."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    stage = ctx.folder()
-    info = describe(cfg.env.id, cfg.env.kwargs)
-    agents, roles = list(info.agents), dict(info.roles)
+    stage, agents, roles = stage_setup(cfg, ctx)
     torch.manual_seed(cfg.seed)
     snapshots: dict[str, list[tuple[int, Any]]] = {}
     if ctx.resume and (stage / "checkpoint" / "trainer_state.json").is_file():
@@ -426,7 +423,7 @@ class TrainStage(StageKind):
     def checkpoint(self, data: dict[str, Any], folder: Path, role: str | None = None) -> Path:
         made = self.policy_roles(data)
         best = folder / "best" / "policies" / made[str(role)]
-        if data.get("hand_on", "best") == "best" and best.is_dir():
+        if data.get("hand_on", TrainConfig.model_fields["hand_on"].default) == "best" and best.is_dir():
             return best
         return folder / "checkpoint" / "policies" / made[str(role)]
 

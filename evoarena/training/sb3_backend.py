@@ -35,7 +35,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
 from evoarena.config import TrainConfig
-from evoarena.envs import describe, forced_actions, make
+from evoarena.envs import forced_actions, make
 from evoarena.training.learners import (
     build_learner,
     evaluate,
@@ -43,6 +43,7 @@ from evoarena.training.learners import (
     ppo_summary,
     prepare_for_rl,
     save_training_checkpoint,
+    stage_setup,
 )
 from evoarena.training.protocol import StageContext
 from evoarena.training.seats import SeatPlanner, seat_of
@@ -395,11 +396,7 @@ def run_sb3(cfg: TrainConfig, ctx: StageContext, total_timesteps: int | None = N
 
     if ctx.resume:
         raise ValueError("--resume is not supported with ppo.backend sb3; start a new run")
-    stage = ctx.folder()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    info = describe(cfg.env.id, cfg.env.kwargs)
-    agents, roles = list(info.agents), dict(info.roles)
+    stage, agents, roles = stage_setup(cfg, ctx)
     name = check_sb3_config(cfg, agents)
     torch.manual_seed(cfg.seed)
     policy = prepare_for_rl(build_learner(cfg, name, agents))
