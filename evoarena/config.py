@@ -217,7 +217,8 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
         else:
             value = err.get("input")
             shown = f" = {value!r}" if not isinstance(value, dict) else ""
-            lines.append(f"{source}: {where}{path}{shown}: {err.get('msg')}")
+            msg = str(err.get("msg", "")).removeprefix("Value error, ")
+            lines.append(f"{source}: {where}{path}{shown}: {msg}")
     return "\n".join(lines)
 
 

@@ -289,6 +289,13 @@ def test_a_pipeline_runs_from_python_and_resume_of_a_finished_run_does_nothing(f
     assert "done (skipped)" in capsys.readouterr().err
 
 
+def test_selection_games_may_overlap_the_table_when_the_final_update_is_handed_on(tmp_path):
+    cfg = mini()
+    cfg["stages"][2]["hand_on"] = "final"
+    cfg["stages"][3]["eval_seed"] = 999_999  # the table plays the train stage's evaluation games: no selection
+    assert len(plan(load_pipeline(write(tmp_path, cfg)))) == 4
+
+
 @pytest.mark.parametrize(("hand_on", "folder"), [("best", "best"), ("final", "checkpoint"), (None, "best")])
 def test_the_train_stage_hands_on_best_or_final(tmp_path, hand_on, folder):
     cfg = mini()

@@ -200,11 +200,13 @@ def plan(pc: PipelineConfig, source: str = "<pipeline>") -> list[Stage]:
 
 
 def _check_honest_selection(planned: list[tuple[Stage, BaseModel]], source: str) -> None:
-    """A train stage hands on its best checkpoint by its own greedy evaluations: their games must not be any of
-    a later evaluate stage's games, or the evaluate table would score the agent on the games it was picked on."""
+    """A train stage that hands on its best checkpoint (``hand_on: best``) picks it by its own greedy evaluations:
+    their games must not be any of a later evaluate stage's games, or the evaluate table would score the agent on
+    the games it was picked on."""
     for ev, ecfg in ((s, c) for s, c in planned if s.kind.kind == "evaluate"):
         lo, hi = ecfg.eval_seed, ecfg.eval_seed + ecfg.episodes  # type: ignore[attr-defined]
-        for tr, tcfg in ((s, c) for s, c in planned if s.kind.kind == "train" and s.index < ev.index):
+        for tr, tcfg in ((s, c) for s, c in planned if s.kind.kind == "train" and s.index < ev.index
+                         and c.hand_on == "best"):  # type: ignore[attr-defined]
             a, b = tcfg.eval.seed, tcfg.eval.seed + tcfg.eval.episodes  # type: ignore[attr-defined]
             if a < hi and lo < b:
                 raise ConfigError(f"{source}: stage {tr.index} ({tr.name}): eval.seed = {a}: its selection games "
