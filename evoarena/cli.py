@@ -165,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_training_commands(add)
     _add_bench_commands(add)
+    parser.set_defaults(command_names=tuple(commands))  # `parser.get_default("command_names")` lists them
     return parser
 
 

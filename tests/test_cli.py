@@ -16,9 +16,9 @@ def run_cli(*args, stdin=""):
 
 def test_help_on_every_subcommand(capsys):
     parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    assert {"envs", "evaluate", "play"} <= set(sub.choices)
-    for name in sub.choices:
+    names = parser.get_default("command_names")
+    assert {"envs", "evaluate", "play", "run", "bench"} <= set(names)
+    for name in names:
         with pytest.raises(SystemExit) as exc:
             main([name, "--help"])
         assert exc.value.code == 0
@@ -60,11 +60,13 @@ def test_errors_are_one_line_exit_2(args, words, capsys):
         assert w in err
 
 
+@pytest.mark.e2e
 def test_error_in_a_real_process_has_no_traceback():
     res = run_cli("evaluate", "dilemma_v0", "--agents", "scripted:tft", "random")
     assert res.returncode == 2 and res.stderr.startswith("error: ") and "Traceback" not in res.stderr
 
 
+@pytest.mark.e2e
 def test_human_play_in_terminal():
     # The human is player_0 of the dilemma and always types 1 (defect) against always_cooperate.
     res = run_cli("play", "dilemma_v0", "--vs", "scripted:always_cooperate", stdin="x\n" + "1\n" * 20)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from evoarena.config import PolicyConfig
+from evoarena.policies import numerics
 from evoarena.policies.base import MASKED_LOGIT, BasePolicy, head_mlp
 from evoarena.policies.encoder import build_encoder
 from evoarena.policies.hf_models import EncoderLoadError
@@ -130,7 +131,7 @@ class LMPolicy(BasePolicy):
         per (text, legal action names) for as long as the weights do not change."""
         keys = [(o["text"], tuple(o["action_names"][j] for j in lg)) for o, lg in zip(obs_list, legal)]
         caching = not any(p.requires_grad for p in self.encoder.model.parameters()) or not torch.is_grad_enabled()
-        wkey = tuple((id(p), p._version) for p in self.encoder.model.parameters())
+        wkey = numerics.weights_key(self.encoder.model.parameters())
         if wkey != self._scores_key:
             self._scores.clear()
             self._scores_key = wkey

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from evoarena.config import EncoderConfig
+from evoarena.policies import numerics
 from evoarena.policies.hf_models import ensure_pad_token, load_tokenizer, model_from_config, resolve_device
 from evoarena.policies.llm_files import load_causal_lm, smollm2_folder
 from evoarena.policies.prompts import chat_parts, llm_system_prompt
@@ -115,7 +116,7 @@ class LLMEncoder(TextEncoder):
             with torch.autocast(**amp):
                 cache = self.model(input_ids=ids, use_cache=True).cache
             return expand_cache(cache, None, batch)
-        key = tuple((id(p), p._version) for p in self.model.parameters())
+        key = numerics.weights_key(self.model.parameters())
         if self._prefix_kv is None or self._prefix_kv[0] != key:
             with torch.no_grad(), torch.autocast(**amp):
                 self._prefix_kv = (key, self.model(input_ids=ids, use_cache=True).cache)

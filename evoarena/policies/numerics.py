@@ -10,7 +10,7 @@ decision (a probe run for the first time in this run) is reported to the listene
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -68,3 +68,13 @@ def bf16_verdict(architecture: str, probe: Callable[[], bool]) -> bool:
         _STATE["bf16"][architecture] = bool(probe())
         _changed()
     return _STATE["bf16"][architecture]
+
+
+def weights_key(params: Iterable[torch.Tensor]) -> tuple[tuple[int, int], ...]:
+    """Identity and in-place version of each tensor: changes after an optimizer step, ``load_state_dict``, any
+    in-place write or a replaced parameter. Caches of outputs computed from these weights are keyed on it.
+
+    PyTorch has no public reader of a tensor's version counter (the counter autograd's in-place checks use,
+    described in its "Autograd mechanics" notes); this is the one place evoarena reads ``Tensor._version``, and
+    ``tests/test_encoder_speed.py`` fails if it stops tracking in-place changes."""
+    return tuple((id(p), p._version) for p in params)

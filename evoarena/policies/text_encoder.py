@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from transformers.masking_utils import create_bidirectional_mask
 
 from evoarena.config import EncoderConfig
 from evoarena.policies import numerics
@@ -242,7 +243,7 @@ class TextEncoder(nn.Module):
         params = self.model.parameters()
         if self.train_mode != "frozen":
             params = (p for p in params if not p.requires_grad)
-        return tuple((id(p), p._version) for p in params)
+        return numerics.weights_key(params)
 
     def _drop_stale(self) -> None:
         """Clear the cached frozen outputs and activations if the weights changed since they were computed."""
@@ -260,15 +261,14 @@ class TextEncoder(nn.Module):
         m = self.model
         layers = getattr(getattr(m, "encoder", None), "layer", None)
         if (not isinstance(layers, nn.ModuleList) or not hasattr(m, "embeddings")
-                or not hasattr(m, "_create_attention_masks") or getattr(m.config, "is_decoder", False)):
+                or getattr(m.config, "is_decoder", False)):
             return None
         frozen = len(layers) - int(self.cfg.top_k)
         return frozen if frozen > 0 else None
 
     def _layers(self, hidden: torch.Tensor, mask: torch.Tensor, start: int, stop: int | None) -> torch.Tensor:
         m = self.model
-        attn, _ = m._create_attention_masks(attention_mask=mask, encoder_attention_mask=None,
-                                            embedding_output=hidden, encoder_hidden_states=None, cache=None)
+        attn = create_bidirectional_mask(config=m.config, inputs_embeds=hidden, attention_mask=mask)
         for layer in m.encoder.layer[start:stop]:
             out = layer(hidden, attn)
             hidden = out[0] if isinstance(out, tuple) else out
