@@ -55,17 +55,20 @@ class EncoderConfig(Strict):
     pooling: Literal["cls", "mean", "last"] = "mean"  #: how token states become one vector
     max_length: int = Field(64, ge=8, le=4096)  #: tokens kept per text (longer texts are cut)
     # preset: tiny (a BertConfig built locally)
-    hidden_size: int = Field(128, ge=8)
-    num_layers: int = Field(2, ge=1)
-    num_heads: int = Field(2, ge=1)
-    intermediate_size: int = Field(512, ge=8)
+    hidden_size: int = Field(128, ge=8)  #: preset tiny: width of the BERT
+    num_layers: int = Field(2, ge=1)  #: preset tiny: transformer layers
+    num_heads: int = Field(2, ge=1)  #: preset tiny: attention heads (hidden_size must be a multiple)
+    intermediate_size: int = Field(512, ge=8)  #: preset tiny: width of each layer's feed-forward block
     vocab_size: int = Field(2000, ge=100)  #: WordPiece vocabulary trained by the pretrain stage
     # training mode
+    #: what trains: full (every weight), lora (adapters), frozen (nothing; outputs cached per text),
+    #: top_k (the top_k top layers; the lower ones cached per text)
     train_mode: Literal["full", "lora", "frozen", "top_k"] = "full"
     top_k: int = Field(1, ge=1)  #: with train_mode top_k: how many top layers are trained
-    lora_r: int = Field(8, ge=1)
-    lora_alpha: int = Field(16, ge=1)
-    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    lora_r: int = Field(8, ge=1)  #: train_mode lora: rank of the adapters
+    lora_alpha: int = Field(16, ge=1)  #: train_mode lora: scaling numerator of the adapters
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)  #: train_mode lora: dropout on the adapters' input
+    #: auto: cuda when torch sees one, else cpu (the run records what it became)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     autocast: Literal["auto", "bf16", "off"] = "auto"  #: auto: bf16 on CUDA; on a CPU only if a probe finds it faster
 
@@ -83,8 +86,9 @@ class EncoderConfig(Strict):
 class PolicyConfig(Strict):
     """An actor-critic: encoder + pooling + policy head + value head, or an MLP on ``features``."""
 
+    #: transformer (an encoder reads text) or mlp (a baseline on the features vector)
     kind: Literal["transformer", "mlp"] = "transformer"
-    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)  #: the text encoder (kind transformer)
     #: scoring: each action's text scored against the obs; lm (a causal-LM encoder): each action's text scored by
     #: the language model's log-likelihood as the answer to the prompt (plays zero-shot)
     head: Literal["linear", "scoring", "lm"] = "linear"
@@ -269,31 +273,31 @@ class NumericsRecord(Strict):
     """What a run decided once and keeps on ``--resume`` (see :mod:`evoarena.policies.numerics`): torch's
     thread count, what ``device: auto`` became, and each ``autocast: auto`` probe's bf16 verdict."""
 
-    threads: int = Field(ge=1)
-    device: Literal["cpu", "cuda"]
-    bf16: dict[str, bool] = Field(default_factory=dict)
+    threads: int = Field(ge=1)  #: torch CPU threads the run used
+    device: Literal["cpu", "cuda"]  #: what device auto became
+    bf16: dict[str, bool] = Field(default_factory=dict)  #: each autocast auto probe's verdict, per encoder shape
 
 
 class EnvConfig(Strict):
     """A world and its keyword arguments (``checks.check_env`` builds it once before any work starts)."""
 
-    id: str
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    id: str  #: a registered world (`evoarena envs` lists them)
+    kwargs: dict[str, Any] = Field(default_factory=dict)  #: the world's keyword arguments, e.g. rounds: 20
 
 
 class OpponentConfig(Strict):
     """One entry of an opponent pool: an agent spec, ``self`` (the learner) or ``snapshot``."""
 
     agent: str  #: random | scripted:NAME | ckpt:PATH | self | snapshot (a frozen past learner)
-    weight: float = Field(1.0, gt=0)
+    weight: float = Field(1.0, gt=0)  #: relative chance of being drawn for an episode
 
 
 class SeatConfig(Strict):
     """Who fills a seat: exactly one of a learner ``policy``, a fixed ``agent`` spec, or a ``pool``."""
 
-    policy: str | None = None
-    agent: str | None = None
-    pool: list[OpponentConfig] | None = None
+    policy: str | None = None  #: a learner: the name of one of the config's policies
+    agent: str | None = None  #: a fixed agent spec: random | scripted:NAME | ckpt:PATH
+    pool: list[OpponentConfig] | None = None  #: opponents drawn per episode by weight
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SeatConfig:
@@ -311,24 +315,24 @@ class PPOConfig(Strict):
 
     backend: Literal["evoarena", "sb3"] = "evoarena"  #: sb3: sb3-contrib MaskablePPO (one shared learner policy)
     sb3_n_steps: int | None = Field(None, ge=1)  #: backend sb3: steps per env slot per rollout (None: auto)
-    lr: float = Field(3e-4, gt=0)
+    lr: float = Field(3e-4, gt=0)  #: Adam learning rate
     lr_decay: bool = True  #: linear decay to 0 over total_updates
-    adam_eps: float = Field(1e-5, gt=0)
-    gamma: float = Field(0.99, ge=0, le=1)
-    gae_lambda: float = Field(0.95, ge=0, le=1)
+    adam_eps: float = Field(1e-5, gt=0)  #: Adam epsilon
+    gamma: float = Field(0.99, ge=0, le=1)  #: discount
+    gae_lambda: float = Field(0.95, ge=0, le=1)  #: GAE lambda (advantage gae)
     advantage: Literal["gae", "baseline"] = "gae"  #: baseline: return minus a running-mean return
     baseline_momentum: float = Field(0.9, ge=0, lt=1)  #: EMA of the mean return (advantage: baseline)
-    normalize_advantage: bool = True
-    clip: float = Field(0.2, gt=0)
+    normalize_advantage: bool = True  #: standardise the advantages of each update's batch
+    clip: float = Field(0.2, gt=0)  #: clip range of the probability ratio
     value_clip: float | None = Field(0.2, gt=0)  #: None: unclipped value loss
-    vf_coef: float = Field(0.5, ge=0)
-    ent_coef: float = Field(0.01, ge=0)
+    vf_coef: float = Field(0.5, ge=0)  #: weight of the value loss
+    ent_coef: float = Field(0.01, ge=0)  #: weight of the entropy bonus
     kl_coef: float = Field(0.0, ge=0)  #: KL(policy || reference) penalty; 0 disables it
     log_kl_ref: bool = True  #: keep the reference and log KL to it even when kl_coef is 0
     target_kl: float | None = Field(None, gt=0)  #: stop the epochs of an update when approx KL exceeds it
-    max_grad_norm: float = Field(1.0, gt=0)
-    epochs: int = Field(4, ge=1)
-    minibatch_size: int = Field(256, ge=1)
+    max_grad_norm: float = Field(1.0, gt=0)  #: gradient norm clip
+    epochs: int = Field(4, ge=1)  #: passes over each rollout
+    minibatch_size: int = Field(256, ge=1)  #: decisions per gradient step
     #: standardize policies: "stored" = statistics of each rollout's texts, fixed during the update
     #: (ratios start at 1); "batch" = each forward's own batch (a rollout step standardises within
     #: one phase of the episodes); "auto" = stored when the policy arrives with statistics (cloned)
@@ -338,6 +342,7 @@ class PPOConfig(Strict):
 class LearnerConfig(Strict):
     """A learner policy: its architecture and its PPO overrides (e.g. its own ent_coef)."""
 
+    #: the learner's architecture and where its weights start
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     ppo: dict[str, Any] = Field(default_factory=dict)  #: keys of PPOConfig overriding the stage's values
     reference: str | None = None  #: checkpoint of the KL reference (default: the learner as the stage starts)
@@ -361,27 +366,27 @@ class EvalConfig(Strict):
     opponents: list[str] = Field(default_factory=list)  #: agent specs filling the non-learner seats
     both_seats: bool = True  #: in two-player worlds also play with the seats swapped
     seed: int = 1_000_000  #: evaluation contexts are seeds seed, seed+1, ... (common random numbers)
-    greedy: bool = True
+    greedy: bool = True  #: learners take their most probable action
 
 
 class TrainConfig(Strict):
     """``evoarena train CONFIG``: multi-agent PPO in one world."""
 
-    name: str = "ppo"
-    seed: int = 0
-    env: EnvConfig
-    policies: dict[str, LearnerConfig]
+    name: str = "ppo"  #: default run folder runs/NAME (in a pipeline: the stage's name)
+    seed: int = 0  #: seeds the run's random numbers
+    env: EnvConfig  #: the world
+    policies: dict[str, LearnerConfig]  #: learner name -> its policy and PPO overrides
     seats: dict[str, SeatConfig]  #: agent name or pattern (``listener_*``) -> who fills it
     shuffle_seats: bool = False  #: each episode, permute the seat configs among agents of the same role
-    num_envs: int = Field(64, ge=1)
-    episodes_per_update: int = Field(256, ge=1)
-    total_updates: int = Field(100, ge=1)
-    ppo: PPOConfig = Field(default_factory=PPOConfig)
+    num_envs: int = Field(64, ge=1)  #: world copies stepped together (one batched forward per policy)
+    episodes_per_update: int = Field(256, ge=1)  #: episodes collected for each PPO update
+    total_updates: int = Field(100, ge=1)  #: PPO updates of the run
+    ppo: PPOConfig = Field(default_factory=PPOConfig)  #: PPO hyperparameters of every learner
     snapshot_every: int = Field(0, ge=0)  #: updates between frozen snapshots of each learner (0: none)
-    snapshot_pool_size: int = Field(10, ge=1)
-    checkpoint_every: int = Field(10, ge=1)
-    transcript_every: int = Field(10, ge=0)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
+    snapshot_pool_size: int = Field(10, ge=1)  #: the newest snapshots kept per learner
+    checkpoint_every: int = Field(10, ge=1)  #: updates between checkpoints (resume points)
+    transcript_every: int = Field(10, ge=0)  #: updates between episode transcripts in TensorBoard (0: none)
+    eval: EvalConfig = Field(default_factory=EvalConfig)  #: greedy evaluations during training
     #: the checkpoint a pipeline hands on: ``best`` (the best greedy training evaluation: in-sample for a later
     #: table that plays the same opponents in a world whose games do not depend on the seed, e.g. deterministic
     #: strategies in dilemma_v0) or ``final`` (the last update: no selection at all)
@@ -472,17 +477,18 @@ class PretrainConfig(Strict):
     ``policy.init_from`` / ``ner.init_from`` of later stages accept.
     """
 
-    name: str = "pretrain"
-    seed: int = 0
+    name: str = "pretrain"  #: default run folder runs/NAME (in a pipeline: the stage's name)
+    seed: int = 0  #: seeds the run's random numbers
+    #: the encoder trained (and, for preset tiny, its tokenizer's size)
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
-    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)  #: the text it learns
     mask_prob: float = Field(0.15, gt=0, lt=1)  #: share of tokens predicted (BERT's 80/10/10 replacement)
     steps: int = Field(3000, ge=1)  #: optimizer steps
     batch_size: int = Field(128, ge=1)  #: texts per step
     lr: float = Field(1e-3, gt=0)  #: AdamW peak learning rate (linear warmup, then linear decay to 0)
-    warmup_fraction: float = Field(0.06, ge=0, lt=1)
-    weight_decay: float = Field(0.01, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
+    warmup_fraction: float = Field(0.06, ge=0, lt=1)  #: share of the steps spent warming up
+    weight_decay: float = Field(0.01, ge=0)  #: AdamW weight decay
+    max_grad_norm: float = Field(1.0, gt=0)  #: gradient norm clip
     eval_every: int = Field(250, ge=1)  #: steps between held-out evaluations
     checkpoint_every: int = Field(500, ge=1)  #: steps between resumable training states
     log_every: int = Field(25, ge=1)  #: steps between TensorBoard scalars
@@ -494,11 +500,11 @@ class OptimConfig(Strict):
     """AdamW with linear warmup and linear decay to 0, and the budget of a supervised loop."""
 
     lr: float = Field(1e-4, gt=0)  #: peak learning rate
-    weight_decay: float = Field(0.01, ge=0)
+    weight_decay: float = Field(0.01, ge=0)  #: AdamW weight decay
     warmup_fraction: float = Field(0.1, ge=0, lt=1)  #: share of the steps spent warming up
-    max_grad_norm: float = Field(1.0, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0)  #: gradient norm clip
     batch_size: int = Field(32, ge=1)  #: sentences (ner) or distinct examples (bc) per step
-    epochs: int = Field(3, ge=1)
+    epochs: int = Field(3, ge=1)  #: passes over the training data
     max_steps: int | None = Field(None, ge=1)  #: stop after this many steps (also sets the schedule length)
 
 
@@ -506,7 +512,7 @@ class NERDataConfig(Strict):
     """CoNLL column files (IOB1 or IOB2 tags, converted to IOB2). Paths may use ``~`` and ``$VARS``."""
 
     data_dir: str | None = None  #: folder the file names below are relative to (default: the working dir)
-    train: str = Field("train.txt", validate_default=True)
+    train: str = Field("train.txt", validate_default=True)  #: training file (relative to data_dir)
     valid: str | None = Field("valid.txt", validate_default=True)  #: None: no validation split
     test: str | None = Field("test.txt", validate_default=True)  #: None: no test split
     column: int = -1  #: tag column (default: the last)
@@ -528,11 +534,12 @@ class NERDataConfig(Strict):
 class NERConfig(Strict):
     """``task: ner``: an encoder + a linear token-classification head (label on each word's first piece)."""
 
-    data: NERDataConfig = Field(default_factory=NERDataConfig)
+    data: NERDataConfig = Field(default_factory=NERDataConfig)  #: the CoNLL files
+    #: the encoder fine-tuned
     encoder: EncoderConfig = Field(default_factory=lambda: EncoderConfig(preset="minilm", max_length=128))
     init_from: str | None = None  #: pretrain checkpoint / HF folder: weights and tokenizer of the encoder
     dropout: float = Field(0.1, ge=0, lt=1)  #: dropout before the classification head
-    eval_batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(128, ge=1)  #: sentences per evaluation batch
 
     @field_validator("init_from")
     @classmethod
@@ -549,12 +556,12 @@ class BCConfig(Strict):
     more than one legal action become ``(text, mask, action, return)`` examples.
     """
 
-    env: EnvConfig
-    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    env: EnvConfig  #: the world the expert plays
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)  #: the policy that clones the expert
     expert: str  #: agent spec of the expert, e.g. scripted:conceder
     opponents: list[str] = Field(default_factory=list)  #: agents facing the expert (empty: expert everywhere)
     clone: list[str] | None = None  #: roles to clone (default: every role the expert plays)
-    train_episodes: int = Field(20_000, ge=1)
+    train_episodes: int = Field(20_000, ge=1)  #: demonstration episodes (seeds from 10,000,000 x seed)
     heldout_episodes: int = Field(1_000, ge=1)  #: episodes (other seeds) measuring held-out action accuracy
     eval_episodes: int = Field(500, ge=1)  #: games per opponent and expert seat in the in-game evaluation
     eval_seed: int = 1_000_000  #: evaluation seeds are eval_seed, eval_seed+1, ... (distinct from training)
@@ -599,12 +606,12 @@ def _fixed_agent(key: str | None, spec: str) -> str:
 class FinetuneConfig(Strict):
     """``evoarena finetune CONFIG``: supervised fine-tuning, ``task: ner`` or ``task: bc``."""
 
-    name: str = "finetune"
-    seed: int = 0
-    task: Literal["ner", "bc"]
+    name: str = "finetune"  #: default run folder runs/NAME (in a pipeline: the stage's name)
+    seed: int = 0  #: seeds the run's random numbers
+    task: Literal["ner", "bc"]  #: ner (token classification) or bc (behaviour cloning)
     ner: NERConfig | None = None  #: required with task ner
     bc: BCConfig | None = None  #: required with task bc
-    optim: OptimConfig = Field(default_factory=OptimConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)  #: optimizer and budget
     eval_every: int = Field(0, ge=0)  #: steps between evaluations on the held-out data (0: after each epoch)
     checkpoint_every: int = Field(0, ge=0)  #: steps between resumable training states (0: after each epoch)
     log_every: int = Field(25, ge=1)  #: steps between TensorBoard scalars
@@ -645,9 +652,9 @@ class EvaluateConfig(Strict):
     With no opponents at all, an agent fills every seat itself (one column, ``self``).
     """
 
-    name: str = "evaluate"
+    name: str = "evaluate"  #: the stage's name
     seed: int = 0  #: seeds the untrained heads of an encoder-only stage's agent
-    env: EnvConfig
+    env: EnvConfig  #: the world
     opponents: list[str] = Field(default_factory=list)  #: agent specs of the pool (columns)
     unseen: list[str] = Field(default_factory=list)  #: agent specs no training stage met (columns)
     #: name -> a policy built from this config without any training (e.g. an LLM with ``head: lm`` as shipped):
@@ -747,12 +754,12 @@ class PipelineConfig(Strict):
     ``config.yaml`` keeps each stage as given, with those defaults filled in.
     """
 
-    name: str = "run"
-    seed: int = 0
-    threads: int = Field(0, ge=0)
+    name: str = "run"  #: default run folder runs/NAME
+    seed: int = 0  #: default seed of every stage
+    threads: int = Field(0, ge=0)  #: default torch CPU threads of every stage (0: leave torch's default)
     numerics: NumericsRecord | None = None  #: written by the run: decisions that change its numbers
-    env: EnvConfig | None = None
-    stages: list[StageConfig] = Field(min_length=1)
+    env: EnvConfig | None = None  #: default world of every stage that plays one
+    stages: list[StageConfig] = Field(min_length=1)  #: the stages, in order
 
     @model_validator(mode="before")
     @classmethod
@@ -779,25 +786,25 @@ class RatingsConfig(Strict):
     """How ratings are computed from the tournament's games."""
 
     elo_k: float = Field(16.0, gt=0)  #: Elo K factor
-    elo_initial: float = 1500.0
+    elo_initial: float = 1500.0  #: every entrant's Elo before its first game
     elo_orders: int = Field(200, ge=1)  #: random game orders the Elo ratings are averaged over
     bt_alpha: float = Field(0.01, ge=0)  #: L2 penalty of the Bradley-Terry fit (= ``ratings.DEFAULT_ALPHA``)
     bootstrap: int = Field(1000, ge=10)  #: bootstrap resamples of the Bradley-Terry intervals
-    level: float = Field(0.95, gt=0, lt=1)
+    level: float = Field(0.95, gt=0, lt=1)  #: confidence level of the intervals
     seed: int = 0  #: seed of the game orders and the bootstrap
 
 
 class TournamentConfig(Strict):
     """``evoarena tournament CONFIG``: entrants of one world, episodes per match, where results go."""
 
-    name: str = "tournament"
-    env: EnvConfig
+    name: str = "tournament"  #: default output folder runs/tournaments/NAME
+    env: EnvConfig  #: the world
     agents: list[str] = Field(min_length=1)  #: agent specs, each optionally ``NAME=SPEC``; ``scripted:*`` = all
     episodes: int = Field(20, ge=1)  #: episodes (repetitions) per match
     seed: int = 0  #: episode seeds are seed .. seed + episodes - 1 in every match
     groups: int | None = Field(None, ge=1)  #: N-player worlds: matches drawn (default ~4 per ordered pair)
     out: str | None = None  #: output folder (default runs/tournaments/NAME)
-    ratings: RatingsConfig = Field(default_factory=RatingsConfig)
+    ratings: RatingsConfig = Field(default_factory=RatingsConfig)  #: how ratings are computed
 
 
 # --------------------------------------------------------------------------- sweeps
@@ -811,7 +818,7 @@ class TaskConfig(Strict):
     curve_offset: str | list[str] | None = None  #: key path of a number subtracted from the curve's steps
     #: (e.g. ``pipeline.stages.03_train.step_offset``: a pipeline stage's own step axis)
     low: float | None = None  #: with ``high``: scores become (x - low) / (high - low)
-    high: float | None = None
+    high: float | None = None  #: with low: the score that becomes 1
 
     @model_validator(mode="after")
     def _both_bounds(self) -> TaskConfig:
@@ -848,39 +855,39 @@ class VariantConfig(Strict):
 class ResourcesConfig(Strict):
     """What each run asks of a Ray cluster (local workers run one run per process)."""
 
-    cpus: float = Field(1.0, ge=0)
-    gpus: float = Field(0.0, ge=0)
+    cpus: float = Field(1.0, ge=0)  #: CPUs each run asks of the Ray cluster
+    gpus: float = Field(0.0, ge=0)  #: GPUs each run asks of the Ray cluster
 
 
 class CrossPlayConfig(Strict):
     """Cross-play every run's final checkpoint (and a pool of fixed agents) in one tournament."""
 
-    env: EnvConfig
+    env: EnvConfig  #: the world of the cross-play
     checkpoint: str | list[str]  #: key path into results.json of the checkpoint folder, e.g. ``ppo.checkpoint``
     subdir: str = ""  #: the agent's folder inside it, e.g. ``policies/main`` (a PPO checkpoint's learner)
     pool: list[str] = Field(default_factory=list)  #: fixed agents (NAME=SPEC) that also enter; "vs pool" scores
-    episodes: int = Field(20, ge=1)
-    seed: int = 0
-    ratings: RatingsConfig = Field(default_factory=RatingsConfig)
+    episodes: int = Field(20, ge=1)  #: episodes per match
+    seed: int = 0  #: episode seeds are seed .. seed + episodes - 1 in every match
+    ratings: RatingsConfig = Field(default_factory=RatingsConfig)  #: how ratings are computed
 
 
 class SweepConfig(Strict):
     """``evoarena bench CONFIG``: variants x seeds of one run config."""
 
-    name: str = "sweep"
-    command: Literal["train", "pretrain", "finetune", "run"]
+    name: str = "sweep"  #: default sweep folder runs/bench/NAME
+    command: Literal["train", "pretrain", "finetune", "run"]  #: what each run is: one stage, or run (a pipeline)
     config: str  #: the run config (relative paths: from the current directory, like every run config path)
     set: list[str] = Field(default_factory=list)  #: overrides applied to every variant
     variants: dict[str, list[str] | VariantConfig] = Field(min_length=1)  #: name -> --set overrides, or a mapping
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)  #: the seeds every variant runs
     seed_key: str = "seed"  #: the config key each run's seed is written to
     out: str | None = None  #: sweep folder (default runs/bench/NAME)
-    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)  #: what each run asks of a Ray cluster
     tasks: dict[str, TaskConfig] | None = None  #: default for train: ppo.final_eval.score with curve eval/score
     bootstrap: int = Field(2000, ge=100)  #: bootstrap resamples of every interval
-    bootstrap_seed: int = 0
+    bootstrap_seed: int = 0  #: seed of the bootstrap resamples
     env_name: str | None = None  #: environment name in the marl-eval export (default: the run config's env id)
-    tournament: CrossPlayConfig | None = None
+    tournament: CrossPlayConfig | None = None  #: cross-play every run's final checkpoint (and a pool) in one tournament
 
     @model_validator(mode="after")
     def _names_and_tasks(self) -> SweepConfig:

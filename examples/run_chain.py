@@ -5,7 +5,7 @@ Expect:  the quickstart pipeline (configs/quickstart.yaml) in a run folder, then
          stage's agent and the paired gain of each stage over the previous one. With --quick (a few
          seconds per stage, for a smoke test) the numbers mean little; without it (about 5 minutes on a
          2-core CPU) the behaviour-cloned agent is far above the pre-trained one and PPO above the clone,
-         as the README's quickstart section shows.
+         as docs/guide/quickstart.md shows.
 """
 
 from __future__ import annotations

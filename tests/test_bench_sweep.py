@@ -144,6 +144,7 @@ def test_ray_gives_the_same_results(reference, tmp_path):
     assert comparable(got["bench"]) == comparable(result["bench"])
 
 
+@pytest.mark.e2e
 def test_killed_sweep_finishes_only_the_missing_runs(tmp_path):
     longer = {**TRAIN, "total_updates": 40, "eval": {**TRAIN["eval"], "every": 10}}
     path = write_sweep(tmp_path / "cfg", longer, tournament=None)

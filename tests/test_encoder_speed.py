@@ -10,8 +10,12 @@ from evoarena.config import EncoderConfig
 from evoarena.envs import make
 from evoarena.policies.encoder import build_encoder
 
-SMALL = {"preset": "tiny", "hidden_size": 32, "num_layers": 3, "num_heads": 2, "intermediate_size": 64,
-         "vocab_size": 400, "autocast": "off", "device": "cpu"}
+
+@pytest.fixture
+def small(tiny_encoder):
+    """``small(**over)``: the tiny encoder with three layers (two to freeze and cache), fp32 on the CPU."""
+    return lambda **over: EncoderConfig.model_validate(
+        tiny_encoder(**{"num_layers": 3, "autocast": "off", "device": "cpu", **over}))
 
 
 def world_texts(n_episodes: int = 8) -> list[str]:
@@ -23,9 +27,9 @@ def world_texts(n_episodes: int = 8) -> list[str]:
     return texts
 
 
-def test_top_k_cached_lower_layers_give_the_same_outputs_and_gradients():
+def test_top_k_cached_lower_layers_give_the_same_outputs_and_gradients(small):
     torch.manual_seed(0)
-    enc = build_encoder(EncoderConfig.model_validate({**SMALL, "train_mode": "top_k", "top_k": 1}))
+    enc = build_encoder(small(train_mode="top_k", top_k=1))
     assert enc._split == 2  # two frozen layers are cached
     plain = copy.deepcopy(enc)
     plain._split = None  # the full forward pass
@@ -45,8 +49,8 @@ def test_top_k_cached_lower_layers_give_the_same_outputs_and_gradients():
     assert not copy.deepcopy(enc)._acts  # snapshots start without the cache
 
 
-def test_forward_padded_ignores_extra_padding():
-    enc = build_encoder(EncoderConfig.model_validate(SMALL))
+def test_forward_padded_ignores_extra_padding(small):
+    enc = build_encoder(small())
     texts = world_texts(2)
     ids = enc.token_ids(texts)
     width = 64
@@ -60,25 +64,25 @@ def test_forward_padded_ignores_extra_padding():
                                    atol=1e-5, rtol=1e-4)
 
 
-def test_autocast_auto_on_cpu_follows_the_probe(monkeypatch):
+def test_autocast_auto_on_cpu_follows_the_probe(monkeypatch, small):
     from evoarena.policies import text_encoder as enc_mod
 
     for verdict in (False, True):
         monkeypatch.setattr(enc_mod, "cpu_bf16_faster", lambda model, vocab, v=verdict: v)
-        enc = build_encoder(EncoderConfig.model_validate({**SMALL, "autocast": "auto"}))
+        enc = build_encoder(small(autocast="auto"))
         assert (enc._autocast_dtype is torch.bfloat16) == verdict
-        off = build_encoder(EncoderConfig.model_validate({**SMALL, "autocast": "off"}))
+        off = build_encoder(small(autocast="off"))
         assert off._autocast_dtype is None
 
 
-def test_bf16_probe_runs_once_per_architecture(monkeypatch):
+def test_bf16_probe_runs_once_per_architecture(monkeypatch, small):
     from evoarena.policies import numerics
     from evoarena.policies import text_encoder as enc_mod
 
     numerics.reset()
     seen = []
     numerics.on_change(seen.append)
-    enc = build_encoder(EncoderConfig.model_validate({**SMALL, "autocast": "off"}))
+    enc = build_encoder(small(autocast="off"))
     first = enc_mod.cpu_bf16_faster(enc.model, len(enc.tokenizer))
     assert isinstance(first, bool) and len(numerics.decisions()["bf16"]) == 1 and len(seen) == 1
     assert enc_mod.cpu_bf16_faster(enc.model, len(enc.tokenizer)) is first  # cached, not re-measured
@@ -91,7 +95,11 @@ def test_bf16_probe_runs_once_per_architecture(monkeypatch):
 
 # ---------------------------------------------------------------- the cheap RL path: frozen encoder, cached outputs
 
-CHEAP_POLICY = {"head_hidden": 16, "encoder": {**SMALL, "num_layers": 2, "train_mode": "frozen"}}
+@pytest.fixture
+def cheap(tiny_policy):
+    """The cheap RL path's policy config: MLP heads on the tiny encoder (two layers, fp32), frozen."""
+    return tiny_policy(encoder={"num_layers": 2, "autocast": "off", "device": "cpu", "train_mode": "frozen"},
+                       head_hidden=16)
 
 
 def world_obs(n_episodes: int = 6) -> list[dict]:
@@ -114,16 +122,16 @@ def world_obs(n_episodes: int = 6) -> list[dict]:
     return out
 
 
-def cheap_policy():
+def cheap_policy(cfg: dict):
     from evoarena.config import PolicyConfig
     from evoarena.policies import build_policy
 
     torch.manual_seed(0)
-    return build_policy(PolicyConfig.model_validate(CHEAP_POLICY), "negotiation_v0")
+    return build_policy(PolicyConfig.model_validate(cfg), "negotiation_v0")
 
 
-def test_frozen_cache_gives_the_same_outputs_and_head_gradients():
-    policy = cheap_policy()
+def test_frozen_cache_gives_the_same_outputs_and_head_gradients(cheap):
+    policy = cheap_policy(cheap)
     plain = copy.deepcopy(policy)
     plain.encoder.train_mode = "full"  # the same frozen weights, every text encoded on every call
     obs = world_obs()
@@ -143,8 +151,8 @@ def test_frozen_cache_gives_the_same_outputs_and_head_gradients():
         torch.testing.assert_close(g, h, atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_frozen_cache_never_serves_an_encoding_of_old_weights():
-    enc = build_encoder(EncoderConfig.model_validate({**SMALL, "train_mode": "frozen"}))
+def test_frozen_cache_never_serves_an_encoding_of_old_weights(small):
+    enc = build_encoder(small(train_mode="frozen"))
     texts = world_texts()
     before = enc.encode(texts)
     with torch.no_grad():  # weights changed in place (an optimizer step, a hand edit)
@@ -155,7 +163,7 @@ def test_frozen_cache_never_serves_an_encoding_of_old_weights():
         fresh = enc.forward_texts(texts)
     torch.testing.assert_close(after, fresh)
     assert not torch.allclose(after, before, atol=1e-3)
-    other = build_encoder(EncoderConfig.model_validate({**SMALL, "train_mode": "frozen"}))
+    other = build_encoder(small(train_mode="frozen"))
     with torch.no_grad():
         for p in other.model.parameters():
             p.mul_(1.5)
@@ -163,7 +171,7 @@ def test_frozen_cache_never_serves_an_encoding_of_old_weights():
     torch.testing.assert_close(enc.encode(texts), other.encode(texts))
 
 
-def test_a_frozen_encoder_run_resumed_from_a_checkpoint_equals_the_uninterrupted_one(tmp_path, monkeypatch):
+def test_a_frozen_encoder_run_resumed_from_a_checkpoint_equals_the_uninterrupted_one(tmp_path, monkeypatch, cheap):
     """Cached outputs carry the last bits of the batch they were first computed in; PPO drops them at every
     checkpoint, so a run stopped after one and resumed (caches empty) encodes exactly as the uninterrupted run."""
     from safetensors.torch import load_file
@@ -175,8 +183,7 @@ def test_a_frozen_encoder_run_resumed_from_a_checkpoint_equals_the_uninterrupted
     data = {"env": {"id": "dilemma_v0", "kwargs": {"rounds": 6}}, "seed": 0, "threads": 1, "num_envs": 16,
             "episodes_per_update": 16, "total_updates": 4, "checkpoint_every": 2, "transcript_every": 0,
             "eval": {"every": 0, "episodes": 2},
-            "policies": {"main": {"policy": {**CHEAP_POLICY, "encoder": {**CHEAP_POLICY["encoder"],
-                                                                           "autocast": "bf16"}}}},
+            "policies": {"main": {"policy": {**cheap, "encoder": {**cheap["encoder"], "autocast": "bf16"}}}},
             "seats": {"player_0": {"policy": "main"}, "player_1": {"agent": "random"}},
             "ppo": {"epochs": 2, "minibatch_size": 32, "log_kl_ref": False}}
     cfg = validate_config(data, TrainConfig, source="test")
@@ -205,9 +212,9 @@ def test_a_frozen_encoder_run_resumed_from_a_checkpoint_equals_the_uninterrupted
         assert torch.equal(weights[0][key], weights[1][key]), key
 
 
-def test_top_k_cache_survives_top_layer_steps_but_not_lower_layer_changes():
+def test_top_k_cache_survives_top_layer_steps_but_not_lower_layer_changes(small):
     torch.manual_seed(0)
-    enc = build_encoder(EncoderConfig.model_validate({**SMALL, "train_mode": "top_k", "top_k": 1}))
+    enc = build_encoder(small(train_mode="top_k", top_k=1))
     texts = world_texts()
     enc.encode(texts).pow(2).sum().backward()
     opt = torch.optim.SGD([p for p in enc.parameters() if p.requires_grad], lr=0.1)
@@ -224,7 +231,7 @@ def test_top_k_cache_survives_top_layer_steps_but_not_lower_layer_changes():
     torch.testing.assert_close(enc.encode(texts), plain.encode(texts), atol=1e-5, rtol=1e-4)
 
 
-def test_ppo_update_reuses_the_rollouts_encodings(monkeypatch):
+def test_ppo_update_reuses_the_rollouts_encodings(monkeypatch, cheap):
     import numpy as np
 
     from evoarena.config import PPOConfig
@@ -232,7 +239,7 @@ def test_ppo_update_reuses_the_rollouts_encodings(monkeypatch):
     from evoarena.training.ppo import ppo_update
     from evoarena.training.rollout import LearnerBatch
 
-    policy = cheap_policy()
+    policy = cheap_policy(cheap)
     obs = world_obs()
     batch = LearnerBatch()
     out = policy.act(obs, generator=torch.Generator().manual_seed(0))  # the rollout encodes every text once

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.e2e  # every test here runs an example script in a new process
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -147,16 +147,18 @@ def test_ner_accepts_iob1_and_iob2_and_resumes_exactly(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- behaviour cloning
 
 
-SMALL_ENCODER = {"preset": "tiny", "hidden_size": 64, "num_layers": 1, "num_heads": 2,
-                 "intermediate_size": 128}
+@pytest.fixture(scope="module")
+def wide(tiny_encoder) -> dict:
+    """The tiny encoder twice as wide, with the default vocabulary: it learns to clone in a few dozen steps."""
+    return tiny_encoder(hidden_size=64, intermediate_size=128, vocab_size=2000)
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory) -> Path:
+def pretrained(tmp_path_factory, wide) -> Path:
     """A small tiny-encoder pretrain checkpoint (seconds)."""
 
     cfg = validate_config({"name": "pt", "threads": 1, "steps": 40, "batch_size": 32, "lr": 2e-3,
-                           "eval_every": 40, "encoder": SMALL_ENCODER,
+                           "eval_every": 40, "encoder": wide,
                            "corpus": {"episodes_per_env": 20, "max_heldout": 100}},
                           PretrainConfig)
     run = runs.create_run(tmp_path_factory.mktemp("pt") / "run", cfg)
@@ -164,19 +166,25 @@ def pretrained(tmp_path_factory) -> Path:
     return run / "stages/01_pretrain/checkpoint"
 
 
-def bc_cfg(pretrained: Path, optim: dict | None = None, **bc_over) -> FinetuneConfig:
-    bc = {"env": {"id": "dilemma_v0", "kwargs": {"rounds": 10}}, "expert": "scripted:tit_for_tat",
-          "opponents": ["random"], "policy": {"init_from": str(pretrained), "encoder": SMALL_ENCODER},
-          "train_episodes": 300, "heldout_episodes": 40, "eval_episodes": 50}
-    bc.update(bc_over)
-    return validate_config({"name": "bc", "task": "bc", "threads": 1, "bc": bc, "eval_every": 10,
-                            "checkpoint_every": 20,
-                            "optim": optim or {"lr": 2e-3, "batch_size": 64, "epochs": 16}},
-                           FinetuneConfig)
+@pytest.fixture(scope="module")
+def bc_cfg(pretrained, wide):
+    """``bc_cfg(optim=None, **bc_over)``: cloning tit_for_tat in a 10-round dilemma, from ``pretrained``."""
+
+    def make(optim: dict | None = None, **bc_over) -> FinetuneConfig:
+        bc = {"env": {"id": "dilemma_v0", "kwargs": {"rounds": 10}}, "expert": "scripted:tit_for_tat",
+              "opponents": ["random"], "policy": {"init_from": str(pretrained), "encoder": dict(wide)},
+              "train_episodes": 300, "heldout_episodes": 40, "eval_episodes": 50}
+        bc.update(bc_over)
+        return validate_config({"name": "bc", "task": "bc", "threads": 1, "bc": bc, "eval_every": 10,
+                                "checkpoint_every": 20,
+                                "optim": optim or {"lr": 2e-3, "batch_size": 64, "epochs": 16}},
+                               FinetuneConfig)
+
+    return make
 
 
-def test_bc_clones_tit_for_tat_into_a_playable_checkpoint(tmp_path, pretrained):
-    cfg = bc_cfg(pretrained, value_detach=False)  # the value loss may shape the encoder too: it must learn
+def test_bc_clones_tit_for_tat_into_a_playable_checkpoint(tmp_path, bc_cfg):
+    cfg = bc_cfg(value_detach=False)  # the value loss may shape the encoder too: it must learn
     run = runs.create_run(tmp_path / "run", cfg)
     res = run_standalone(cfg, run)
     role = res["roles"]["player"]
@@ -207,8 +215,8 @@ def test_bc_clones_tit_for_tat_into_a_playable_checkpoint(tmp_path, pretrained):
     assert result.returns["player_0"].tolist() == [9.0] * 4  # cooperates once, then defects back
 
 
-def test_bc_resume_gives_the_uninterrupted_weights(tmp_path, pretrained, monkeypatch):
-    cfg = bc_cfg(pretrained, optim={"lr": 2e-3, "batch_size": 64, "max_steps": 30}, train_episodes=60,
+def test_bc_resume_gives_the_uninterrupted_weights(tmp_path, monkeypatch, bc_cfg):
+    cfg = bc_cfg(optim={"lr": 2e-3, "batch_size": 64, "max_steps": 30}, train_episodes=60,
                  heldout_episodes=10, eval_episodes=4, value_detach=False)
     full = run_standalone(cfg, runs.create_run(tmp_path / "full", cfg))
     import evoarena.training.bc as bc  # the stage saves its training states through bc.save_checkpoint
@@ -233,9 +241,9 @@ def test_bc_resume_gives_the_uninterrupted_weights(tmp_path, pretrained, monkeyp
     assert run_standalone(cfg, cut, resume=True)["clone_score"] == res["clone_score"]
 
 
-def test_demonstration_returns_are_discounted_per_decision(pretrained):
+def test_demonstration_returns_are_discounted_per_decision(bc_cfg):
     # tit-for-tat vs always-defect in a 3-round prisoner's dilemma: payoffs 0 (sucker), 1, 1
-    cfg = bc_cfg(pretrained, env={"id": "dilemma_v0", "kwargs": {"rounds": 3}},
+    cfg = bc_cfg(env={"id": "dilemma_v0", "kwargs": {"rounds": 3}},
                  opponents=["scripted:always_defect"], gamma=0.5)
     demos = generate_demos(cfg.bc, 2, 0, ["player"], need_names=False)["player"]
     by_round = {t.split(".")[0]: (a, c, r) for t, a, c, r in

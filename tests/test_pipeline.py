@@ -22,34 +22,39 @@ from evoarena.cli import main
 from evoarena.config import ConfigError, apply_overrides
 from evoarena.training.pipeline import load_pipeline, plan
 
-ENC = {"preset": "tiny", "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
-       "vocab_size": 200, "max_length": 48}
 POOL = ["scripted:always_defect", "scripted:tit_for_tat", "random"]
 
 
-def mini(updates: int = 3, checkpoint_every: int = 1) -> dict:
-    """All four stage kinds on dilemma_v0 (5 rounds), seconds each."""
-    return {
-        "name": "mini", "seed": 0, "threads": 1,
-        "env": {"id": "dilemma_v0", "kwargs": {"num_agents": 2, "rounds": 5}},
-        "stages": [
-            {"kind": "pretrain", "encoder": ENC, "corpus": {"envs": ["dilemma_v0"], "episodes_per_env": 40},
-             "steps": 12, "batch_size": 16, "eval_every": 6, "checkpoint_every": 6, "log_every": 3},
-            {"kind": "finetune", "task": "bc",
-             "bc": {"expert": "scripted:tit_for_tat", "opponents": POOL, "train_episodes": 40,
-                    "heldout_episodes": 10, "eval_episodes": 4,
-                    "policy": {"head": "linear", "standardize": True, "encoder": ENC}},
-             "optim": {"lr": 2e-3, "batch_size": 32, "epochs": 2}, "log_every": 1},
-            {"kind": "train", "policies": {"main": {"policy": {"encoder": ENC}}},
-             "seats": {"player_0": {"policy": "main"},
-                       "player_1": {"pool": [{"agent": a} for a in POOL] + [{"agent": "snapshot"}]}},
-             "shuffle_seats": True, "num_envs": 16, "episodes_per_update": 16, "total_updates": updates,
-             "snapshot_every": 1, "checkpoint_every": checkpoint_every,
-             "ppo": {"epochs": 1, "minibatch_size": 64, "kl_coef": 0.02},
-             "eval": {"every": 2, "episodes": 2, "opponents": POOL}},
-            {"kind": "evaluate", "opponents": POOL, "unseen": ["scripted:alternator"], "episodes": 3},
-        ],
-    }
+@pytest.fixture(scope="module")
+def mini(tiny_encoder):
+    """``mini(updates=3, checkpoint_every=1)``: a new pipeline config of all four stage kinds on dilemma_v0
+    (5 rounds), seconds each, on the tiny encoder."""
+
+    def make(updates: int = 3, checkpoint_every: int = 1) -> dict:
+        enc = tiny_encoder(vocab_size=200, max_length=48)
+        return {
+            "name": "mini", "seed": 0, "threads": 1,
+            "env": {"id": "dilemma_v0", "kwargs": {"num_agents": 2, "rounds": 5}},
+            "stages": [
+                {"kind": "pretrain", "encoder": enc, "corpus": {"envs": ["dilemma_v0"], "episodes_per_env": 40},
+                 "steps": 12, "batch_size": 16, "eval_every": 6, "checkpoint_every": 6, "log_every": 3},
+                {"kind": "finetune", "task": "bc",
+                 "bc": {"expert": "scripted:tit_for_tat", "opponents": POOL, "train_episodes": 40,
+                        "heldout_episodes": 10, "eval_episodes": 4,
+                        "policy": {"head": "linear", "standardize": True, "encoder": enc}},
+                 "optim": {"lr": 2e-3, "batch_size": 32, "epochs": 2}, "log_every": 1},
+                {"kind": "train", "policies": {"main": {"policy": {"encoder": enc}}},
+                 "seats": {"player_0": {"policy": "main"},
+                           "player_1": {"pool": [{"agent": a} for a in POOL] + [{"agent": "snapshot"}]}},
+                 "shuffle_seats": True, "num_envs": 16, "episodes_per_update": 16, "total_updates": updates,
+                 "snapshot_every": 1, "checkpoint_every": checkpoint_every,
+                 "ppo": {"epochs": 1, "minibatch_size": 64, "kl_coef": 0.02},
+                 "eval": {"every": 2, "episodes": 2, "opponents": POOL}},
+                {"kind": "evaluate", "opponents": POOL, "unseen": ["scripted:alternator"], "episodes": 3},
+            ],
+        }
+
+    return make
 
 
 def write(tmp_path: Path, cfg: dict, name: str = "mini.yaml") -> Path:
@@ -72,7 +77,7 @@ def report_form(report: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(tmp_path_factory, mini):
     tmp = tmp_path_factory.mktemp("pipe")
     run_dir = tmp / "run"
     assert main(["run", str(write(tmp, mini())), "--run-dir", str(run_dir)]) == 0
@@ -186,7 +191,8 @@ def test_every_stage_logs_on_one_increasing_step_axis(finished):
         assert spans[a][1] < spans[b][0], (a, spans[a], b, spans[b])
 
 
-def test_sigkill_during_ppo_then_resume_skips_finished_stages(tmp_path, finished):
+@pytest.mark.e2e
+def test_sigkill_during_ppo_then_resume_skips_finished_stages(tmp_path, finished, mini):
     cfg = mini(updates=40, checkpoint_every=1)
     run_dir = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -233,7 +239,7 @@ BAD_LAST_STAGE = [
 
 
 @pytest.mark.parametrize(("change", "message"), BAD_LAST_STAGE)
-def test_an_error_in_the_last_stage_stops_before_any_work(tmp_path, capsys, change, message):
+def test_an_error_in_the_last_stage_stops_before_any_work(tmp_path, capsys, change, message, mini):
     cfg = mini()
     cfg["stages"][-1].update(change)
     run_dir = tmp_path / "run"
@@ -249,7 +255,7 @@ def test_an_error_in_the_last_stage_stops_before_any_work(tmp_path, capsys, chan
     (1, "/no/such/folder", r"stage 2 \(finetune\): init_from = '/no/such/folder': no such folder"),
     (0, "previous", None),
 ])
-def test_init_from_is_checked_before_work(tmp_path, stage, init, message):
+def test_init_from_is_checked_before_work(tmp_path, stage, init, message, mini):
     cfg = mini()
     cfg["stages"][stage]["init_from"] = init
     pc = load_pipeline(write(tmp_path, cfg))
@@ -260,7 +266,7 @@ def test_init_from_is_checked_before_work(tmp_path, stage, init, message):
         plan(pc)
 
 
-def test_a_policy_of_another_world_is_refused(tmp_path):
+def test_a_policy_of_another_world_is_refused(tmp_path, mini):
     cfg = mini()
     train = cfg["stages"][2]
     train["env"] = {"id": "negotiation_v0"}
@@ -271,7 +277,7 @@ def test_a_policy_of_another_world_is_refused(tmp_path):
         plan(load_pipeline(write(tmp_path, cfg)))
 
 
-def test_overrides_address_stages_by_name_or_index():
+def test_overrides_address_stages_by_name_or_index(mini):
     data = mini()
     out = apply_overrides(data, ["stages.train.ppo.lr=1.0e-4", "stages.0.steps=7", "name=x"])
     assert out["stages"][2]["ppo"]["lr"] == 1e-4 and out["stages"][0]["steps"] == 7 and out["name"] == "x"
@@ -289,7 +295,7 @@ def test_a_pipeline_runs_from_python_and_resume_of_a_finished_run_does_nothing(f
     assert "done (skipped)" in capsys.readouterr().err
 
 
-def test_selection_games_may_overlap_the_table_when_the_final_update_is_handed_on(tmp_path):
+def test_selection_games_may_overlap_the_table_when_the_final_update_is_handed_on(tmp_path, mini):
     cfg = mini()
     cfg["stages"][2]["hand_on"] = "final"
     cfg["stages"][3]["eval_seed"] = 999_999  # the table plays the train stage's evaluation games: no selection
@@ -297,7 +303,7 @@ def test_selection_games_may_overlap_the_table_when_the_final_update_is_handed_o
 
 
 @pytest.mark.parametrize(("hand_on", "folder"), [("best", "best"), ("final", "checkpoint"), (None, "best")])
-def test_the_train_stage_hands_on_best_or_final(tmp_path, hand_on, folder):
+def test_the_train_stage_hands_on_best_or_final(tmp_path, hand_on, folder, mini):
     cfg = mini()
     if hand_on is not None:
         cfg["stages"][2]["hand_on"] = hand_on

