@@ -322,7 +322,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _add_bench_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
-    """``tournament`` and ``bench`` (sweeps)."""
+    """``tournament``, ``bench`` (sweeps) and ``exploit``."""
+    p = add("exploit", cmd_exploit, "Train fresh exploiters against a frozen agent and a reference with the same "
+                                    "budget; print both agents' scores under exploitation with 95%% intervals.")
+    p.add_argument("agent", help="the agent spec, e.g. ckpt:models/dilemma/ppo")
+    p.add_argument("--world", required=True, help="env id, e.g. dilemma_v0")
+    p.add_argument("--budget", type=int, default=None, help="PPO updates per exploiter (default 40)")
+    p.add_argument("--restarts", type=int, default=3, help="exploiters trained per agent; the strongest on "
+                                                           "selection games is reported (default 3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--episodes", type=int, default=200, help="fresh games for selection and for the report")
+    p.add_argument("--reference", metavar="SPEC", help="the agent to compare with (default: tit_for_tat in "
+                                                       "dilemma_v0, conceder in negotiation_v0)")
+    p.add_argument("--kw", nargs="*", metavar="KEY=VALUE", help="env keyword arguments, e.g. rounds=50")
+    p.add_argument("--run-dir", metavar="DIR", help="keep the exploiters' runs (TensorBoard) under DIR")
+    p.add_argument("--json", metavar="FILE", help="also write both results as JSON")
+
     p = add("tournament", cmd_tournament, "Round-robin tournament: payoff matrix, Elo and Bradley-Terry ratings "
                                           "with 95%% intervals, Axelrod ranking; CSV, PNG, Markdown and JSON.")
     p.add_argument("env", help="env id (e.g. dilemma_v0), or a tournament YAML config (configs/bench/axelrod.yaml)")
@@ -346,6 +361,33 @@ def _add_bench_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--report-only", action="store_true", help="only aggregate the finished runs into bench.md")
     p.add_argument("--publish", metavar="DIR", help="also copy bench.md, its PNGs and JSON and the tournament's files "
                                                   "to DIR (e.g. docs/results/NAME)")
+
+
+def cmd_exploit(args: argparse.Namespace) -> int:
+    from evoarena.bench import exploit as ex
+    from evoarena.envs import describe
+
+    describe(args.world)  # an unknown world fails here, naming the known ones
+    reference = args.reference or ex.default_reference(args.world)
+    budget = args.budget if args.budget is not None else ex.DEFAULT_BUDGET
+    kwargs = _kwargs(args.kw)
+    results = {}
+    for label, spec in (("agent", args.agent), ("reference", reference)):
+        run_dir = Path(args.run_dir) / label if args.run_dir else None
+        results[label] = ex.exploit(spec, args.world, budget=budget, seed=args.seed, episodes=args.episodes,
+                                    env_kwargs=kwargs, run_dir=run_dir, restarts=args.restarts)
+    table = Table(title=f"exploitability in {args.world}: {budget} updates x {args.restarts} exploiters, "
+                        f"{results['agent'].episodes} fresh games (mean +- 95% CI per game)")
+    for col in ("", "spec", "exploiter's score", "agent's score under exploitation"):
+        table.add_column(col)
+    for label, r in results.items():
+        table.add_row(label, r.agent, f"{r.exploiter_score:.2f} +- {r.exploiter_ci:.2f}",
+                      f"{r.agent_score:.2f} +- {r.agent_ci:.2f}")
+    console.print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps({k: ex.as_dict(v) for k, v in results.items()}, indent=1))
+    print(ex.summary_line(results["agent"], results["reference"]))
+    return 0
 
 
 def user_message(exc: BaseException) -> str | None:
