@@ -39,6 +39,14 @@ def learner_ppo(cfg: TrainConfig, learner: LearnerConfig) -> PPOConfig:
     return PPOConfig.model_validate({**cfg.ppo.model_dump(), **learner.ppo})
 
 
+def learner_device(cfg: TrainConfig, name: str) -> str:
+    """Where learner ``name`` lives: its encoder's ``device`` in the train config (auto | cpu | cuda). The one
+    place the PPO stage decides it: the learner, its KL reference and its snapshots (fresh, resumed or copied) are
+    all built there. A name that is no learner of the config (e.g. a frozen member) lives with the first learner."""
+    lc = cfg.policies.get(name) or next(iter(cfg.policies.values()))
+    return lc.policy.encoder.device
+
+
 def first_agent_of(cfg: TrainConfig, agents: list[str], policy: str) -> str:
     return next(a for a in agents if seat_of(a, cfg.seats).policy == policy)
 
@@ -49,7 +57,7 @@ def build_learner(cfg: TrainConfig, name: str, agents: list[str]) -> Any:
     agent = first_agent_of(cfg, agents, name)
     init = lc.policy.init_from
     if init and (Path(init) / "policy.json").is_file():
-        policy = load_policy(init)
+        policy = load_policy(init, device=learner_device(cfg, name))
         if policy.env_id != cfg.env.id:
             raise ValueError(f"policies.{name}.policy.init_from {init} was trained for {policy.env_id}, "
                              f"not {cfg.env.id}")
@@ -94,6 +102,48 @@ def frozen_copy(policy: Any) -> Any:
     return twin
 
 
+def tensor_devices(obj: Any) -> set[torch.device]:
+    """Every device a tensor of ``obj`` is on: a module's parameters, buffers and the tensors its modules keep in
+    attributes (caches: dicts, lists, tuples of tensors), an optimizer's state (but its step counts), or
+    containers of those."""
+    found: set[torch.device] = set()
+    stack, seen = [obj], set()
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if torch.is_tensor(x):
+            found.add(x.device)
+        elif isinstance(x, torch.nn.Module):
+            stack.extend(m for m in x.modules() if m is not x)
+            stack.extend(v for k, v in vars(x).items() if k != "_modules")
+        elif isinstance(x, torch.optim.Optimizer):  # Adam keeps its step count on the CPU by design
+            stack.extend(v for state in x.state.values() for k, v in state.items() if k != "step")
+        elif isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, list | tuple | set):
+            stack.extend(x)
+    return found
+
+
+def check_devices(learners: dict[str, Any], references: dict[str, Any],
+                  snapshots: dict[str, list[tuple[int, Any]]]) -> None:
+    """Raise ``RuntimeError`` naming the copy when a learner's reference or snapshots (or the learner itself) hold
+    tensors on another device than the learner's parameters: a clear error at the start of a run rather than a
+    device mismatch inside an update."""
+    for name, policy in learners.items():
+        want = {p.device for p in policy.parameters()}
+        copies = [(f"learner {name}", policy), *([(f"reference {name}", references[name])] if name in references
+                                                  else []),
+                  *((f"snapshot {name}@{u}", s) for u, s in snapshots.get(name, []))]
+        for what, obj in copies:
+            got = tensor_devices(obj)
+            if len(want) != 1 or got != want:
+                raise RuntimeError(f"{what} holds tensors on {sorted(map(str, got))}; learner {name} lives on "
+                                   f"{sorted(map(str, want))} (see learners.learner_device)")
+
+
 def reference_policies(cfg: TrainConfig, stage: Path, learners: dict[str, Any],
                        pcs: dict[str, PPOConfig]) -> dict[str, Any]:
     """Frozen reference policies (the fine-tuned start, saved once in ``stage/reference``) of the learners with a
@@ -103,8 +153,9 @@ def reference_policies(cfg: TrainConfig, stage: Path, learners: dict[str, Any],
         if pcs[name].kl_coef > 0 or pcs[name].log_kl_ref:
             ref_dir = stage / "reference" / name
             if not (ref_dir / "policy.json").is_file():
-                save_checkpoint(ref_dir, load_policy(lc.reference) if lc.reference else learners[name])
-            references[name] = prepare_for_rl(frozen_copy(load_policy(ref_dir, device="cpu")))
+                save_checkpoint(ref_dir, load_policy(lc.reference, device=learner_device(cfg, name))
+                                if lc.reference else learners[name])
+            references[name] = prepare_for_rl(frozen_copy(load_policy(ref_dir, device=learner_device(cfg, name))))
     return references
 
 
@@ -193,8 +244,10 @@ def save_training_checkpoint(stage: Path, learners: dict[str, Any], optimizers: 
     return final
 
 
-def load_training_checkpoint(stage: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict]:
-    """(policies, optimizer states, trainer state, snapshots) from ``stage/checkpoint``."""
+def load_training_checkpoint(stage: Path, cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any],
+                                                                    dict]:
+    """(policies, optimizer states, trainer state, snapshots) from ``stage/checkpoint``, each policy on its
+    learner's device (:func:`learner_device`)."""
     ck = stage / "checkpoint"
     state_file = ck / "trainer_state.json"
     if not state_file.is_file():
@@ -202,12 +255,12 @@ def load_training_checkpoint(stage: Path) -> tuple[dict[str, Any], dict[str, Any
     state = read_json(state_file)
     policies, optim_states = {}, {}
     for folder in sorted((ck / "policies").iterdir()):
-        policies[folder.name] = load_policy(folder, device="cpu")
+        policies[folder.name] = load_policy(folder, device=learner_device(cfg, folder.name))
         optim_states[folder.name] = load_optimizer_state(folder)
     snapshots: dict[str, list[tuple[int, Any]]] = {}
     if (ck / "snapshots").is_dir():
         for pdir in sorted((ck / "snapshots").iterdir()):
-            snapshots[pdir.name] = [(int(f.name), frozen_copy(load_policy(f, device="cpu")))
+            snapshots[pdir.name] = [(int(f.name), frozen_copy(load_policy(f, device=learner_device(cfg, pdir.name))))
                                     for f in sorted(pdir.iterdir())]
     return policies, optim_states, state, snapshots
 

@@ -29,6 +29,7 @@ from evoarena.envs import describe
 from evoarena.training import runs
 from evoarena.training.learners import (
     build_learner,
+    check_devices,
     drop_cached_outputs,
     evaluate,
     frozen_copy,
@@ -79,13 +80,15 @@ def rollout_features(policy: Any, batch: LearnerBatch) -> tuple[torch.Tensor, ..
 
 def ppo_update(policy: Any, optimizer: torch.optim.Optimizer, batch: LearnerBatch, pc: PPOConfig,
                reference: Any | None, rng: np.random.Generator) -> dict[str, float]:
-    """PPO epochs over one learner's batch; returns the metrics to log (``nan_skipped`` > 0 on bad losses)."""
+    """PPO epochs over one learner's batch; returns the metrics to log (``nan_skipped`` > 0 on bad losses). Every
+    tensor of the update is made on the policy's device."""
     n = len(batch)
-    actions = torch.as_tensor(batch.actions, dtype=torch.long)
-    old_logp = torch.as_tensor(batch.logp, dtype=torch.float32)
-    old_v = torch.as_tensor(batch.values, dtype=torch.float32)
-    adv_all = torch.as_tensor(batch.advantages, dtype=torch.float32)
-    ret_all = torch.as_tensor(batch.returns, dtype=torch.float32)
+    dev = policy.device
+    actions = torch.as_tensor(batch.actions, dtype=torch.long, device=dev)
+    old_logp = torch.as_tensor(batch.logp, dtype=torch.float32, device=dev)
+    old_v = torch.as_tensor(batch.values, dtype=torch.float32, device=dev)
+    adv_all = torch.as_tensor(batch.advantages, dtype=torch.float32, device=dev)
+    ret_all = torch.as_tensor(batch.returns, dtype=torch.float32, device=dev)
     if pc.normalize_advantage:
         adv_all = normalize(adv_all)
     params = [p for p in policy.parameters() if p.requires_grad]
@@ -101,16 +104,14 @@ def ppo_update(policy: Any, optimizer: torch.optim.Optimizer, batch: LearnerBatc
         for start in range(0, n, pc.minibatch_size):
             idx = perm[start:start + pc.minibatch_size]
             obs = [batch.obs[i] for i in idx]
-            ti = torch.as_tensor(idx)
+            ti = torch.as_tensor(idx, device=dev)
             if rollout_feats is None:
                 logits, values = policy.forward_obs(obs)
                 mask = policy.action_masks(obs)
             else:  # frozen encoder: the rollout's features, no text encoded again
                 feats, obs_rows, act_rows, masks = rollout_feats
-                rows = ti.to(masks.device)
-                mask = masks[rows]
-                logits, values = policy.heads(feats, obs_rows[rows], None if act_rows is None else act_rows[rows],
-                                              mask)
+                mask = masks[ti]
+                logits, values = policy.heads(feats, obs_rows[ti], None if act_rows is None else act_rows[ti], mask)
             logits, values = logits.float(), values.float()
             logp_all = masked_log_softmax(logits, mask)
             new_logp = logp_all.gather(1, actions[ti][:, None]).squeeze(1)
@@ -118,7 +119,7 @@ def ppo_update(policy: Any, optimizer: torch.optim.Optimizer, batch: LearnerBatc
             v_loss = value_loss(values, old_v[ti], ret_all[ti], pc.value_clip)
             entropy = masked_entropy(logits, mask).mean()
             loss = pg_loss + pc.vf_coef * v_loss - pc.ent_coef * entropy
-            kl_ref = torch.zeros(())
+            kl_ref = torch.zeros((), device=dev)
             if reference is not None:
                 with torch.no_grad():
                     ref_logits, _ = reference.forward_obs(obs)
@@ -204,7 +205,7 @@ def start(cfg: TrainConfig, ctx: StageContext) -> Trainer:
     torch.manual_seed(cfg.seed)
     snapshots: dict[str, list[tuple[int, Any]]] = {}
     if ctx.resume and (stage / "checkpoint" / "trainer_state.json").is_file():
-        learners, optim_states, state, snapshots = load_training_checkpoint(stage)
+        learners, optim_states, state, snapshots = load_training_checkpoint(stage, cfg)
     else:
         learners = {name: build_learner(cfg, name, agents) for name in cfg.policies}
         for name, lc in cfg.policies.items():
@@ -216,6 +217,7 @@ def start(cfg: TrainConfig, ctx: StageContext) -> Trainer:
         prepare_for_rl(policy)
     pcs = {name: learner_ppo(cfg, lc) for name, lc in cfg.policies.items()}
     references = reference_policies(cfg, stage, learners, pcs)
+    check_devices(learners, references, snapshots)
     stored_stats = {name: policy.standardizes and (pcs[name].standardize_stats == "stored" or (
         pcs[name].standardize_stats == "auto" and bool(policy.std_ready))) for name, policy in learners.items()}
     optimizers = {}
