@@ -47,7 +47,7 @@ lint: $(STAMP)
 # The documentation site (docs/, mkdocs.yml) into site/: the docs extra, then a strict build (a broken link fails).
 .PHONY: docs
 docs: $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[docs]'
+	$(BIN)/python -m pip install -q -c $(LOCK) -e '.[docs]'
 	$(BIN)/mkdocs build --strict
 
 demo: $(STAMP)
