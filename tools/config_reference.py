@@ -23,6 +23,7 @@ from pydantic_core import PydanticUndefined
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "guide" / "config-reference.md"
+sys.path.insert(0, str(ROOT))  # the models of this checkout, whichever evoarena is installed
 
 #: (model name, the command or place that reads it); the other models are found through their fields
 ROOTS = [
