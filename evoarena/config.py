@@ -369,6 +369,20 @@ class EvalConfig(Strict):
     greedy: bool = True  #: learners take their most probable action
 
 
+class LeagueConfig(Strict):
+    """A self-play league (:mod:`evoarena.training.league`): live exploiters, frozen members, PFSP over them and
+    the seat's pool (the anchors)."""
+
+    exploiters: int = Field(1, ge=0)  #: live exploiters per main learner (they play only against their main)
+    exploiter_share: float = Field(0.25, ge=0, lt=1)  #: fraction of a main's pool-seat episodes against them
+    exploiter_reset_every: int = Field(20, ge=1)  #: updates between resets of the exploiters to the main's start
+    add_every: int = Field(10, ge=1)  #: updates between frozen copies of every main and exploiter joining
+    max_frozen: int = Field(12, ge=1)  #: frozen members kept (the oldest leave first)
+    pfsp_power: float = Field(1.0, ge=0)  #: PFSP weight (1 - normalised result) ** power (0: uniform)
+    pfsp_floor: float = Field(0.2, ge=0, le=1)  #: share of the draws spread uniformly over all candidates
+    window: int = Field(200, ge=1)  #: recent episodes per opponent behind its result
+
+
 class TrainConfig(Strict):
     """``evoarena train CONFIG``: multi-agent PPO in one world."""
 
@@ -391,6 +405,7 @@ class TrainConfig(Strict):
     #: table that plays the same opponents in a world whose games do not depend on the seed, e.g. deterministic
     #: strategies in dilemma_v0) or ``final`` (the last update: no selection at all)
     hand_on: Literal["best", "final"] = "best"
+    league: LeagueConfig | None = None  #: a self-play league over the pool seats (off when absent)
     threads: int = Field(0, ge=0)  #: torch CPU threads (0: leave torch's default)
     numerics: NumericsRecord | None = None  #: written by the run: decisions that change its numbers
 
@@ -403,6 +418,12 @@ class TrainConfig(Strict):
                 raise ValueError(f"seat {pattern!r} names policy {seat.policy!r}; defined: {list(self.policies)}")
         if not any(s.policy for s in self.seats.values()):
             raise ValueError("no seat is filled by a learner policy")
+        if self.league is not None:
+            if self.ppo.backend != "evoarena":
+                raise ValueError(f"league: needs ppo.backend evoarena, not {self.ppo.backend!r}")
+            if not any(s.pool for s in self.seats.values()):
+                raise ValueError("league: draws the opponents of pool seats; no seat has a pool "
+                                 f"(seats: {', '.join(self.seats)})")
         return self
 
 

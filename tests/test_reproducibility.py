@@ -29,6 +29,9 @@ PPO = [str(ROOT / "configs/ppo_dilemma.yaml"), "--set", "policies.main.policy.in
        "--set", "policies.main.policy.encoder.intermediate_size=64", "--set", "total_updates=8",
        "--set", "episodes_per_update=16", "--set", "num_envs=16", "--set", "eval.episodes=4",
        "--set", "eval.every=2", "--set", "transcript_every=0"]
+#: the same run with a league: a pool seat (two anchors), one exploiter reset every 3 updates, members every 2
+LEAGUE = [*PPO, "--set", 'seats.player_1={pool: [{agent: "scripted:tit_for_tat"}, {agent: "scripted:always_defect"}]}',
+          "--set", "league={exploiters: 1, add_every: 2, exploiter_reset_every: 3, exploiter_share: 0.3}"]
 ENC_KEYS = ("stages.pretrain.encoder", "stages.finetune.bc.policy.encoder", "stages.train.policies.main.policy.encoder")
 QUICK = [str(ROOT / "configs/quickstart.yaml")] + [a for pair in (
     [f"{k}.autocast=off" for k in ENC_KEYS]
@@ -127,7 +130,8 @@ def test_the_weights_hash_is_equal_for_equal_tensors_in_any_order():
 # ---------------------------------------------------------------------------- one stage: PPO
 
 
-RUNS = {"ppo_reference": ("train", PPO), "quick_reference": ("run", QUICK)}  #: fixture -> (command, arguments)
+#: fixture -> (command, arguments)
+RUNS = {"ppo_reference": ("train", PPO), "quick_reference": ("run", QUICK), "league_reference": ("train", LEAGUE)}
 
 
 def run_into(run: Path, fixture: str) -> Path:
@@ -144,6 +148,11 @@ def ppo_reference(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def quick_reference(tmp_path_factory) -> Path:
     return run_into(tmp_path_factory.mktemp("quick") / "run", "quick_reference")
+
+
+@pytest.fixture(scope="module")
+def league_reference(tmp_path_factory) -> Path:
+    return run_into(tmp_path_factory.mktemp("league") / "run", "league_reference")
 
 
 @pytest.mark.e2e
@@ -171,6 +180,22 @@ def test_sigkill_then_resume_equals_the_uninterrupted_ppo_run(ppo_reference, tmp
         assert not ckpt.is_file()
     evoarena("train", "--resume", str(run))
     assert_same_run(ppo_reference, run)
+
+
+@pytest.mark.e2e
+def test_sigkill_then_resume_equals_the_uninterrupted_league_run(league_reference, tmp_path):
+    """Killed after the checkpoint of update 4 (frozen members added, the exploiter reset at 3, PFSP results
+    kept), resumed: the same scalars (league/ included) and weights (members, exploiter, start) as uninterrupted."""
+    run = tmp_path / "run"
+    ckpt = run / "stages/01_ppo/checkpoint/trainer_state.json"
+    ready = lambda: json_value(ckpt, "update") >= 4 and max(  # noqa: E731
+        tb_steps(run, "train/main/policy_loss"), default=0) > json_value(ckpt, "update")
+    killed_when(["train", *LEAGUE, "--set", "checkpoint_every=2", "--run-dir", str(run)], ready)
+    evoarena("train", "--resume", str(run))
+    assert_same_run(league_reference, run)
+    tags = scalars(run)
+    assert "league/scripted_always_defect/weight" in tags and "league/league_exploiter_main_0@4/return" in tags
+    assert "rollout/exploiter_main_0/episode_return" in tags
 
 
 # ---------------------------------------------------------------------------- the pipeline

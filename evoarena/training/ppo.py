@@ -13,6 +13,7 @@ continues to ``total_updates`` on one step axis. ``ppo.backend: sb3`` runs sb3-c
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -27,6 +28,7 @@ import torch
 from evoarena.config import PPOConfig, TrainConfig
 from evoarena.envs import describe
 from evoarena.training import runs
+from evoarena.training.league import START, League, exploiter_names
 from evoarena.training.learners import (
     build_learner,
     check_devices,
@@ -176,11 +178,14 @@ class Trainer:
     state: dict[str, Any]
     writer: Any = None
     last_summary: dict[str, float] = field(default_factory=dict)
+    league: League | None = None
 
     def checkpoint(self, update: int, name: str = "checkpoint") -> None:
         """The learners, optimizers, snapshots and every random state, as ``stage/NAME``."""
         self.state.update(update=update, rollout=self.rollout.state(), update_rng=self.rng.bit_generator.state,
                           torch_rng=torch.get_rng_state().tolist(), seats=self.planner.state())
+        if self.league is not None:
+            self.state["league"] = self.league.state()
         self.writer.flush()  # what was logged up to this checkpoint is on disk before the checkpoint is
         save_training_checkpoint(self.ctx.stage_dir, self.learners, self.optimizers, self.state, self.snapshots,
                                  name=name)
@@ -206,16 +211,26 @@ def start(cfg: TrainConfig, ctx: StageContext) -> Trainer:
     snapshots: dict[str, list[tuple[int, Any]]] = {}
     if ctx.resume and (stage / "checkpoint" / "trainer_state.json").is_file():
         learners, optim_states, state, snapshots = load_training_checkpoint(stage, cfg)
+        # the order of a fresh start (the checkpoint's folders come sorted): updates draw from one generator in turn
+        extra = list(exploiter_names(list(cfg.policies), cfg.league.exploiters)) if cfg.league else []
+        order = [n for n in [*cfg.policies, *extra] if n in learners]
+        learners = {n: learners[n] for n in [*order, *(n for n in learners if n not in order)]}
     else:
         learners = {name: build_learner(cfg, name, agents) for name in cfg.policies}
         for name, lc in cfg.policies.items():
             if lc.init_temperature != 1.0:
                 learners[name].soften(lc.init_temperature)
+        if cfg.league is not None:  # the exploiters start as their main does, which is kept to reset them to
+            snapshots[START] = [(i, frozen_copy(learners[m])) for i, m in enumerate(cfg.policies)]
+            for name, main in exploiter_names(list(cfg.policies), cfg.league.exploiters).items():
+                learners[name] = copy.deepcopy(learners[main])
         optim_states, state = {}, {"update": 0, "decisions": 0, "episodes": 0, "nan_streak": 0,
                                    "baselines": {}, "best_score": None, "evals": []}
     for policy in learners.values():
         prepare_for_rl(policy)
     pcs = {name: learner_ppo(cfg, lc) for name, lc in cfg.policies.items()}
+    if cfg.league is not None:
+        pcs.update({e: pcs[m] for e, m in exploiter_names(list(cfg.policies), cfg.league.exploiters).items()})
     references = reference_policies(cfg, stage, learners, pcs)
     check_devices(learners, references, snapshots)
     stored_stats = {name: policy.standardizes and (pcs[name].standardize_stats == "stored" or (
@@ -227,6 +242,11 @@ def start(cfg: TrainConfig, ctx: StageContext) -> Trainer:
         if optim_states.get(name):
             optimizers[name].load_state_dict(optim_states[name])
     planner = SeatPlanner(cfg, agents, roles, learners, snapshots, cfg.seed)
+    league = None
+    if cfg.league is not None:
+        anchors = [e.agent for s in cfg.seats.values() for e in (s.pool or []) if e.agent not in ("self", "snapshot")]
+        planner.league = league = League(cfg.league, list(cfg.policies), list(dict.fromkeys(anchors)), snapshots,
+                                         cfg.seed)
     rollout = Rollout(cfg.env.id, cfg.env.kwargs, min(cfg.num_envs, cfg.episodes_per_update), learners, planner,
                       seed=cfg.seed, record_transcripts=cfg.transcript_every > 0)
     rng = np.random.default_rng(cfg.seed + 1)
@@ -235,8 +255,10 @@ def start(cfg: TrainConfig, ctx: StageContext) -> Trainer:
         rng.bit_generator.state = state["update_rng"]
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
         planner.load_state(state.get("seats", {}))
+        if league is not None:
+            league.load_state(state.get("league", {}))
     return Trainer(cfg, ctx, agents, roles, learners, optimizers, pcs, references, stored_stats, snapshots,
-                   planner, rollout, rng, state)
+                   planner, rollout, rng, state, league=league)
 
 
 def learn(t: Trainer, result: RolloutResult, update: int) -> tuple[dict[str, dict[str, float]], bool]:
@@ -286,6 +308,8 @@ def log_update(t: Trainer, update: int, result: RolloutResult, stats: dict[str, 
         for k, v in s.items():
             writer.add_scalar(f"train/{name}/{k}", v, update)
     t.last_summary = log_rollout(writer, update, t.learners, result.episodes)
+    if t.league is not None:
+        t.league.log(writer, update)
     total_s = time.perf_counter() - t_start
     writer.add_scalar("perf/cpu_seconds", time.process_time() - cpu_start, update)  # this process, all threads
     writer.add_scalar("perf/env_seconds", result.env_seconds, update)
@@ -302,11 +326,24 @@ def log_update(t: Trainer, update: int, result: RolloutResult, stats: dict[str, 
 
 
 def take_snapshots(t: Trainer, update: int) -> None:
+    """Snapshots of the mains every ``snapshot_every`` updates; with a league, frozen members every ``add_every``
+    and the exploiters reset (weights and optimizer) to their main's start every ``exploiter_reset_every``."""
+    league = t.league
     if t.cfg.snapshot_every and update % t.cfg.snapshot_every == 0:
-        for name, policy in t.learners.items():
+        for name in t.cfg.policies:
             pool = t.snapshots.setdefault(name, [])
-            pool.append((update, frozen_copy(policy)))
+            pool.append((update, frozen_copy(t.learners[name])))
             del pool[:-t.cfg.snapshot_pool_size]
+    if league is None:
+        return
+    if update % league.lc.add_every == 0:
+        league.add_frozen(update, t.learners, frozen_copy)
+    if update % league.lc.exploiter_reset_every == 0:
+        for name, main in league.exploiters.items():
+            t.learners[name].load_state_dict(league.start_weights(main).state_dict())
+            pc = t.pcs[name]
+            params = [p for p in t.learners[name].parameters() if p.requires_grad]
+            t.optimizers[name] = torch.optim.Adam(params, lr=pc.lr, eps=pc.adam_eps)
 
 
 def run_ppo(cfg: TrainConfig, ctx: StageContext) -> dict[str, Any]:
@@ -326,6 +363,8 @@ def run_ppo(cfg: TrainConfig, ctx: StageContext) -> dict[str, Any]:
             for policy in t.learners.values():
                 policy.eval()
             result = t.rollout.collect(cfg.episodes_per_update)
+            if t.league is not None:
+                t.league.record(result.episodes)
             t_learn = time.perf_counter()
             stats, nan_this = learn(t, result, update)
             learn_s = time.perf_counter() - t_learn

@@ -60,6 +60,7 @@ class SeatPlanner:
         self.fixed: dict[str, Any] = {}
         self.snapshot_agents: dict[tuple[str, int], PolicyAgent] = {}
         self.seed = seed
+        self.league: Any = None  #: a :class:`evoarena.training.league.League` draws the pool seats when set
 
     def _home_learner(self, agent: str) -> str:
         """The learner a ``self``/``snapshot`` entry in ``agent``'s pool refers to (same role first)."""
@@ -107,6 +108,8 @@ class SeatPlanner:
             return ("learner", seat.policy)
         if seat.agent:
             return ("agent", self._agent(seat.agent))
+        if self.league is not None:
+            return self.league.draw(self._home_learner(agent), rng, self._agent)
         entries = seat.pool or []
         w = np.array([e.weight for e in entries], dtype=np.float64)
         entry = entries[int(rng.choice(len(entries), p=w / w.sum()))]
