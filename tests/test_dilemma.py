@@ -185,3 +185,22 @@ def test_strategies_registered():
     assert set(STRATEGIES) <= set(list_strategies(ENV_ID))
     for name in STRATEGIES:
         assert describe_strategy(ENV_ID, name)
+
+
+def moves(a: str, b: str, rounds: int = 8) -> list[int]:
+    """The first player's moves when scripted ``a`` meets scripted ``b``."""
+    env = DilemmaEnv(rounds=rounds)
+    agents = [make_strategy(ENV_ID, a, seed=0), make_strategy(ENV_ID, b, seed=0)]
+    obs, _ = env.reset(seed=0)
+    out = []
+    while env.agents:
+        acts = {p: ag.act(obs[p]) for p, ag in zip(env.agents, agents)}
+        out.append(acts["player_0"])
+        obs, *_ = env.step(acts)
+    return out
+
+
+def test_tester_probes_twice_then_reciprocates():
+    assert moves("tester", "always_cooperate") == [0, 1, 1, 0, 0, 0, 0, 0]
+    assert moves("tester", "always_defect") == [0, 1, 1, 1, 1, 1, 1, 1]
+    assert moves("tester", "tit_for_tat") == [0, 1, 1, 1, 1, 1, 1, 1]  # punished in round 3: defection locks in

@@ -169,3 +169,16 @@ class Joss(ScriptedAgent):
         if move == COOPERATE and self.rng.random() < 0.1:
             return DEFECT
         return move
+
+
+@strategy(ENV_ID, "tester")
+class Tester(ScriptedAgent):
+    """Probes in two early rounds: cooperates first, defects in rounds 2 and 3, then plays tit for tat (cooperates
+    unless the others defected last round). Needs the history window to reach 2 rounds back (``history`` >= 2)."""
+
+    def choose(self, features: np.ndarray, mask: np.ndarray) -> int:
+        if features[FIRST_ROUND]:
+            return COOPERATE
+        if others_defected_ago(features, 2) is None or others_defected_ago(features, 3) is None:
+            return DEFECT  # rounds 2 and 3: one or two rounds played
+        return tit_for_tat_move(features)
