@@ -58,4 +58,4 @@ demo: $(STAMP)
 	fi
 
 clean:
-	rm -rf $(VENV) $(LATEST) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST) site .pytest_cache .ruff_cache
