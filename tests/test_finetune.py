@@ -125,7 +125,9 @@ def test_ner_accepts_iob1_and_iob2_and_resumes_exactly(tmp_path, monkeypatch):
     monkeypatch.setattr(ner_stage, "_ner_tokenizer", lambda ner, sentences: tokenizer)
     cfg = ner_cfg({"data_dir": str(tmp_path / "iob1")}, **over)
     first = run_standalone(cfg, runs.create_run(tmp_path / "first", cfg))
-    real_save = ner_stage.save_state
+    from evoarena.training import supervised  # every supervised stage writes its states through save_state
+
+    real_save = supervised.save_state
 
     def save_then_crash(folder, model, optimizer, state, tokenizer=None):
         real_save(folder, model, optimizer, state, tokenizer)
@@ -133,10 +135,10 @@ def test_ner_accepts_iob1_and_iob2_and_resumes_exactly(tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     cut = runs.create_run(tmp_path / "cut", cfg)
-    monkeypatch.setattr(ner_stage, "save_state", save_then_crash)
+    monkeypatch.setattr(supervised, "save_state", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         run_standalone(cfg, cut)
-    monkeypatch.setattr(ner_stage, "save_state", real_save)
+    monkeypatch.setattr(supervised, "save_state", real_save)
     res = run_standalone(cfg, cut, resume=True)
     assert res["steps"] == first["steps"]
     a = load_file(str(tmp_path / "first/stages/01_finetune/checkpoint/model.safetensors"))
@@ -219,20 +221,21 @@ def test_bc_resume_gives_the_uninterrupted_weights(tmp_path, monkeypatch, bc_cfg
     cfg = bc_cfg(optim={"lr": 2e-3, "batch_size": 64, "max_steps": 30}, train_episodes=60,
                  heldout_episodes=10, eval_episodes=4, value_detach=False)
     full = run_standalone(cfg, runs.create_run(tmp_path / "full", cfg))
-    import evoarena.training.bc as bc  # the stage saves its training states through bc.save_checkpoint
+    from evoarena.training import supervised  # every supervised stage writes its states through save_state
 
-    real = bc.save_checkpoint
+    real = supervised.save_state
 
-    def save_then_crash(folder, policy, trainer_state=None, optimizer_state=None, extra_files=None):
-        real(folder, policy, trainer_state, optimizer_state, extra_files)
-        if trainer_state and not trainer_state.get("done"):
+    def save_then_crash(folder, model, optimizer, state, tokenizer=None):
+        real(folder, model, optimizer, state, tokenizer)
+        if not state.get("done"):
             raise KeyboardInterrupt
 
     cut = runs.create_run(tmp_path / "cut", cfg)
-    monkeypatch.setattr(bc, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(supervised, "save_state", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         run_standalone(cfg, cut)
-    monkeypatch.setattr(bc, "save_checkpoint", real)
+    assert (cut / "stages/01_finetune/state/player/policy.json").is_file()  # a policy's state is its checkpoint
+    monkeypatch.setattr(supervised, "save_state", real)
     res = run_standalone(cfg, cut, resume=True)
     assert res["roles"]["player"]["steps"] == full["roles"]["player"]["steps"]
     a = load_file(str(tmp_path / "full/stages/01_finetune/checkpoint/model.safetensors"))

@@ -72,19 +72,21 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, monkeypatch, small_
     full = runs.create_run(tmp_path / "full", cfg)
     run_standalone(cfg, full)
 
-    real_save = pretrain.save_state
+    from evoarena.training import supervised  # every supervised stage writes its states through save_state
+
+    real_save = supervised.save_state
 
     def save_then_crash(folder, model, optimizer, state, tokenizer=None):
         real_save(folder, model, optimizer, state, tokenizer)
         if not state.get("done"):
             raise KeyboardInterrupt  # killed right after the step-15 state was written
 
-    monkeypatch.setattr(pretrain, "save_state", save_then_crash)
+    monkeypatch.setattr(supervised, "save_state", save_then_crash)
     cut = runs.create_run(tmp_path / "cut", cfg)
     with pytest.raises(KeyboardInterrupt):
         run_standalone(cfg, cut)
     assert not (cut / "stages/01_pretrain/checkpoint").exists()
-    monkeypatch.setattr(pretrain, "save_state", real_save)
+    monkeypatch.setattr(supervised, "save_state", real_save)
     res = run_standalone(cfg, cut, resume=True)
     assert res["steps"] == 30
     a = load_file(str(full / "stages/01_pretrain/checkpoint/model.safetensors"))

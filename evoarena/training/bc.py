@@ -33,21 +33,23 @@ from torch import nn
 from evoarena.agents import spec_tag
 from evoarena.config import FinetuneConfig, demo_seed_base
 from evoarena.envs import describe
-from evoarena.policies.io import load_optimizer_state, load_policy, load_trainer_state, save_checkpoint
+from evoarena.policies.io import load_policy, save_checkpoint
 from evoarena.storage import atomic_write_text, read_json
-from evoarena.training import runs
+from evoarena.training import runs, supervised
 from evoarena.training.demos import Demos, cloned_roles, evaluate_clones, generate_demos
 from evoarena.training.progress import progress_bar
 from evoarena.training.protocol import InitSlot, StageContext, StageKind
 from evoarena.training.supervised import (
+    FitPlan,
+    SupervisedTask,
     Timer,
     adamw,
+    fit,
     init_encoder_weights,
-    lr_factor,
+    load_state,
     restore_torch_rng,
-    set_lr,
+    resumable,
     set_threads,
-    torch_rng_state,
 )
 
 VAR_FLOOR = 0.01  #: the value MSE is divided by max(variance of the returns, this)
@@ -177,11 +179,10 @@ def _start_role(cfg: FinetuneConfig, role: str, demos: Demos, state_dir: Path, w
     resumed from ``state_dir``."""
     bc, opt = cfg.bc, cfg.optim
     assert bc is not None
-    record: dict[str, Any] = {}
-    if resume and (state_dir / "policy.json").is_file():
+    record = resumable(resume, state_dir) or {}
+    if record:
         policy = load_policy(state_dir, device=bc.policy.encoder.device)
         policy.cfg = bc.policy
-        record = load_trainer_state(state_dir)
     else:
         policy = build_clone_policy(bc, role)
         action_head_for_cloning(policy)
@@ -191,9 +192,7 @@ def _start_role(cfg: FinetuneConfig, role: str, demos: Demos, state_dir: Path, w
     policy.train()
     optimizer = adamw(policy, opt.lr, opt.weight_decay)
     if record:
-        saved = load_optimizer_state(state_dir)
-        if saved is not None:
-            optimizer.load_state_dict(saved)
+        load_state(state_dir, None, optimizer)  # the weights: load_policy above
         if not record.get("done"):
             restore_torch_rng(record)
     steps_per_epoch = math.ceil(len(demos) / opt.batch_size)
@@ -201,68 +200,72 @@ def _start_role(cfg: FinetuneConfig, role: str, demos: Demos, state_dir: Path, w
                     record.get("scalars", []), writer)
 
 
-def _clone_steps(cfg: FinetuneConfig, run: _RoleRun, demos: Demos, held: Demos, state_dir: Path,
-                 update: Any) -> tuple[int, list[dict[str, Any]], Timer]:
-    """The role's cloning steps from its saved step to the end: logs, held-out evaluations, states."""
-    bc, opt, policy, role, record = cfg.bc, cfg.optim, run.policy, run.role, run.record
-    assert bc is not None
-    return_var = return_stats(demos)[1]
-    value_ids = {id(p) for p in policy.value_head.parameters()}
-    clip_groups = [[p for p in policy.parameters() if id(p) not in value_ids], list(policy.value_head.parameters())]
-    n, total, steps_per_epoch = len(demos), run.total, run.steps_per_epoch
-    warmup = int(opt.warmup_fraction * total)
-    step = int(record.get("step", 0))
-    history: list[dict[str, Any]] = record.get("history", [])
-    timer = Timer(float(record.get("train_wall_s", 0.0)))
-    eval_every = cfg.eval_every or steps_per_epoch
-    ckpt_every = cfg.checkpoint_every or steps_per_epoch
-    if step == 0:
-        m = heldout_accuracy(policy, held)
-        history.append({"step": 0, "examples": 0, "wall_s": 0.0, **m})
-        run.log(f"eval/heldout/{role}/action_accuracy", m["action_accuracy"], 0)
-    tag = f"finetune/{role}"
-    sums = {"loss": 0.0, "policy_loss": 0.0, "value_mse": 0.0, "accuracy": 0.0, **record.get("sums", {})}
-    k = int(record.get("sums_count", 0))
-    while step < total:
-        epoch, b0 = divmod(step, steps_per_epoch)
-        perm = np.random.default_rng([cfg.seed, 3, epoch]).permutation(n)
-        for b in range(b0, steps_per_epoch):
-            if step >= total:
-                break
-            idx = perm[b * opt.batch_size: (b + 1) * opt.batch_size]
-            set_lr(run.optimizer, opt.lr * lr_factor(step, total, warmup))
-            loss, parts = bc_losses(policy, demos, idx, bc.value_coef, return_var, bc.label_smoothing, bc.entropy_coef)
-            run.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for group in clip_groups:  # the value head's gradient never scales down the policy's
-                torch.nn.utils.clip_grad_norm_(group, opt.max_grad_norm)
-            run.optimizer.step()
-            step += 1
-            k += 1
-            sums["loss"] += float(loss.detach())
-            for key, v in parts.items():
-                sums[key] += v
-            if step % cfg.log_every == 0 or step == total:
-                for key, v in sums.items():
-                    run.log(f"{tag}/{key}", v / k, step)
-                run.log(f"{tag}/lr", run.optimizer.param_groups[0]["lr"], step)
-                run.log(f"perf/{role}/examples_per_s", step * opt.batch_size / max(timer(), 1e-9), step)
-                update(0, info=f"loss {sums['loss'] / k:.3f} acc {sums['accuracy'] / k:.3f}")
-                sums = dict.fromkeys(sums, 0.0)
-                k = 0
-            if step % eval_every == 0 or step == total:
-                m = heldout_accuracy(policy, held)
-                history.append({"step": step, "examples": step * opt.batch_size, "wall_s": timer(), **m})
-                run.log(f"eval/heldout/{role}/action_accuracy", m["action_accuracy"], step)
-                run.log(f"eval/heldout/{role}/value_mse", m["value_mse"], step)
-                update(0, info=f"held-out accuracy {m['action_accuracy']:.4f}")
-            if step % ckpt_every == 0 and step < total:
-                run.writer.flush()  # what was logged up to this state is on disk before the state is
-                state = {"step": step, "history": history, "train_wall_s": timer(), "scalars": run.logged,
-                         "sums": sums, "sums_count": k, "torch_rng": torch_rng_state()}
-                save_checkpoint(state_dir, policy, state, run.optimizer.state_dict())
-            update(1)
-    return step, history, timer
+class _Cloning(SupervisedTask):
+    """One role's part of :func:`~evoarena.training.supervised.fit`: the epoch's shuffled examples, the
+    count-weighted cloning loss, the value head's gradient clipped apart; logs, held-out evaluations and the
+    state's JSON."""
+
+    def __init__(self, cfg: FinetuneConfig, run: _RoleRun, demos: Demos, held: Demos) -> None:
+        self.cfg, self.run, self.demos, self.held = cfg, run, demos, held
+        self.model, self.optimizer, self.writer = run.policy, run.optimizer, run.writer
+        self.return_var = return_stats(demos)[1]
+        self.history: list[dict[str, Any]] = run.record.get("history", [])
+        self.timer = Timer(float(run.record.get("train_wall_s", 0.0)))
+        self.sums = {"loss": 0.0, "policy_loss": 0.0, "value_mse": 0.0, "accuracy": 0.0,
+                     **run.record.get("sums", {})}
+        self.k = int(run.record.get("sums_count", 0))
+        self.epoch, self.perm = -1, np.zeros(0, dtype=np.int64)
+        if int(run.record.get("step", 0)) == 0:  # the untrained clone: the curve's first point
+            m = heldout_accuracy(self.model, held)
+            self.history.append({"step": 0, "examples": 0, "wall_s": 0.0, **m})
+            run.log(f"eval/heldout/{run.role}/action_accuracy", m["action_accuracy"], 0)
+
+    def batch(self, step: int) -> Any:
+        epoch, b = divmod(step, self.run.steps_per_epoch)
+        if epoch != self.epoch:
+            self.epoch, self.perm = epoch, np.random.default_rng([self.cfg.seed, 3, epoch]).permutation(len(self.demos))
+        size = self.cfg.optim.batch_size
+        return self.perm[b * size: (b + 1) * size]
+
+    def loss(self, batch: Any) -> tuple[torch.Tensor, Any]:
+        bc = self.cfg.bc
+        assert bc is not None
+        return bc_losses(self.model, self.demos, batch, bc.value_coef, self.return_var, bc.label_smoothing,
+                         bc.entropy_coef)
+
+    def clip_groups(self) -> list[list[nn.Parameter]]:
+        """The value head's gradient never scales down the policy's."""
+        value = list(self.model.value_head.parameters())
+        value_ids = {id(p) for p in value}
+        return [[p for p in self.model.parameters() if id(p) not in value_ids], value]
+
+    def accumulate(self, loss: torch.Tensor, stats: Any) -> None:
+        self.k += 1
+        self.sums["loss"] += float(loss.detach())
+        for key, v in stats.items():
+            self.sums[key] += v
+
+    def log(self, step: int) -> str:
+        tag, run = f"finetune/{self.run.role}", self.run
+        for key, v in self.sums.items():
+            run.log(f"{tag}/{key}", v / self.k, step)
+        run.log(f"{tag}/lr", self.optimizer.param_groups[0]["lr"], step)
+        run.log(f"perf/{run.role}/examples_per_s", step * self.cfg.optim.batch_size / max(self.timer(), 1e-9), step)
+        info = f"loss {self.sums['loss'] / self.k:.3f} acc {self.sums['accuracy'] / self.k:.3f}"
+        self.sums, self.k = dict.fromkeys(self.sums, 0.0), 0
+        return info
+
+    def evaluate(self, step: int) -> str:
+        m = heldout_accuracy(self.model, self.held)
+        self.history.append({"step": step, "examples": step * self.cfg.optim.batch_size, "wall_s": self.timer(),
+                             **m})
+        self.run.log(f"eval/heldout/{self.run.role}/action_accuracy", m["action_accuracy"], step)
+        self.run.log(f"eval/heldout/{self.run.role}/value_mse", m["value_mse"], step)
+        return f"held-out accuracy {m['action_accuracy']:.4f}"
+
+    def state(self, step: int) -> dict[str, Any]:
+        return {"step": step, "history": self.history, "train_wall_s": self.timer(), "scalars": self.run.logged,
+                "sums": self.sums, "sums_count": self.k}
 
 
 def _train_role(cfg: FinetuneConfig, role: str, demos: Demos, held: Demos, state_dir: Path, writer: Any,
@@ -276,9 +279,13 @@ def _train_role(cfg: FinetuneConfig, role: str, demos: Demos, held: Demos, state
     hook = None
     if cfg.bc is not None and cfg.bc.value_detach:  # the value head regresses on the policy's features only
         hook = policy.value_head.register_forward_pre_hook(lambda _m, args: (args[0].detach(), *args[1:]))
-    with progress_bar(ctx.describe(f"clone {role} ({cfg.name})"), run.total, completed=int(run.record.get("step", 0)),
+    opt, step = cfg.optim, int(run.record.get("step", 0))
+    plan = FitPlan(run.total, opt.lr, int(opt.warmup_fraction * run.total), opt.max_grad_norm, cfg.log_every,
+                   cfg.eval_every or run.steps_per_epoch, cfg.checkpoint_every or run.steps_per_epoch, state_dir)
+    with progress_bar(ctx.describe(f"clone {role} ({cfg.name})"), run.total, completed=step,
                       enabled=ctx.progress) as update:
-        step, history, timer = _clone_steps(cfg, run, demos, held, state_dir, update)
+        task = _Cloning(cfg, run, demos, held)
+        step, history, timer = fit(task, plan, step, update), task.history, task.timer
         if hook is not None:
             hook.remove()
         heldout = history[-1]
@@ -291,7 +298,7 @@ def _train_role(cfg: FinetuneConfig, role: str, demos: Demos, held: Demos, state
     record = {"step": step, "history": history, "train_wall_s": timer(), "done": True, "scalars": run.logged,
               "epochs": step / run.steps_per_epoch, "distinct_examples": len(demos), "decisions": demos.decisions,
               "heldout": heldout}
-    save_checkpoint(state_dir, policy, record, run.optimizer.state_dict())
+    supervised.save_state(state_dir, policy, run.optimizer, record)
     return policy, record
 
 
@@ -300,7 +307,7 @@ def _resumed_writer(ctx: StageContext, state_dirs: list[Path]) -> Any:
     last state of the first unfinished role (roles train one after another; all of the stage's steps when
     every role had finished) and logs again what finished roles had logged there, so every scalar is
     logged once."""
-    records = [load_trainer_state(d) if ctx.resume and (d / "policy.json").is_file() else {} for d in state_dirs]
+    records = [resumable(ctx.resume, d) or {} for d in state_dirs]
     unfinished = [r for r in records if not r.get("done")]
     purge = runs.resume_purge_step(ctx.resume, int(unfinished[0].get("step", 0)) if unfinished else 0)
     writer = ctx.writer(purge_step=purge)
@@ -310,6 +317,39 @@ def _resumed_writer(ctx: StageContext, state_dirs: list[Path]) -> Any:
                 if at >= purge:
                     writer.add_scalar(tag, value, at)
     return writer
+
+
+def _log_scores(writer: Any, rows: list[dict[str, Any]]) -> tuple[int, float, float]:
+    """Log the clones' and experts' scores per opponent and seat, and overall (games, clone, expert)."""
+    for row in rows:
+        name = spec_tag(row["opponent"])
+        writer.add_scalar(f"eval/{name}/{row['seat']}/clone_score", row["clone_score"], 0)
+        writer.add_scalar(f"eval/{name}/{row['seat']}/expert_score", row["expert_score"], 0)
+    clone_score = float(np.mean([r["clone_score"] for r in rows]))
+    expert_score = float(np.mean([r["expert_score"] for r in rows]))
+    writer.add_scalar("eval/all/clone_score", clone_score, 0)
+    writer.add_scalar("eval/all/expert_score", expert_score, 0)
+    return sum(r["games"] for r in rows), clone_score, expert_score
+
+
+def _save_clones(bc: Any, policies: dict[str, Any], records: dict[str, Any], root: Path) -> dict[str, str]:
+    """Each role's checkpoint (``root`` with one role, else ``root/ROLE``): role -> folder."""
+    ckpts = {}
+    for role, policy in policies.items():
+        folder = root if len(policies) == 1 else root / role
+        rec = {k: v for k, v in records[role].items() if k != "history"}
+        save_checkpoint(folder, policy, {"stage": "finetune", "task": "bc", "expert": bc.expert, **rec})
+        ckpts[role] = str(folder)
+    return ckpts
+
+
+def _role_results(train: Demos, held: Demos, record: dict[str, Any]) -> dict[str, Any]:
+    heldout = record["heldout"]
+    return {"decisions": train.decisions, "distinct_examples": len(train), "heldout_decisions": held.decisions,
+            "steps": record["step"], "epochs": record["epochs"], "train_wall_s": record["train_wall_s"],
+            "heldout_action_accuracy": heldout["action_accuracy"],
+            "heldout_p_best_alternative": {q: heldout.get(f"p_best_alternative_{q}") for q in ("p10", "median", "p90")},
+            "heldout_value_mse": heldout["value_mse"], "history": record["history"]}
 
 
 def run_bc(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
@@ -343,34 +383,11 @@ def run_bc(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
     train_s = timer() - demo_s
     rows = evaluate_clones(bc, policies)
     eval_s = timer() - demo_s - train_s
-    for row in rows:
-        name = spec_tag(row["opponent"])
-        writer.add_scalar(f"eval/{name}/{row['seat']}/clone_score", row["clone_score"], 0)
-        writer.add_scalar(f"eval/{name}/{row['seat']}/expert_score", row["expert_score"], 0)
-    games = sum(r["games"] for r in rows)
-    clone_score = float(np.mean([r["clone_score"] for r in rows]))
-    expert_score = float(np.mean([r["expert_score"] for r in rows]))
-    writer.add_scalar("eval/all/clone_score", clone_score, 0)
-    writer.add_scalar("eval/all/expert_score", expert_score, 0)
-    ckpt_root = sdir / "checkpoint"
-    ckpts = {}
-    for role, policy in policies.items():
-        folder = ckpt_root if len(policies) == 1 else ckpt_root / role
-        rec = {k: v for k, v in records[role].items() if k != "history"}
-        save_checkpoint(folder, policy, {"stage": "finetune", "task": "bc", "expert": bc.expert, **rec})
-        ckpts[role] = str(folder)
+    games, clone_score, expert_score = _log_scores(writer, rows)
+    ckpts = _save_clones(bc, policies, records, sdir / "checkpoint")
     results: dict[str, Any] = {
         "task": "bc", "env": bc.env.id, "env_kwargs": bc.env.kwargs, "expert": bc.expert,
-        "opponents": bc.opponents,
-        "roles": {r: {"decisions": train[r].decisions, "distinct_examples": len(train[r]),
-                      "heldout_decisions": held[r].decisions, "steps": records[r]["step"],
-                      "epochs": records[r]["epochs"], "train_wall_s": records[r]["train_wall_s"],
-                      "heldout_action_accuracy": records[r]["heldout"]["action_accuracy"],
-                      "heldout_p_best_alternative": {q: records[r]["heldout"].get(f"p_best_alternative_{q}")
-                                                     for q in ("p10", "median", "p90")},
-                      "heldout_value_mse": records[r]["heldout"]["value_mse"],
-                      "history": records[r]["history"]}
-                  for r in roles},
+        "opponents": bc.opponents, "roles": {r: _role_results(train[r], held[r], records[r]) for r in roles},
         "eval": rows, "eval_games": games, "clone_score": clone_score, "expert_score": expert_score,
         "demo_s": demo_s, "train_s": train_s, "eval_s": eval_s, "wall_s": timer(),
         "threads": torch.get_num_threads(), "checkpoints": ckpts,

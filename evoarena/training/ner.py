@@ -33,21 +33,20 @@ from torch import nn
 
 from evoarena.config import FinetuneConfig, NERConfig
 from evoarena.storage import atomic_dir
-from evoarena.training import runs
+from evoarena.training import runs, supervised
 from evoarena.training.progress import progress_bar
 from evoarena.training.protocol import InitSlot, StageContext, StageKind
 from evoarena.training.supervised import (
+    FitPlan,
+    SupervisedTask,
     Timer,
     adamw,
+    fit,
     init_encoder_weights,
     load_state,
-    lr_factor,
-    read_state,
     restore_torch_rng,
-    save_state,
-    set_lr,
+    resumable,
     set_threads,
-    torch_rng_state,
 )
 
 
@@ -255,62 +254,78 @@ def _setup(cfg: FinetuneConfig, state_dir: Path, prior: dict[str, Any] | None) -
                      int(opt.warmup_fraction * total), adamw(model, opt.lr, opt.weight_decay))
 
 
+class _TokenTagging(SupervisedTask):
+    """The NER part of :func:`~evoarena.training.supervised.fit`: length-bucketed batches of the step's epoch,
+    the token cross-entropy; logs, validation and the state's JSON."""
+
+    def __init__(self, cfg: FinetuneConfig, run: _NERSetup, writer: Any, state: dict[str, Any],
+                 timer: Timer) -> None:
+        self.cfg, self.run, self.writer, self.state_json, self.timer = cfg, run, writer, state, timer
+        self.model, self.optimizer, self.tokenizer = run.model, run.optimizer, run.model.encoder.tokenizer
+        self.loss_sum, self.tok_sum = float(state["sums"].get("loss_sum", 0.0)), int(state["sums"].get("tok_sum", 0))
+        self.lossf = nn.CrossEntropyLoss(ignore_index=-100, reduction="sum")
+        self.epoch, self.batches = -1, []
+
+    def batch(self, step: int) -> Any:
+        from evoarena.training.conll import collate
+
+        epoch, bi = divmod(step, self.run.steps_per_epoch)
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.batches = length_buckets(self.run.lengths, self.cfg.optim.batch_size,
+                                          random.Random(self.cfg.seed * 1000 + epoch))
+        train = self.run.splits["train"]
+        return collate([train.encodings[i] for i in self.batches[bi]], self.model.encoder.pad_id)
+
+    def loss(self, batch: Any) -> tuple[torch.Tensor, Any]:
+        dev = self.model.encoder.device
+        logits = self.model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev), self.run.amp)
+        target = batch["labels"].to(dev)
+        n_tok = int((target != -100).sum())
+        return self.lossf(logits.view(-1, logits.shape[-1]), target.view(-1)) / max(1, n_tok), n_tok
+
+    def accumulate(self, loss: torch.Tensor, stats: Any) -> None:
+        self.loss_sum += float(loss.detach()) * stats
+        self.tok_sum += stats
+
+    def log(self, step: int) -> str:
+        w, per_epoch = self.writer, self.run.steps_per_epoch
+        w.add_scalar("finetune/loss", self.loss_sum / max(1, self.tok_sum), step)
+        w.add_scalar("finetune/lr", self.optimizer.param_groups[0]["lr"], step)
+        w.add_scalar("finetune/epoch", step / per_epoch, step)
+        w.add_scalar("perf/sentences_per_s", step * self.cfg.optim.batch_size / max(self.timer(), 1e-9), step)
+        info = f"loss {self.loss_sum / max(1, self.tok_sum):.4f}"
+        self.loss_sum, self.tok_sum = 0.0, 0
+        return info
+
+    def evaluate(self, step: int) -> str | None:
+        split = self.run.eval_split
+        if split is None:
+            return None
+        m = self.run.evaluate(split, self.cfg.ner.eval_batch_size)  # type: ignore[union-attr]
+        _log_ner_metrics(self.writer, split.name, m, step)
+        self.state_json["history"].append({"step": step, "epoch": step / self.run.steps_per_epoch,
+                                           "wall_s": self.timer(), "entity_f1": m["entity_f1"],
+                                           "token_accuracy": m["token_accuracy"]})
+        return f"valid F1 {m['entity_f1']:.3f} tok acc {m['token_accuracy']:.3f}"
+
+    def state(self, step: int) -> dict[str, Any]:
+        return {"step": step, "history": self.state_json["history"], "wall_s": self.timer(),
+                "untrained": self.state_json["untrained"],
+                "sums": {"loss_sum": self.loss_sum, "tok_sum": self.tok_sum}}
+
+
 def _train_steps(cfg: FinetuneConfig, ctx: StageContext, run: _NERSetup, writer: Any, state: dict[str, Any],
                  timer: Timer) -> int:
     """Steps from ``state["step"]`` to the end: logs, validation, training states."""
-    from evoarena.training.conll import collate
-
-    opt, model, train = cfg.optim, run.model, run.splits["train"]
-    assert cfg.ner is not None
-    dev = model.encoder.device
-    step, history, sums = state["step"], state["history"], state["sums"]
-    ckpt_every = cfg.checkpoint_every or run.steps_per_epoch
-    eval_every = cfg.eval_every or run.steps_per_epoch
-    model.train()
-    loss_sum, tok_sum = float(sums.get("loss_sum", 0.0)), int(sums.get("tok_sum", 0))
-    lossf = nn.CrossEntropyLoss(ignore_index=-100, reduction="sum")
-    with progress_bar(ctx.describe(f"finetune ner ({cfg.name})"), run.total, completed=step,
+    opt = cfg.optim
+    plan = FitPlan(run.total, opt.lr, run.warmup, opt.max_grad_norm, cfg.log_every,
+                   cfg.eval_every or run.steps_per_epoch, cfg.checkpoint_every or run.steps_per_epoch,
+                   ctx.stage_dir / "state")
+    run.model.train()
+    with progress_bar(ctx.describe(f"finetune ner ({cfg.name})"), run.total, completed=state["step"],
                       enabled=ctx.progress) as update:
-        while step < run.total:
-            epoch, k0 = divmod(step, run.steps_per_epoch)
-            batches = length_buckets(run.lengths, opt.batch_size, random.Random(cfg.seed * 1000 + epoch))
-            for bi in range(k0, len(batches)):
-                if step >= run.total:
-                    break
-                batch = collate([train.encodings[i] for i in batches[bi]], model.encoder.pad_id)
-                set_lr(run.optimizer, opt.lr * lr_factor(step, run.total, run.warmup))
-                logits = model(batch["input_ids"].to(dev), batch["attention_mask"].to(dev), run.amp)
-                target = batch["labels"].to(dev)
-                n_tok = int((target != -100).sum())
-                loss = lossf(logits.view(-1, logits.shape[-1]), target.view(-1)) / max(1, n_tok)
-                run.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), opt.max_grad_norm)
-                run.optimizer.step()
-                step += 1
-                loss_sum += float(loss.detach()) * n_tok
-                tok_sum += n_tok
-                if step % cfg.log_every == 0 or step == run.total:
-                    writer.add_scalar("finetune/loss", loss_sum / max(1, tok_sum), step)
-                    writer.add_scalar("finetune/lr", run.optimizer.param_groups[0]["lr"], step)
-                    writer.add_scalar("finetune/epoch", step / run.steps_per_epoch, step)
-                    writer.add_scalar("perf/sentences_per_s", step * opt.batch_size / max(timer(), 1e-9), step)
-                    update(0, info=f"loss {loss_sum / max(1, tok_sum):.4f}")
-                    loss_sum, tok_sum = 0.0, 0
-                if run.eval_split is not None and (step % eval_every == 0 or step == run.total):
-                    m = run.evaluate(run.eval_split, cfg.ner.eval_batch_size)
-                    _log_ner_metrics(writer, run.eval_split.name, m, step)
-                    history.append({"step": step, "epoch": step / run.steps_per_epoch, "wall_s": timer(),
-                                    "entity_f1": m["entity_f1"], "token_accuracy": m["token_accuracy"]})
-                    update(0, info=f"valid F1 {m['entity_f1']:.3f} tok acc {m['token_accuracy']:.3f}")
-                if step % ckpt_every == 0 and step < run.total:
-                    writer.flush()  # what was logged up to this state is on disk before the state is
-                    save_state(ctx.stage_dir / "state", model, run.optimizer,
-                               {"step": step, "history": history, "wall_s": timer(), "untrained": state["untrained"],
-                                "sums": {"loss_sum": loss_sum, "tok_sum": tok_sum}, "torch_rng": torch_rng_state()},
-                               model.encoder.tokenizer)
-                update(1)
-    return step
+        return fit(_TokenTagging(cfg, run, writer, state, timer), plan, state["step"], update)
 
 
 def _final_results(cfg: FinetuneConfig, run: _NERSetup, writer: Any, state: dict[str, Any], step: int,
@@ -357,7 +372,7 @@ def run_ner(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     assert cfg.ner is not None
     state_dir = ctx.folder() / "state"
-    prior = read_state(state_dir) if ctx.resume else None
+    prior = resumable(ctx.resume, state_dir)
     if prior is not None and prior.get("done"):
         return ctx.results() or prior.get("results", {})
     run = _setup(cfg, state_dir, prior)
@@ -387,9 +402,9 @@ def run_ner(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
     writer.add_text("finetune/summary", results["summary"], step)
     writer.close()
     ctx.write_results(results)
-    save_state(state_dir, run.model, run.optimizer, {"step": step, "history": state["history"],
-                                                     "wall_s": results["wall_s"], "done": True, "results": results},
-               run.model.encoder.tokenizer)
+    supervised.save_state(state_dir, run.model, run.optimizer,
+                          {"step": step, "history": state["history"], "wall_s": results["wall_s"], "done": True,
+                           "results": results}, run.model.encoder.tokenizer)
     return results
 
 

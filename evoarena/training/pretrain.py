@@ -38,20 +38,19 @@ import torch
 
 from evoarena.config import CorpusConfig, PretrainConfig
 from evoarena.storage import atomic_dir
-from evoarena.training import runs
+from evoarena.training import runs, supervised
 from evoarena.training.progress import progress_bar
 from evoarena.training.protocol import StageContext, StageKind
 from evoarena.training.supervised import (
+    FitPlan,
+    SupervisedTask,
     Timer,
     adamw,
+    fit,
     load_state,
-    lr_factor,
-    read_state,
     restore_torch_rng,
-    save_state,
-    set_lr,
+    resumable,
     set_threads,
-    torch_rng_state,
 )
 
 IGNORE = -100
@@ -210,57 +209,71 @@ def _tokenize(cfg: PretrainConfig, model: Any, tokenizer: Any, train: list[str],
     return _Batches(train_ids, special, vocab, mask_id, pad_id, held, len(train), len(heldout))
 
 
-def _train_steps(cfg: PretrainConfig, ctx: StageContext, model: Any, optimizer: Any, data: _Batches, tokenizer: Any,
-                 device: Any, writer: Any, run: dict[str, Any], timer: Timer) -> int:
+class _MaskedLM(SupervisedTask):
+    """The pretrain stage's part of :func:`~evoarena.training.supervised.fit`: a seeded batch per step, BERT
+    masking, the masked tokens' cross-entropy; logs, held-out evaluations and the state's JSON."""
+
+    def __init__(self, cfg: PretrainConfig, model: Any, optimizer: Any, data: _Batches, tokenizer: Any,
+                 device: Any, writer: Any, run: dict[str, Any], timer: Timer) -> None:
+        self.cfg, self.model, self.optimizer, self.data, self.tokenizer = cfg, model, optimizer, data, tokenizer
+        self.device, self.writer, self.run, self.timer = device, writer, run, timer
+        self.step0, self.t0 = run["step"], timer()
+        sums = run["sums"]
+        self.loss_sum, self.right, self.n_tok = float(sums["loss_sum"]), int(sums["right"]), int(sums["n_tok"])
+
+    def batch(self, step: int) -> Any:
+        cfg, data = self.cfg, self.data
+        rng = np.random.default_rng([cfg.seed, 1, step])  # the batch of a step is fixed: exact resume
+        pick = rng.integers(0, len(data.train_ids), size=cfg.batch_size)
+        inp, att, lab = mask_tokens([data.train_ids[i] for i in pick], data.special, data.vocab, data.mask_id,
+                                    cfg.mask_prob, rng, data.pad_id)
+        return inp.to(self.device), att.to(self.device), lab.to(self.device)
+
+    def loss(self, batch: Any) -> tuple[torch.Tensor, Any]:
+        inp, att, lab = batch
+        logits = self.model(input_ids=inp, attention_mask=att).logits
+        sel = lab != IGNORE
+        return torch.nn.functional.cross_entropy(logits[sel].float(), lab[sel]), (logits, lab, sel)
+
+    def accumulate(self, loss: torch.Tensor, stats: Any) -> None:
+        logits, lab, sel = stats
+        k = int(sel.sum())
+        self.loss_sum += float(loss.detach()) * k
+        self.right += int((logits.detach()[sel].argmax(-1) == lab[sel]).sum())
+        self.n_tok += k
+
+    def log(self, step: int) -> str:
+        w, n = self.writer, max(1, self.n_tok)
+        w.add_scalar("pretrain/loss", self.loss_sum / n, step)
+        w.add_scalar("pretrain/masked_accuracy", self.right / n, step)
+        w.add_scalar("pretrain/lr", self.optimizer.param_groups[0]["lr"], step)
+        w.add_scalar("perf/texts_per_s",
+                     (step - self.step0) * self.cfg.batch_size / max(1e-9, self.timer() - self.t0), step)
+        info = f"loss {self.loss_sum / n:.3f}"
+        self.loss_sum, self.right, self.n_tok = 0.0, 0, 0
+        return info
+
+    def evaluate(self, step: int) -> str:
+        m = heldout_metrics(self.model, self.data.held, self.device)
+        self.writer.add_scalar("pretrain/perplexity_heldout", m["perplexity"], step)
+        self.writer.add_scalar("pretrain/masked_accuracy_heldout", m["masked_accuracy"], step)
+        self.run["history"].append({"step": step, "wall_s": self.timer(), **m})
+        return f"held-out perplexity {m['perplexity']:.3f}"
+
+    def state(self, step: int) -> dict[str, Any]:
+        return {"step": step, "history": self.run["history"], "initial": self.run["initial"],
+                "wall_s": self.timer(),
+                "sums": {"loss_sum": self.loss_sum, "right": self.right, "n_tok": self.n_tok}}
+
+
+def _train_steps(cfg: PretrainConfig, ctx: StageContext, task: _MaskedLM) -> int:
     """The masked-LM steps from ``run["step"]`` to ``cfg.steps``: logs, held-out evaluations, states."""
-    state_dir = ctx.stage_dir / "state"
-    step, history = run["step"], run["history"]
-    warmup = int(cfg.warmup_fraction * cfg.steps)
-    step0, t0 = step, timer()
-    loss_sum, right, n_tok = float(run["sums"]["loss_sum"]), int(run["sums"]["right"]), int(run["sums"]["n_tok"])
+    plan = FitPlan(cfg.steps, cfg.lr, int(cfg.warmup_fraction * cfg.steps), cfg.max_grad_norm, cfg.log_every,
+                   cfg.eval_every, cfg.checkpoint_every, ctx.stage_dir / "state")
+    step = task.run["step"]
     with progress_bar(ctx.describe(f"pretrain ({cfg.name})"), cfg.steps, completed=step,
                       enabled=ctx.progress) as update:
-        while step < cfg.steps:
-            rng = np.random.default_rng([cfg.seed, 1, step])  # the batch of a step is fixed: exact resume
-            pick = rng.integers(0, len(data.train_ids), size=cfg.batch_size)
-            inp, att, lab = mask_tokens([data.train_ids[i] for i in pick], data.special, data.vocab, data.mask_id,
-                                        cfg.mask_prob, rng, data.pad_id)
-            inp, att, lab = inp.to(device), att.to(device), lab.to(device)
-            set_lr(optimizer, cfg.lr * lr_factor(step, cfg.steps, warmup))
-            logits = model(input_ids=inp, attention_mask=att).logits
-            sel = lab != IGNORE
-            loss = torch.nn.functional.cross_entropy(logits[sel].float(), lab[sel])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            step += 1
-            k = int(sel.sum())
-            loss_sum += float(loss.detach()) * k
-            right += int((logits.detach()[sel].argmax(-1) == lab[sel]).sum())
-            n_tok += k
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                writer.add_scalar("pretrain/loss", loss_sum / max(1, n_tok), step)
-                writer.add_scalar("pretrain/masked_accuracy", right / max(1, n_tok), step)
-                writer.add_scalar("pretrain/lr", optimizer.param_groups[0]["lr"], step)
-                rate = (step - step0) * cfg.batch_size / max(1e-9, timer() - t0)
-                writer.add_scalar("perf/texts_per_s", rate, step)
-                update(0, info=f"loss {loss_sum / max(1, n_tok):.3f}")
-                loss_sum, right, n_tok = 0.0, 0, 0
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                m = heldout_metrics(model, data.held, device)
-                writer.add_scalar("pretrain/perplexity_heldout", m["perplexity"], step)
-                writer.add_scalar("pretrain/masked_accuracy_heldout", m["masked_accuracy"], step)
-                history.append({"step": step, "wall_s": timer(), **m})
-                update(0, info=f"held-out perplexity {m['perplexity']:.3f}")
-            if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                writer.flush()  # what was logged up to this state is on disk before the state is
-                save_state(state_dir, model, optimizer, {
-                    "step": step, "history": history, "initial": run["initial"], "wall_s": timer(),
-                    "sums": {"loss_sum": loss_sum, "right": right, "n_tok": n_tok}, "torch_rng": torch_rng_state()},
-                    tokenizer)
-            update(1)
-    return step
+        return fit(task, plan, step, update)
 
 
 def _results(cfg: PretrainConfig, data: _Batches, run: dict[str, Any], step: int, corpus_s: float) -> dict[str, Any]:
@@ -284,7 +297,7 @@ def run_pretrain(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
     set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     state_dir = ctx.folder() / "state"
-    prior = read_state(state_dir) if ctx.resume else None
+    prior = resumable(ctx.resume, state_dir)
     if prior is not None and prior.get("done"):
         return ctx.results() or prior.get("results", {})
     timer = Timer(prior["wall_s"] if prior else 0.0)
@@ -310,7 +323,7 @@ def run_pretrain(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
         writer.add_scalar("pretrain/perplexity_heldout", run["initial"]["perplexity"], 0)
         writer.add_scalar("pretrain/masked_accuracy_heldout", run["initial"]["masked_accuracy"], 0)
         run["history"].append({"step": 0, "wall_s": timer(), **run["initial"]})
-    step = _train_steps(cfg, ctx, model, optimizer, data, tokenizer, device, writer, run, timer)
+    step = _train_steps(cfg, ctx, _MaskedLM(cfg, model, optimizer, data, tokenizer, device, writer, run, timer))
     results = _results(cfg, data, run, step, corpus_s)
     ckpt = save_pretrained_checkpoint(model, tokenizer, ctx.stage_dir / "checkpoint",
                                       {"encoder_config": cfg.encoder.model_dump(mode="json"),
@@ -328,7 +341,7 @@ def run_pretrain(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
     ctx.write_results(results)
     done = {"step": step, "history": run["history"], "initial": run["initial"], "wall_s": results["wall_s"],
             "done": True, "results": results}
-    save_state(state_dir, model, optimizer, done, tokenizer)
+    supervised.save_state(state_dir, model, optimizer, done, tokenizer)
     return results
 
 

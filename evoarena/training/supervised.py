@@ -1,28 +1,33 @@
 """Pieces shared by the supervised stages (pretrain, finetune: ner and bc): AdamW with a linear warmup/decay
-schedule, a rich progress bar, torch threads, resumable training states written atomically, and loading
-an encoder's weights from a checkpoint with every weight checked (:func:`init_encoder_weights`).
+schedule, the one training loop (:func:`fit`: schedule, step, log, evaluate, resumable states), torch threads,
+resumable training states written atomically, and loading an encoder's weights from a checkpoint with every
+weight checked (:func:`init_encoder_weights`).
 
-A training state is a folder (``stages/NN_STAGE/state/``) holding ``model.safetensors`` (the module's
-weights, shared tensors stored once), ``optimizer.pt`` (loaded with ``weights_only=True``),
-``trainer_state.json`` (step, epoch, history, any JSON the loop keeps) and, when given, tokenizer files.
-It is written to a temporary sibling and renamed into place, so ``--resume`` never sees half a state.
+A training state (``stages/NN_STAGE/state/``) is a folder in the checkpoint format of
+:mod:`evoarena.policies.io`: ``model.safetensors`` (the module's weights, shared tensors stored once),
+``optimizer.pt`` (loaded with ``weights_only=True``), ``trainer_state.json`` (step, epoch, history, any JSON
+the loop keeps) and tokenizer files; a policy's state (behaviour cloning) is a whole policy checkpoint
+(``policy.json`` too: ``ckpt:`` and ``load_policy`` open it). It is written to a temporary sibling and renamed
+into place, so ``--resume`` never sees half a state.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from evoarena.policies.base import BasePolicy
+from evoarena.policies.checkpoint_format import OPTIMIZER as STATE_OPTIMIZER
+from evoarena.policies.checkpoint_format import TRAINER_STATE as STATE_JSON
+from evoarena.policies.checkpoint_format import WEIGHTS as STATE_WEIGHTS
+from evoarena.policies.io import save_checkpoint
 from evoarena.storage import atomic_dir, read_json
-
-STATE_WEIGHTS = "model.safetensors"
-STATE_OPTIMIZER = "optimizer.pt"
-STATE_JSON = "trainer_state.json"
 
 
 def set_threads(threads: int) -> None:
@@ -79,9 +84,12 @@ def restore_torch_rng(state: dict[str, Any]) -> None:
 
 def save_state(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                state: dict[str, Any], tokenizer: Any = None) -> Path:
-    """Write a resumable training state folder atomically (see the module docstring)."""
+    """Write a resumable training state folder atomically (see the module docstring); a policy's state is
+    its checkpoint (:func:`evoarena.policies.io.save_checkpoint`, its own tokenizer included)."""
     from safetensors.torch import save_model
 
+    if isinstance(model, BasePolicy):
+        return save_checkpoint(folder, model, state, optimizer.state_dict())
     with atomic_dir(folder) as tmp:
         save_model(model, str(tmp / STATE_WEIGHTS))
         torch.save(optimizer.state_dict(), tmp / STATE_OPTIMIZER)
@@ -99,19 +107,113 @@ def read_state(folder: str | Path) -> dict[str, Any] | None:
     return read_json(path)
 
 
-def load_state(folder: str | Path, model: nn.Module,
+def load_state(folder: str | Path, model: nn.Module | None,
                optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
-    """Load a state folder's weights (and optimizer state) into ``model`` (``optimizer``); return its JSON."""
+    """Load a state folder's weights (and optimizer state) into ``model`` (``optimizer``); return its JSON.
+    ``model`` None: the weights were loaded already (a policy rebuilt by ``load_policy`` from its state)."""
     from safetensors.torch import load_model
 
     folder = Path(folder)
     state = read_state(folder)
     if state is None:
         raise FileNotFoundError(f"{folder}: no complete training state to resume from")
-    load_model(model, str(folder / STATE_WEIGHTS), strict=True, device=str(next(model.parameters()).device))
+    if model is not None:
+        load_model(model, str(folder / STATE_WEIGHTS), strict=True, device=str(next(model.parameters()).device))
     if optimizer is not None:
         optimizer.load_state_dict(torch.load(folder / STATE_OPTIMIZER, map_location="cpu", weights_only=True))
     return state
+
+
+# --------------------------------------------------------------------------- the training loop
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """The schedule of a supervised loop: ``total`` steps at peak ``lr`` (linear warmup over ``warmup`` steps,
+    then linear decay), gradients clipped at ``max_grad_norm``; log, evaluate and write a training state into
+    ``state_dir`` every ``log_every``, ``eval_every`` and ``checkpoint_every`` steps (log and evaluate at the
+    last step too; the last step's state is the stage's own final one)."""
+
+    total: int
+    lr: float
+    warmup: int
+    max_grad_norm: float
+    log_every: int
+    eval_every: int
+    checkpoint_every: int
+    state_dir: Path
+
+
+class SupervisedTask:
+    """What a supervised stage hands :func:`fit`: its model, optimizer and writer, and the stage's own parts
+    of a step. ``log`` and ``evaluate`` return a progress text (or None)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    writer: Any
+    tokenizer: Any = None  #: saved with each state (a policy saves its own)
+
+    def batch(self, step: int) -> Any:
+        """The batch of 0-based ``step`` (a function of the step: a resumed loop draws the same batches)."""
+        raise NotImplementedError
+
+    def loss(self, batch: Any) -> tuple[torch.Tensor, Any]:
+        """The loss to minimise on ``batch`` and whatever :meth:`accumulate` needs of this step."""
+        raise NotImplementedError
+
+    def clip_groups(self) -> list[list[nn.Parameter]]:
+        """The parameter groups whose gradients are clipped to ``max_grad_norm`` each (default: all at once)."""
+        return [list(self.model.parameters())]
+
+    def accumulate(self, loss: torch.Tensor, stats: Any) -> None:
+        """Add a finished step to the running sums of the next log line."""
+        raise NotImplementedError
+
+    def log(self, step: int) -> str | None:
+        """Write the running sums at ``step`` and reset them."""
+        raise NotImplementedError
+
+    def evaluate(self, step: int) -> str | None:
+        """Evaluate on held-out data at ``step``."""
+        return None
+
+    def state(self, step: int) -> dict[str, Any]:
+        """The ``trainer_state.json`` of a state written after ``step`` (``torch_rng`` is added)."""
+        raise NotImplementedError
+
+
+def fit(task: SupervisedTask, plan: FitPlan, step: int, update: Any) -> int:
+    """Train ``task`` from ``step`` to ``plan.total``; ``update`` is the stage's progress bar. Returns the step
+    reached. Before a state is written the writer is flushed, so what was logged up to it is on disk first."""
+    groups = task.clip_groups()
+    while step < plan.total:
+        batch = task.batch(step)
+        set_lr(task.optimizer, plan.lr * lr_factor(step, plan.total, plan.warmup))
+        loss, stats = task.loss(batch)
+        task.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for group in groups:
+            torch.nn.utils.clip_grad_norm_(group, plan.max_grad_norm)
+        task.optimizer.step()
+        step += 1
+        task.accumulate(loss, stats)
+        if step % plan.log_every == 0 or step == plan.total:
+            update(0, info=task.log(step))
+        if step % plan.eval_every == 0 or step == plan.total:
+            info = task.evaluate(step)
+            if info is not None:
+                update(0, info=info)
+        if step % plan.checkpoint_every == 0 and step < plan.total:
+            task.writer.flush()
+            save_state(plan.state_dir, task.model, task.optimizer,
+                       {**task.state(step), "torch_rng": torch_rng_state()}, task.tokenizer)
+        update(1)
+    return step
+
+
+def resumable(resume: bool, state_dir: Path) -> dict[str, Any] | None:
+    """The training state a stage resumes from: ``state_dir``'s when ``resume`` and it holds one, else None."""
+    return read_state(state_dir) if resume else None
 
 
 # --------------------------------------------------------------------------- encoder weights
