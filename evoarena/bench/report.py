@@ -29,6 +29,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from evoarena.bench.league_report import league_section
 from evoarena.bench.report_plots import (
     agent_order,
     plot_actions,
@@ -304,6 +305,7 @@ def write_report(run_dir: str | Path) -> Path:
         s = max(1, sum(counts.values()))
         top = sorted(counts.items(), key=lambda kv: -kv[1])[:8]
         out.append(f"- **{n}**: " + ", ".join(f"{a} {c / s:.1%}" for a, c in top))
-    out += [""] + _examples_section(ev) + _stages_section(stages, results)
+    out += [""] + league_section(run_dir, results, ev["env"], ev.get("env_kwargs") or {}, plots)
+    out += _examples_section(ev) + _stages_section(stages, results)
     out += ["", f"TensorBoard: `tensorboard --logdir {run_dir}` (every stage on one step axis).", ""]
     return atomic_write_text(run_dir / REPORT, "\n".join(out))

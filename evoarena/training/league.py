@@ -149,6 +149,12 @@ class League:
                 writer.add_scalar(f"league/{tag}/return", float(np.mean(self.results[label])), update)
         writer.add_scalar("league/frozen_members", float(len(self.frozen())), update)
 
+    def describe(self) -> dict[str, Any]:
+        """What the report needs: the mains, exploiters, anchors and frozen members (their snapshot folders are
+        ``checkpoint/snapshots/league_NAME/UPDATE``)."""
+        return {"mains": self.mains, "exploiters": list(self.exploiters), "anchors": self.anchors,
+                "frozen": [[name, update] for name, update, _ in self.frozen()]}
+
     # ------------------------------------------------------------------ checkpoint
     def state(self) -> dict[str, Any]:
         from evoarena.training.seats import agent_rng_state

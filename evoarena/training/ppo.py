@@ -415,6 +415,8 @@ def finish(t: Trainer) -> dict[str, Any]:
                "final_eval": final_eval, "best_score": state["best_score"], "best_update": state.get("best_update"),
                "evals": state["evals"], "rollout_return": t.last_summary,
                "checkpoint": str(stage / "checkpoint"), "best_checkpoint": str(stage / "best"), "hand_on": cfg.hand_on}
+    if t.league is not None:
+        results["league"] = t.league.describe()
     results["summary"] = ppo_summary(results)
     t.ctx.write_results(results)
     return results
