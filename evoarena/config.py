@@ -403,8 +403,12 @@ class TrainConfig(Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)  #: greedy evaluations during training
     #: the checkpoint a pipeline hands on: ``best`` (the best greedy training evaluation: in-sample for a later
     #: table that plays the same opponents in a world whose games do not depend on the seed, e.g. deterministic
-    #: strategies in dilemma_v0) or ``final`` (the last update: no selection at all)
-    hand_on: Literal["best", "final"] = "best"
+    #: strategies in dilemma_v0), ``final`` (the last update: no selection at all) or ``averaged`` (the uniform
+    #: average of each main's weights over the updates from ``average_from`` on: no selection, less update noise)
+    hand_on: Literal["best", "final", "averaged"] = "best"
+    #: average each main's weights (stochastic weight averaging) from this fraction of ``total_updates`` on,
+    #: saved as ``averaged/`` and evaluated beside the learner (``eval_averaged/``); None: no average
+    average_from: float | None = Field(None, ge=0, lt=1)
     league: LeagueConfig | None = None  #: a self-play league over the pool seats (off when absent)
     threads: int = Field(0, ge=0)  #: torch CPU threads (0: leave torch's default)
     numerics: NumericsRecord | None = None  #: written by the run: decisions that change its numbers
@@ -418,6 +422,10 @@ class TrainConfig(Strict):
                 raise ValueError(f"seat {pattern!r} names policy {seat.policy!r}; defined: {list(self.policies)}")
         if not any(s.policy for s in self.seats.values()):
             raise ValueError("no seat is filled by a learner policy")
+        if self.hand_on == "averaged" and self.average_from is None:
+            raise ValueError("hand_on: averaged needs average_from (e.g. 0.5: the average of the last half)")
+        if self.average_from is not None and self.ppo.backend != "evoarena":
+            raise ValueError(f"average_from needs ppo.backend evoarena, not {self.ppo.backend!r}")
         if self.league is not None:
             if self.ppo.backend != "evoarena":
                 raise ValueError(f"league: needs ppo.backend evoarena, not {self.ppo.backend!r}")

@@ -58,3 +58,15 @@ def test_a_league_needs_a_pool_seat_and_the_evoarena_backend():
     with pytest.raises(ValueError, match="backend"):
         TrainConfig.model_validate({**base, "seats": pool, "ppo": {"backend": "sb3"}})
     assert TrainConfig.model_validate({**base, "seats": pool}).league.exploiters == 1
+
+
+def test_a_weight_average_is_asked_for_before_it_is_handed_on(tmp_path):
+    from evoarena.training.ppo import STAGE
+
+    seats = {"player_0": {"policy": "main"}, "player_1": {"agent": "random"}}
+    base = {"env": {"id": "dilemma_v0"}, "policies": {"main": {}}, "seats": seats}
+    with pytest.raises(ValueError, match="needs average_from"):
+        TrainConfig.model_validate({**base, "hand_on": "averaged"})
+    assert TrainConfig.model_validate({**base, "hand_on": "averaged", "average_from": 0.5}).average_from == 0.5
+    assert STAGE.checkpoint({**base, "hand_on": "averaged"}, tmp_path, "player") == tmp_path / "averaged/policies/main"
+    assert STAGE.checkpoint({**base, "hand_on": "final"}, tmp_path, "player") == tmp_path / "checkpoint/policies/main"

@@ -31,7 +31,8 @@ PPO = [str(ROOT / "configs/ppo_dilemma.yaml"), "--set", "policies.main.policy.in
        "--set", "eval.every=2", "--set", "transcript_every=0"]
 #: the same run with a league: a pool seat (two anchors), one exploiter reset every 3 updates, members every 2
 LEAGUE = [*PPO, "--set", 'seats.player_1={pool: [{agent: "scripted:tit_for_tat"}, {agent: "scripted:always_defect"}]}',
-          "--set", "league={exploiters: 1, add_every: 2, exploiter_reset_every: 3, exploiter_share: 0.3}"]
+          "--set", "league={exploiters: 1, add_every: 2, exploiter_reset_every: 3, exploiter_share: 0.3}",
+          "--set", "average_from=0.25", "--set", "hand_on=averaged"]  # and a weight average from update 3
 ENC_KEYS = ("stages.pretrain.encoder", "stages.finetune.bc.policy.encoder", "stages.train.policies.main.policy.encoder")
 QUICK = [str(ROOT / "configs/quickstart.yaml")] + [a for pair in (
     [f"{k}.autocast=off" for k in ENC_KEYS]
@@ -196,6 +197,7 @@ def test_sigkill_then_resume_equals_the_uninterrupted_league_run(league_referenc
     tags = scalars(run)
     assert "league/scripted_always_defect/weight" in tags and "league/league_exploiter_main_0@4/return" in tags
     assert "rollout/exploiter_main_0/episode_return" in tags
+    assert "eval_averaged/score" in tags and (run / "stages/01_ppo/averaged/policies/main/policy.json").is_file()
 
 
 # ---------------------------------------------------------------------------- the pipeline

@@ -31,7 +31,8 @@ def league_stage(results: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
 
 
 def _handed_on(stage: dict[str, Any], main: str) -> Path:
-    folder = stage["best_checkpoint"] if stage.get("hand_on") == "best" else stage["checkpoint"]
+    folder = {"best": stage["best_checkpoint"], "averaged": stage.get("averaged_checkpoint")}.get(
+        stage.get("hand_on")) or stage["checkpoint"]
     return Path(folder) / "policies" / main
 
 

@@ -131,6 +131,9 @@ def describe_source(agent: StageAgent, results: dict[str, Any], run_dir: Path) -
                 f"{mine['best_update']} of {mine.get('updates')}), on other seeds than this table's; against "
                 f"opponents this table also plays, in a world whose games do not depend on the seed (e.g. "
                 f"deterministic strategies in dilemma_v0), that choice is in-sample (`hand_on: final` avoids it)")
+    if any(Path(p).parts[-3:-2] == ("averaged",) for p in paths) and mine.get("averaged_updates"):
+        return (f"{where}: the average of the weights of the last {mine['averaged_updates']} updates (of "
+                f"{mine.get('updates')}); no checkpoint selection")
     if "updates" in mine:
         return f"{where}: the last update ({mine['updates']}); no checkpoint selection"
     return f"{where}: the stage's final checkpoint"

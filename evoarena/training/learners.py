@@ -102,6 +102,24 @@ def frozen_copy(policy: Any) -> Any:
     return twin
 
 
+def blend_into(average: Any, policy: Any, count: int) -> None:
+    """Make ``average`` (the mean of ``count`` earlier weights) the mean of ``count + 1``: every floating-point
+    tensor of its state moves ``1 / (count + 1)`` of the way to ``policy``'s (stochastic weight averaging)."""
+    with torch.no_grad():
+        current = policy.state_dict()
+        for key, a in average.state_dict().items():
+            if a.is_floating_point():
+                a.add_((current[key].to(a.dtype) - a) / (count + 1))
+
+
+def save_policies(folder: Path, policies: dict[str, Any]) -> Path:
+    """``folder/policies/NAME`` for each policy, written to a temporary sibling and renamed into place."""
+    with atomic_dir(folder) as tmp:
+        for name, policy in policies.items():
+            save_checkpoint(tmp / "policies" / name, policy)
+    return folder
+
+
 def tensor_devices(obj: Any) -> set[torch.device]:
     """Every device a tensor of ``obj`` is on: a module's parameters, buffers and the tensors its modules keep in
     attributes (caches: dicts, lists, tuples of tensors), an optimizer's state (but its step counts), or
@@ -275,6 +293,11 @@ def ppo_summary(results: dict[str, Any]) -> str:
         line += f" {evals[0]['score']:.2f} at update 0 ->"
     line += f" {results['final_eval']['score']:.2f} at update {results['updates']}"
     if results.get("best_update") is not None:
-        handed = "; the final update is handed on" if results.get("hand_on") == "final" else ""
+        handed = {"final": "; the final update is handed on", "averaged": ""}.get(results.get("hand_on"), "")
         line += f"; best {results['best_score']:.2f} at update {results['best_update']} (the checkpoint `best`{handed})"
+    averaged = results.get("averaged_evals") or []
+    if averaged:
+        handed = " (handed on)" if results.get("hand_on") == "averaged" else ""
+        line += (f"; the average of the last {results['averaged_updates']} updates' weights{handed} "
+                 f"{averaged[-1]['score']:.2f}")
     return line

@@ -30,6 +30,7 @@ from evoarena.envs import describe
 from evoarena.training import runs
 from evoarena.training.league import START, League, exploiter_names
 from evoarena.training.learners import (
+    blend_into,
     build_learner,
     check_devices,
     drop_cached_outputs,
@@ -41,6 +42,7 @@ from evoarena.training.learners import (
     ppo_summary,
     prepare_for_rl,
     reference_policies,
+    save_policies,
     save_training_checkpoint,
     stage_setup,
 )
@@ -59,6 +61,7 @@ from evoarena.training.rollout import LearnerBatch, Rollout, RolloutResult, log_
 from evoarena.training.seats import SeatPlanner
 
 MAX_NAN_UPDATES = 3
+AVERAGE = "average_"  #: snapshot key prefix of the mains' weight averages
 
 
 class TrainingError(RuntimeError):
@@ -192,11 +195,20 @@ class Trainer:
         drop_cached_outputs([*self.learners.values(), *self.references.values(),
                              *(s for pool in self.snapshots.values() for _, s in pool)])
 
+    def averages(self) -> dict[str, Any]:
+        """Each main's weight average so far (``average_from``), by main."""
+        return {k[len(AVERAGE):]: pool[0][1] for k, pool in self.snapshots.items() if k.startswith(AVERAGE) and pool}
+
     def run_eval(self, update: int) -> dict[str, Any]:
-        """Greedy learners against the eval opponents; a new best score is checkpointed as ``best``."""
+        """Greedy learners against the eval opponents; a new best score is checkpointed as ``best``. Weight
+        averages, once they exist, play the same games (``eval_averaged/score``)."""
         res = evaluate(self.cfg, self.learners, self.agents, self.roles)
         log_eval(self.writer, update, res)
         self.state["evals"].append({"update": update, **res})
+        if self.averages():
+            avg = evaluate(self.cfg, self.averages(), self.agents, self.roles)
+            self.writer.add_scalar("eval_averaged/score", avg["score"], update)
+            self.state.setdefault("averaged_evals", []).append({"update": update, "score": avg["score"]})
         if self.state["best_score"] is None or res["score"] > self.state["best_score"]:
             self.state["best_score"], self.state["best_update"] = res["score"], update
             self.checkpoint(update, name="best")
@@ -325,6 +337,21 @@ def log_update(t: Trainer, update: int, result: RolloutResult, stats: dict[str, 
     return result.decisions / max(total_s, 1e-9)
 
 
+def average_weights(t: Trainer, update: int) -> None:
+    """From update ``average_from * total_updates`` on, fold each main's weights into its running average (kept
+    as the snapshot ``average_NAME`` whose number is the count of updates averaged)."""
+    if t.cfg.average_from is None or update <= int(t.cfg.average_from * t.cfg.total_updates):
+        return
+    for name in t.cfg.policies:
+        pool = t.snapshots.setdefault(f"{AVERAGE}{name}", [])
+        if not pool:
+            pool.append((1, frozen_copy(t.learners[name])))
+            continue
+        count, average = pool[0]
+        blend_into(average, t.learners[name], count)
+        pool[0] = (count + 1, average)
+
+
 def take_snapshots(t: Trainer, update: int) -> None:
     """Snapshots of the mains every ``snapshot_every`` updates; with a league, frozen members every ``add_every``
     and the exploiters reset (weights and optimizer) to their main's start every ``exploiter_reset_every``."""
@@ -376,6 +403,7 @@ def run_ppo(cfg: TrainConfig, ctx: StageContext) -> dict[str, Any]:
                 t.writer.close()
                 raise TrainingError(f"non-finite loss in {MAX_NAN_UPDATES} updates in a row (last: update "
                                     f"{update}); stopped. The last good checkpoint is {ctx.stage_dir / 'checkpoint'}")
+            average_weights(t, update)
             take_snapshots(t, update)
             if cfg.eval.every and update % cfg.eval.every == 0 and update < cfg.total_updates:
                 t.run_eval(update)
@@ -417,6 +445,11 @@ def finish(t: Trainer) -> dict[str, Any]:
                "checkpoint": str(stage / "checkpoint"), "best_checkpoint": str(stage / "best"), "hand_on": cfg.hand_on}
     if t.league is not None:
         results["league"] = t.league.describe()
+    if t.averages():
+        save_policies(stage / "averaged", t.averages())
+        count = next(c for k, pool in t.snapshots.items() if k.startswith(AVERAGE) for c, _ in pool)
+        results.update(averaged_checkpoint=str(stage / "averaged"), averaged_updates=count,
+                       averaged_evals=state.get("averaged_evals", []))
     results["summary"] = ppo_summary(results)
     t.ctx.write_results(results)
     return results
@@ -466,8 +499,11 @@ class TrainStage(StageKind):
     def checkpoint(self, data: dict[str, Any], folder: Path, role: str | None = None) -> Path:
         made = self.policy_roles(data)
         best = folder / "best" / "policies" / made[str(role)]
-        if data.get("hand_on", TrainConfig.model_fields["hand_on"].default) == "best" and best.is_dir():
+        hand_on = data.get("hand_on", TrainConfig.model_fields["hand_on"].default)
+        if hand_on == "best" and best.is_dir():
             return best
+        if hand_on == "averaged":
+            return folder / "averaged" / "policies" / made[str(role)]
         return folder / "checkpoint" / "policies" / made[str(role)]
 
     def length(self, results: dict[str, Any]) -> int:
