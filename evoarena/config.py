@@ -14,13 +14,14 @@ import copy
 import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_serializer,
@@ -196,7 +197,7 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | N
     return None
 
 
-def _stage_where(loc: tuple[Any, ...], data: Any) -> tuple[str, tuple[Any, ...], type[BaseModel] | None]:
+def _stage_where(loc: tuple[Any, ...], data: Any) -> tuple[str, tuple[Any, ...], Any]:
     """For an error inside a pipeline's stage: ("stage N (NAME): ", the location within that stage, the stage's
     config model); else ("", loc, None)."""
     if len(loc) >= 3 and loc[0] == "stages" and isinstance(loc[1], int) and loc[2] in STAGE_CONFIGS:
@@ -206,30 +207,56 @@ def _stage_where(loc: tuple[Any, ...], data: Any) -> tuple[str, tuple[Any, ...],
     return "", loc, None
 
 
-def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str, data: Any = None) -> str:
+def _union_member(model: Any, loc: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
+    """For a tagged union of models (``FinetuneConfig``): the member the error's location starts with (its tag)
+    and the location within it; any other model as it is."""
+    if isinstance(model, type) or not loc:
+        return model, loc
+    union, field = get_args(model)[:2]
+    for member in get_args(union):
+        if loc[0] in get_args(member.model_fields[field.discriminator].annotation):
+            return member, loc[1:]
+    return model, loc
+
+
+def _error_line(err: Any, source: str, where: str, loc: tuple[Any, ...], model: Any) -> str:
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    if err.get("type") == "extra_forbidden":
+        allowed = _allowed_keys(model, loc) or []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{source}: {where}unknown key {path!r}{hint}; allowed here: {', '.join(allowed)}"
+    if err.get("type") in ("union_tag_invalid", "union_tag_not_found"):  # the tag key of a tagged union
+        ctx = err.get("ctx", {})
+        key = str(ctx.get("discriminator", "")).strip("'")
+        if err["type"] == "union_tag_not_found":
+            return f"{source}: {where}{'.'.join([*map(str, loc), key])}: Field required"
+        tags = str(ctx.get("expected_tags", "")).replace(", ", " or ")
+        return f"{source}: {where}{'.'.join([*map(str, loc), key])} = {ctx.get('tag')!r}: Input should be {tags}"
+    value = err.get("input")
+    shown = f" = {value!r}" if not isinstance(value, dict) else ""
+    msg = str(err.get("msg", "")).removeprefix("Value error, ")
+    return f"{source}: {where}{path}{shown}: {msg}"
+
+
+def format_validation_error(exc: ValidationError, model: Any, source: str, data: Any = None) -> str:
     """One line per problem: ``source: key.path = value: what is wrong (allowed: ...)``; inside a pipeline's
     stage, ``source: stage N (NAME): key.path ...``."""
     lines = []
     for err in exc.errors():
         where, loc, stage_model = _stage_where(tuple(err.get("loc", ())), data)
-        path = ".".join(str(p) for p in loc) or "(top level)"
-        if err.get("type") == "extra_forbidden":
-            allowed = _allowed_keys(stage_model or model, loc) or []
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            lines.append(f"{source}: {where}unknown key {path!r}{hint}; allowed here: {', '.join(allowed)}")
-        else:
-            value = err.get("input")
-            shown = f" = {value!r}" if not isinstance(value, dict) else ""
-            msg = str(err.get("msg", "")).removeprefix("Value error, ")
-            lines.append(f"{source}: {where}{path}{shown}: {msg}")
+        member, loc = _union_member(stage_model or model, loc)
+        lines.append(_error_line(err, source, where, loc, member))
     return "\n".join(lines)
 
 
-def validate_config(data: dict[str, Any], model: type[M], source: str = "<config>") -> M:
-    """Build ``model`` from ``data``; raise :class:`ConfigError` naming every bad key."""
+def validate_config(data: dict[str, Any], model: Any, source: str = "<config>") -> Any:
+    """Build ``model`` (a config model, or a tagged union of them: ``FinetuneConfig``) from ``data``; raise
+    :class:`ConfigError` naming every bad key."""
     try:
-        return model.model_validate(data)
+        if isinstance(model, type):
+            return model.model_validate(data)
+        return TypeAdapter(model).validate_python(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, model, source, data)) from None
 
@@ -255,7 +282,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(path: str | Path, model: type[M], overrides: list[str] | None = None) -> M:
+def load_config(path: str | Path, model: Any, overrides: list[str] | None = None) -> Any:
     """Load YAML ``path`` into ``model`` after applying ``--set`` overrides."""
     data = apply_overrides(read_yaml(path), overrides)
     return validate_config(data, model, source=str(path))
@@ -632,14 +659,11 @@ def _fixed_agent(key: str | None, spec: str) -> str:
     return spec
 
 
-class FinetuneConfig(Strict):
-    """``evoarena finetune CONFIG``: supervised fine-tuning, ``task: ner`` or ``task: bc``."""
+class _FinetuneBase(Strict):
+    """What both finetune tasks share: the run's name and seed, the optimizer and the loop's rhythm."""
 
     name: str = "finetune"  #: default run folder runs/NAME (in a pipeline: the stage's name)
     seed: int = 0  #: seeds the run's random numbers
-    task: Literal["ner", "bc"]  #: ner (token classification) or bc (behaviour cloning)
-    ner: NERConfig | None = None  #: required with task ner
-    bc: BCConfig | None = None  #: required with task bc
     optim: OptimConfig = Field(default_factory=OptimConfig)  #: optimizer and budget
     eval_every: int = Field(0, ge=0)  #: steps between evaluations on the held-out data (0: after each epoch)
     checkpoint_every: int = Field(0, ge=0)  #: steps between resumable training states (0: after each epoch)
@@ -647,21 +671,50 @@ class FinetuneConfig(Strict):
     threads: int = Field(0, ge=0)  #: torch CPU threads (0: leave torch's default)
     numerics: NumericsRecord | None = None  #: written by the run: decisions that change its numbers
 
+    @model_validator(mode="before")
+    @classmethod
+    def _other_task_section(cls, data: Any) -> Any:
+        """The other task's section is refused (a null one, as older run folders' config.yaml hold, dropped)."""
+        if isinstance(data, dict):
+            task = data.get("task")
+            other = {"ner": "bc", "bc": "ner"}.get(task) if isinstance(task, str) else None
+            if other is not None and data.get(task) is None:
+                raise ValueError(f"task {task} needs a '{task}:' section")
+            if other is not None and other in data:
+                if data[other] is not None:
+                    raise ValueError(f"task {task} does not use the '{other}:' section; remove it")
+                data = {k: v for k, v in data.items() if k != other}
+        return data
+
+
+class NERFinetuneConfig(_FinetuneBase):
+    """``evoarena finetune CONFIG`` with ``task: ner``: token classification on CoNLL files."""
+
+    task: Literal["ner"]  #: ner (token classification)
+    ner: NERConfig  #: the encoder, its head and the CoNLL files
+
+
+class BCFinetuneConfig(_FinetuneBase):
+    """``evoarena finetune CONFIG`` with ``task: bc``: behaviour cloning of a fixed expert."""
+
+    task: Literal["bc"]  #: bc (behaviour cloning)
+    bc: BCConfig  #: the world, the expert, its opponents and the cloning policy
+
     @model_validator(mode="after")
-    def _task_section(self) -> FinetuneConfig:
-        other = "bc" if self.task == "ner" else "ner"
-        if getattr(self, self.task) is None:
-            raise ValueError(f"task {self.task} needs a '{self.task}:' section")
-        if getattr(self, other) is not None:
-            raise ValueError(f"task {self.task} does not use the '{other}:' section; remove it")
-        if self.bc is not None:
-            lo = demo_seed_base(self.seed)
-            hi = lo + self.bc.train_episodes + self.bc.heldout_episodes
-            elo, ehi = self.bc.eval_seed, self.bc.eval_seed + self.bc.eval_episodes
-            if lo < ehi and elo < hi:
-                raise ValueError(f"bc.eval_seed = {elo}: the evaluation seeds [{elo}, {ehi}) overlap the "
-                                 f"demonstration seeds [{lo}, {hi}) of seed {self.seed}; choose another")
+    def _seeds_apart(self) -> BCFinetuneConfig:
+        lo = demo_seed_base(self.seed)
+        hi = lo + self.bc.train_episodes + self.bc.heldout_episodes
+        elo, ehi = self.bc.eval_seed, self.bc.eval_seed + self.bc.eval_episodes
+        if lo < ehi and elo < hi:
+            raise ValueError(f"bc.eval_seed = {elo}: the evaluation seeds [{elo}, {ehi}) overlap the "
+                             f"demonstration seeds [{lo}, {hi}) of seed {self.seed}; choose another")
         return self
+
+
+FINETUNE_TASKS: dict[str, type[_FinetuneBase]] = {"ner": NERFinetuneConfig, "bc": BCFinetuneConfig}
+#: ``evoarena finetune CONFIG``: supervised fine-tuning, ``task: ner`` (:class:`NERFinetuneConfig`) or
+#: ``task: bc`` (:class:`BCFinetuneConfig`); load it with :func:`load_config` / :func:`validate_config`
+FinetuneConfig = Annotated[NERFinetuneConfig | BCFinetuneConfig, Field(discriminator="task")]
 
 
 def demo_seed_base(seed: int) -> int:
@@ -711,10 +764,20 @@ class PretrainStageConfig(PretrainConfig, _InPipeline):
     kind: Literal["pretrain"]
 
 
-class FinetuneStageConfig(FinetuneConfig, _InPipeline):
-    """A pipeline's ``kind: finetune`` entry (``task: ner`` or ``bc``)."""
+class NERStageConfig(NERFinetuneConfig, _InPipeline):
+    """A pipeline's ``kind: finetune`` entry with ``task: ner``."""
 
     kind: Literal["finetune"]
+
+
+class BCStageConfig(BCFinetuneConfig, _InPipeline):
+    """A pipeline's ``kind: finetune`` entry with ``task: bc``."""
+
+    kind: Literal["finetune"]
+
+
+#: a pipeline's ``kind: finetune`` entry, by its ``task``
+FinetuneStageConfig = Annotated[NERStageConfig | BCStageConfig, Field(discriminator="task")]
 
 
 class TrainStageConfig(TrainConfig, _InPipeline):
@@ -729,8 +792,8 @@ class EvaluateStageConfig(EvaluateConfig, _InPipeline):
     kind: Literal["evaluate"]
 
 
-STAGE_CONFIGS: dict[str, type[BaseModel]] = {"pretrain": PretrainStageConfig, "finetune": FinetuneStageConfig,
-                                             "train": TrainStageConfig, "evaluate": EvaluateStageConfig}
+STAGE_CONFIGS: dict[str, Any] = {"pretrain": PretrainStageConfig, "finetune": FinetuneStageConfig,
+                                  "train": TrainStageConfig, "evaluate": EvaluateStageConfig}
 STAGE_KINDS = tuple(STAGE_CONFIGS)
 StageConfig = Annotated[PretrainStageConfig | FinetuneStageConfig | TrainStageConfig | EvaluateStageConfig,
                         Field(discriminator="kind")]

@@ -29,14 +29,17 @@ sys.path.insert(0, str(ROOT))  # the models of this checkout, whichever evoarena
 ROOTS = [
     ("PipelineConfig", "`evoarena run CONFIG` (a pipeline of stages)"),
     ("PretrainConfig", "`evoarena pretrain CONFIG`, and a pipeline's `kind: pretrain` entry"),
-    ("FinetuneConfig", "`evoarena finetune CONFIG`, and a pipeline's `kind: finetune` entry"),
+    ("NERFinetuneConfig", "`evoarena finetune CONFIG` with `task: ner`, and a pipeline's `kind: finetune` entry with "
+                          "`task: ner`"),
+    ("BCFinetuneConfig", "`evoarena finetune CONFIG` with `task: bc`, and a pipeline's `kind: finetune` entry with "
+                         "`task: bc`"),
     ("TrainConfig", "`evoarena train CONFIG`, and a pipeline's `kind: train` entry"),
     ("EvaluateConfig", "a pipeline's `kind: evaluate` entry"),
     ("TournamentConfig", "`evoarena tournament CONFIG`"),
     ("SweepConfig", "`evoarena bench CONFIG` (a sweep)"),
 ]
 #: models documented in the text of another section rather than in their own
-SKIP = {"PretrainStageConfig", "FinetuneStageConfig", "TrainStageConfig", "EvaluateStageConfig"}
+SKIP = {"PretrainStageConfig", "NERStageConfig", "BCStageConfig", "TrainStageConfig", "EvaluateStageConfig"}
 
 HEADER = """# Config reference
 
@@ -93,6 +96,16 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
 
 
+def _members(annotation: Any) -> list[Any]:
+    """The alternatives of a (tagged, nested) union; any other annotation alone."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _members(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return [m for a in args for m in _members(a)]
+    return [annotation]
+
+
 def _anchor(name: str) -> str:
     return name.lower()
 
@@ -107,11 +120,11 @@ def _type(annotation: Any) -> str:
     if origin is typing.Annotated:
         return _type(args[0])
     if origin in (typing.Union, types.UnionType):
-        kinds = [a for a in args if a is not type(None)]
+        kinds = [a for a in _members(annotation) if a is not type(None)]
         if all(isinstance(a, type) and issubclass(a, BaseModel) and a.__name__ in SKIP for a in kinds):
             return "a stage entry (see above)"
         text = " or ".join(_type(a) for a in kinds)
-        return text + (" or null" if len(kinds) < len(args) else "")
+        return text + (" or null" if type(None) in args else "")
     if origin is list:
         return f"list of {_type(args[0])}"
     if origin is dict:
@@ -182,7 +195,8 @@ def _section(model: type[BaseModel], used_by: str | None) -> list[str]:
 def _pipeline_entries(cfg: Any) -> list[str]:
     """The keys a pipeline's stage entry adds to its stage's own config."""
     init = cfg._InPipeline.model_fields["init_from"]
-    kinds = ", ".join(f"`{k}`: [{m.__mro__[1].__name__}](#{_anchor(m.__mro__[1].__name__)})"
+    kinds = ", ".join(f"`{k}`: " + " or ".join(f"[{s.__mro__[1].__name__}](#{_anchor(s.__mro__[1].__name__)})"
+                                                for s in _members(m))
                       for k, m in cfg.STAGE_CONFIGS.items())
     return ["### A pipeline's stage entries", "",
             f"Each entry of `stages` is `kind` plus the keys of that stage's own config ({kinds}), and:", "",

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from evoarena.agents import spec_tag
-from evoarena.config import FinetuneConfig, demo_seed_base
+from evoarena.config import BCFinetuneConfig, demo_seed_base
 from evoarena.envs import describe
 from evoarena.policies.io import load_policy, save_checkpoint
 from evoarena.storage import atomic_write_text, read_json
@@ -173,12 +173,11 @@ class _RoleRun:
         self.logged.append([tag, at, float(value)])
 
 
-def _start_role(cfg: FinetuneConfig, role: str, demos: Demos, state_dir: Path, writer: Any,
+def _start_role(cfg: BCFinetuneConfig, role: str, demos: Demos, state_dir: Path, writer: Any,
                 resume: bool) -> _RoleRun:
     """The role's policy and optimizer: fresh (action head at gain 1, value head at the mean return), or
     resumed from ``state_dir``."""
     bc, opt = cfg.bc, cfg.optim
-    assert bc is not None
     record = resumable(resume, state_dir) or {}
     if record:
         policy = load_policy(state_dir, device=bc.policy.encoder.device)
@@ -205,7 +204,7 @@ class _Cloning(SupervisedTask):
     count-weighted cloning loss, the value head's gradient clipped apart; logs, held-out evaluations and the
     state's JSON."""
 
-    def __init__(self, cfg: FinetuneConfig, run: _RoleRun, demos: Demos, held: Demos) -> None:
+    def __init__(self, cfg: BCFinetuneConfig, run: _RoleRun, demos: Demos, held: Demos) -> None:
         self.cfg, self.run, self.demos, self.held = cfg, run, demos, held
         self.model, self.optimizer, self.writer = run.policy, run.optimizer, run.writer
         self.return_var = return_stats(demos)[1]
@@ -229,7 +228,6 @@ class _Cloning(SupervisedTask):
 
     def loss(self, batch: Any) -> tuple[torch.Tensor, Any]:
         bc = self.cfg.bc
-        assert bc is not None
         return bc_losses(self.model, self.demos, batch, bc.value_coef, self.return_var, bc.label_smoothing,
                          bc.entropy_coef)
 
@@ -268,7 +266,7 @@ class _Cloning(SupervisedTask):
                 "sums": self.sums, "sums_count": self.k}
 
 
-def _train_role(cfg: FinetuneConfig, role: str, demos: Demos, held: Demos, state_dir: Path, writer: Any,
+def _train_role(cfg: BCFinetuneConfig, role: str, demos: Demos, held: Demos, state_dir: Path, writer: Any,
                 ctx: StageContext) -> tuple[Any, dict[str, Any]]:
     """Clone ``role``: returns the trained policy and its training record (resuming from ``state_dir``)."""
     run = _start_role(cfg, role, demos, state_dir, writer, ctx.resume)
@@ -277,7 +275,7 @@ def _train_role(cfg: FinetuneConfig, role: str, demos: Demos, held: Demos, state
         return policy, run.record
     policy.batch_stats = True  # standardisation over each batch while training; calibrated at the end
     hook = None
-    if cfg.bc is not None and cfg.bc.value_detach:  # the value head regresses on the policy's features only
+    if cfg.bc.value_detach:  # the value head regresses on the policy's features only
         hook = policy.value_head.register_forward_pre_hook(lambda _m, args: (args[0].detach(), *args[1:]))
     opt, step = cfg.optim, int(run.record.get("step", 0))
     plan = FitPlan(run.total, opt.lr, int(opt.warmup_fraction * run.total), opt.max_grad_norm, cfg.log_every,
@@ -352,13 +350,12 @@ def _role_results(train: Demos, held: Demos, record: dict[str, Any]) -> dict[str
             "heldout_value_mse": heldout["value_mse"], "history": record["history"]}
 
 
-def run_bc(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
+def run_bc(cfg: BCFinetuneConfig, ctx: StageContext) -> dict[str, Any]:
     """``task: bc`` (see the module docstring): run or resume into ``ctx``; returns the results."""
     set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     bc = cfg.bc
-    assert bc is not None
-    base = demo_seed_base(cfg.seed)  # FinetuneConfig checked that these seeds miss the evaluation seeds
+    base = demo_seed_base(cfg.seed)  # BCFinetuneConfig checked that these seeds miss the evaluation seeds
     sdir = ctx.folder()
     done_file = sdir / "state" / "results.json"
     if ctx.resume and done_file.is_file():
@@ -408,10 +405,10 @@ class BCStage(StageKind):
     """``kind: finetune, task: bc``: behaviour cloning of a fixed expert; one policy per cloned role."""
 
     name, kind, folder = "finetune:bc", "finetune", "finetune"
-    config = FinetuneConfig
+    config = BCFinetuneConfig
     agent_label = "behaviour-cloned"
 
-    def run(self, cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
+    def run(self, cfg: BCFinetuneConfig, ctx: StageContext) -> dict[str, Any]:
         return run_bc(cfg, ctx)
 
     def env(self, data: dict[str, Any]) -> dict[str, Any] | None:

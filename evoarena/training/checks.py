@@ -21,10 +21,11 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from evoarena.config import (
+    BCFinetuneConfig,
     ConfigError,
     EnvConfig,
     EvaluateConfig,
-    FinetuneConfig,
+    NERFinetuneConfig,
     PretrainConfig,
     TrainConfig,
     builder_hint,
@@ -184,14 +185,16 @@ def _check_agent(spec: str, env_id: str, source: str, key: str) -> None:
         raise ConfigError(f"{source}: {key} = {spec!r}: {exc}") from None
 
 
-def check_finetune(cfg: FinetuneConfig, source: str = "<config>") -> None:
-    """``task: bc``: the env builds, the expert and every opponent are agents of it, the cloned roles are
-    roles of it. (``task: ner`` needs no world: its files are checked by the schema.)"""
-    if cfg.ner is not None and cfg.ner.init_from is not None:
+def check_ner(cfg: NERFinetuneConfig, source: str = "<config>") -> None:
+    """``task: ner`` needs no world (its files are checked by the schema): ``init_from`` is an encoder."""
+    if cfg.ner.init_from is not None:
         check_init_from(cfg.ner.init_from, None, source, "ner.init_from")
+
+
+def check_bc(cfg: BCFinetuneConfig, source: str = "<config>") -> None:
+    """``task: bc``: the env builds, the expert and every opponent are agents of it, the cloned roles are
+    roles of it."""
     bc = cfg.bc
-    if bc is None:
-        return
     role_of = check_env(bc.env, source, "bc.env")
     if bc.policy.init_from is not None:
         check_init_from(bc.policy.init_from, bc.env.id, source, "bc.policy.init_from")
@@ -221,13 +224,14 @@ def check_evaluate(cfg: EvaluateConfig, source: str = "<config>") -> None:
 _CHECKS: dict[type, Callable[[Any, str], None]] = {
     EvaluateConfig: check_evaluate,
     TrainConfig: check_train,
-    FinetuneConfig: check_finetune,
+    NERFinetuneConfig: check_ner,
+    BCFinetuneConfig: check_bc,
     PretrainConfig: check_pretrain,
 }
 
 
 def check_config(cfg: BaseModel, source: str = "<config>") -> BaseModel:
-    """Run the check of ``cfg``'s kind (``check_train`` / ``check_finetune`` / ``check_pretrain``); other
+    """Run the check of ``cfg``'s kind (``check_train`` / ``check_ner`` / ``check_bc`` / ``check_pretrain``); other
     configs get every ``env`` field they have built. Returns ``cfg``; raises :class:`ConfigError`."""
     for kind, check in _CHECKS.items():
         if isinstance(cfg, kind):

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from evoarena.config import FinetuneConfig, NERConfig
+from evoarena.config import NERConfig, NERFinetuneConfig
 from evoarena.storage import atomic_dir
 from evoarena.training import runs, supervised
 from evoarena.training.progress import progress_bar
@@ -113,10 +113,10 @@ def build_token_classifier(ner: NERConfig, num_labels: int, tokenizer=None) -> T
     return model
 
 
-def _read_ner_data(cfg: FinetuneConfig) -> dict[str, NERSplit]:
+def _read_ner_data(cfg: NERFinetuneConfig) -> dict[str, NERSplit]:
     from evoarena.training.conll import read_conll, to_iob2_sentences
 
-    data = cfg.ner.data  # type: ignore[union-attr]
+    data = cfg.ner.data
     splits = {}
     for name in ("train", "valid", "test"):
         path = getattr(data, name)
@@ -232,12 +232,11 @@ class _NERSetup:
         return evaluate_ner(self.model, split, self.id2label, batch_size, self.amp)
 
 
-def _setup(cfg: FinetuneConfig, state_dir: Path, prior: dict[str, Any] | None) -> _NERSetup:
+def _setup(cfg: NERFinetuneConfig, state_dir: Path, prior: dict[str, Any] | None) -> _NERSetup:
     from evoarena.policies.encoder import load_tokenizer
     from evoarena.training.conll import encode_sentences, label_list, label_maps
 
     ner, opt = cfg.ner, cfg.optim
-    assert ner is not None
     splits = _read_ner_data(cfg)
     labels = label_list([s for sp in splits.values() for s in sp.sentences])
     label2id, id2label = label_maps(labels)
@@ -258,7 +257,7 @@ class _TokenTagging(SupervisedTask):
     """The NER part of :func:`~evoarena.training.supervised.fit`: length-bucketed batches of the step's epoch,
     the token cross-entropy; logs, validation and the state's JSON."""
 
-    def __init__(self, cfg: FinetuneConfig, run: _NERSetup, writer: Any, state: dict[str, Any],
+    def __init__(self, cfg: NERFinetuneConfig, run: _NERSetup, writer: Any, state: dict[str, Any],
                  timer: Timer) -> None:
         self.cfg, self.run, self.writer, self.state_json, self.timer = cfg, run, writer, state, timer
         self.model, self.optimizer, self.tokenizer = run.model, run.optimizer, run.model.encoder.tokenizer
@@ -302,7 +301,7 @@ class _TokenTagging(SupervisedTask):
         split = self.run.eval_split
         if split is None:
             return None
-        m = self.run.evaluate(split, self.cfg.ner.eval_batch_size)  # type: ignore[union-attr]
+        m = self.run.evaluate(split, self.cfg.ner.eval_batch_size)
         _log_ner_metrics(self.writer, split.name, m, step)
         self.state_json["history"].append({"step": step, "epoch": step / self.run.steps_per_epoch,
                                            "wall_s": self.timer(), "entity_f1": m["entity_f1"],
@@ -315,7 +314,7 @@ class _TokenTagging(SupervisedTask):
                 "sums": {"loss_sum": self.loss_sum, "tok_sum": self.tok_sum}}
 
 
-def _train_steps(cfg: FinetuneConfig, ctx: StageContext, run: _NERSetup, writer: Any, state: dict[str, Any],
+def _train_steps(cfg: NERFinetuneConfig, ctx: StageContext, run: _NERSetup, writer: Any, state: dict[str, Any],
                  timer: Timer) -> int:
     """Steps from ``state["step"]`` to the end: logs, validation, training states."""
     opt = cfg.optim
@@ -328,13 +327,12 @@ def _train_steps(cfg: FinetuneConfig, ctx: StageContext, run: _NERSetup, writer:
         return fit(_TokenTagging(cfg, run, writer, state, timer), plan, state["step"], update)
 
 
-def _final_results(cfg: FinetuneConfig, run: _NERSetup, writer: Any, state: dict[str, Any], step: int,
+def _final_results(cfg: NERFinetuneConfig, run: _NERSetup, writer: Any, state: dict[str, Any], step: int,
                    train_wall: float) -> dict[str, Any]:
     """The results of a finished run: final valid/test metrics (logged), baselines, truncation."""
     from evoarena.training.conll import all_o_baseline, truncation_stats
 
     ner, opt = cfg.ner, cfg.optim
-    assert ner is not None
     results: dict[str, Any] = {
         "task": "ner", "encoder": ner.encoder.preset or ner.encoder.path, "init_from": ner.init_from,
         "labels": run.labels, "epochs": step / run.steps_per_epoch, "steps": step, "batch_size": opt.batch_size,
@@ -366,11 +364,10 @@ def _summary(results: dict[str, Any], step: int, train_wall: float) -> str:
     return "; ".join(parts)
 
 
-def run_ner(cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
+def run_ner(cfg: NERFinetuneConfig, ctx: StageContext) -> dict[str, Any]:
     """``task: ner`` (see the module docstring): run or resume into ``ctx``; returns the results."""
     set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    assert cfg.ner is not None
     state_dir = ctx.folder() / "state"
     prior = resumable(ctx.resume, state_dir)
     if prior is not None and prior.get("done"):
@@ -412,10 +409,10 @@ class NERStage(StageKind):
     """``kind: finetune, task: ner``: token classification on CoNLL files; hands on an encoder."""
 
     name, kind, folder = "finetune:ner", "finetune", "finetune"
-    config = FinetuneConfig
+    config = NERFinetuneConfig
     agent_label = "NER encoder, untrained heads"
 
-    def run(self, cfg: FinetuneConfig, ctx: StageContext) -> dict[str, Any]:
+    def run(self, cfg: NERFinetuneConfig, ctx: StageContext) -> dict[str, Any]:
         return run_ner(cfg, ctx)
 
     def init_slots(self, data: dict[str, Any]) -> list[InitSlot]:

@@ -41,7 +41,7 @@ from evoarena.envs import WorldInfo, describe
 from evoarena.storage import atomic_write_text, read_json
 from evoarena.training import runs
 from evoarena.training.protocol import StageAgent, StageContext, StageKind
-from evoarena.training.stages import COMMANDS, lookup, run_stage, stage_of
+from evoarena.training.stages import COMMANDS, run_stage, stage_of
 
 STATE_FILE = "pipeline.json"
 
@@ -184,7 +184,7 @@ def plan(pc: PipelineConfig, source: str = "<pipeline>") -> list[Stage]:
     configs: list[tuple[Stage, BaseModel]] = []
     for i, entry in enumerate(pc.stages):
         where = f"stage {i + 1} ({entry.name})"
-        kind = lookup(entry.kind, getattr(entry, "task", None))
+        kind = stage_of(entry)
         data, spec = _stage_data(entry)
         stage = Stage(i + 1, kind, data["name"], data, None)
         stage.init = _resolve_init(spec, planned, where, kind)

@@ -13,28 +13,23 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from evoarena.config import FinetuneConfig
 from evoarena.training import bc, evaluate, ner, ppo, pretrain
 from evoarena.training.protocol import StageContext, StageKind
 
 REGISTRY: dict[str, StageKind] = {s.name: s for s in (pretrain.STAGE, ner.STAGE, bc.STAGE, ppo.STAGE,
                                                       evaluate.STAGE)}
-COMMANDS: dict[str, type[BaseModel]] = {"pretrain": pretrain.STAGE.config, "finetune": ner.STAGE.config,
-                                        "train": ppo.STAGE.config}
-"""The stage commands (``evoarena pretrain|finetune|train``) and the config model each reads."""
-
-
-def lookup(kind: str, task: str | None = None) -> StageKind:
-    """The stage a pipeline entry ``kind:`` (and, for ``finetune``, ``task:``) names."""
-    name = f"{kind}:{task}" if kind == "finetune" else kind
-    if name not in REGISTRY:
-        raise ValueError(f"unknown stage {name!r}; known: {', '.join(REGISTRY)}")
-    return REGISTRY[name]
+COMMANDS: dict[str, Any] = {"pretrain": pretrain.STAGE.config, "finetune": FinetuneConfig,
+                            "train": ppo.STAGE.config}
+"""The stage commands (``evoarena pretrain|finetune|train``) and the config model each reads (``finetune``: the
+tagged union of the ner and bc configs)."""
 
 
 def stage_of(cfg: BaseModel) -> StageKind:
-    """The stage that runs config ``cfg`` (a finetune config by its ``task``)."""
+    """The stage that runs config ``cfg``: the one whose config model it is (a pipeline's entry: an instance of
+    it)."""
     for stage in REGISTRY.values():
-        if type(cfg) is stage.config and (stage.kind != "finetune" or stage.name.endswith(f":{cfg.task}")):
+        if isinstance(cfg, stage.config):
             return stage
     raise TypeError(f"no stage runs a {type(cfg).__name__}")
 
