@@ -186,13 +186,12 @@ def _stage_command(stage: str) -> Callable[[argparse.Namespace], int]:
 
 def _add_training_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     """Stage subcommands: each loads its config (validated before any work) and writes a run folder."""
-    helps = {
-        "pretrain": "Masked-LM pretraining of an encoder on world text (trains the tiny tokenizer).",
-        "finetune": "Supervised fine-tuning: NER on CoNLL files (task: ner) or behaviour cloning (task: bc).",
-        "train": "Multi-agent PPO in a world (learners, fixed opponents, pools, snapshots).",
-    }
-    for stage, help_ in helps.items():
-        p = add(stage, _stage_command(stage), help_)
+    from evoarena.config import STAGES
+
+    for stage, names in STAGES.items():
+        if names.command is None:
+            continue
+        p = add(stage, _stage_command(stage), names.help)
         p.add_argument("config", nargs="?", help="YAML config (see configs/)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set ppo.lr=1e-4 (repeatable)")
@@ -414,10 +413,11 @@ def user_message(exc: BaseException) -> str | None:
 
 def _resume_hint(args: argparse.Namespace) -> str:
     """The command that continues the interrupted run, or "" when no run folder was made."""
+    from evoarena.config import STAGE_COMMANDS
     from evoarena.training import runs
 
     run_dir = runs.current_run_dir()
-    if run_dir is None or args.command not in ("run", "pretrain", "finetune", "train"):
+    if run_dir is None or (args.command != "run" and args.command not in STAGE_COMMANDS):
         return ""
     return f"evoarena {args.command} --resume {run_dir}"
 

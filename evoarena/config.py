@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import difflib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
@@ -488,18 +489,16 @@ def _existing_folder(key: str | None, value: str | None) -> str | None:
     return str(path)
 
 
-STAGE_COMMANDS = {"pretrain": "pretrain", "finetune": "finetune", "ppo": "train", "train": "train"}
-
-
 def builder_hint(folder: str) -> str:
     """For a missing ``runs/NAME/stages/NN_STAGE/...`` folder: which command makes it (``""`` otherwise)."""
     import re
 
     m = re.search(r"(?:^|/)runs/([^/]+)/stages/\d+_([a-z]+)(?:/|$)", str(folder))
-    if not m or m.group(2) not in STAGE_COMMANDS:
+    commands = {s.folder: kind for kind, s in STAGES.items() if s.command} | {k: k for k in STAGE_COMMANDS}
+    if not m or m.group(2) not in commands:
         return ""
     name, stage = m.groups()
-    return f"; it is made by `evoarena {STAGE_COMMANDS[stage]} configs/{name}.yaml`"
+    return f"; it is made by `evoarena {commands[stage]} configs/{name}.yaml`"
 
 
 class CorpusConfig(Strict):
@@ -792,9 +791,34 @@ class EvaluateStageConfig(EvaluateConfig, _InPipeline):
     kind: Literal["evaluate"]
 
 
-STAGE_CONFIGS: dict[str, Any] = {"pretrain": PretrainStageConfig, "finetune": FinetuneStageConfig,
-                                  "train": TrainStageConfig, "evaluate": EvaluateStageConfig}
-STAGE_KINDS = tuple(STAGE_CONFIGS)
+@dataclass(frozen=True)
+class StageNames:
+    """What one stage kind is called where: its pipeline entry's model, the model its command reads (None: no
+    command of its own), its folder (a single-stage command's ``stages/01_FOLDER`` and results key) and the
+    command's help."""
+
+    entry: Any
+    command: Any
+    folder: str
+    help: str = ""
+
+
+#: every stage kind, once: what a pipeline's ``kind:`` says -> its names. The registry of stages
+#: (evoarena.training.stages) and the CLI's stage commands are derived from it; tests/test_pipeline.py checks
+#: that the registry's kinds are these.
+STAGES: dict[str, StageNames] = {
+    "pretrain": StageNames(PretrainStageConfig, PretrainConfig, "pretrain",
+                           "Masked-LM pretraining of an encoder on world text (trains the tiny tokenizer)."),
+    "finetune": StageNames(FinetuneStageConfig, FinetuneConfig, "finetune",
+                           "Supervised fine-tuning: NER on CoNLL files (task: ner) or behaviour cloning (task: bc)."),
+    "train": StageNames(TrainStageConfig, TrainConfig, "ppo",
+                        "Multi-agent PPO in a world (learners, fixed opponents, pools, snapshots)."),
+    "evaluate": StageNames(EvaluateStageConfig, None, "evaluate"),
+}
+STAGE_CONFIGS: dict[str, Any] = {kind: s.entry for kind, s in STAGES.items()}
+STAGE_KINDS = tuple(STAGES)
+#: the stage commands (``evoarena pretrain|finetune|train``) and the config model each reads
+STAGE_COMMANDS: dict[str, Any] = {kind: s.command for kind, s in STAGES.items() if s.command is not None}
 StageConfig = Annotated[PretrainStageConfig | FinetuneStageConfig | TrainStageConfig | EvaluateStageConfig,
                         Field(discriminator="kind")]
 

@@ -311,3 +311,31 @@ def test_the_train_stage_hands_on_best_or_final(tmp_path, hand_on, folder, mini)
     for kind in ("best", "checkpoint"):
         (train.folder(tmp_path) / kind / "policies" / "main").mkdir(parents=True)
     assert train.checkpoint(tmp_path) == train.folder(tmp_path) / folder / "policies" / "main"
+
+
+def test_stage_kinds_are_listed_once_in_config():
+    """config.STAGES is the one list of stage kinds: the registry's stages are its kinds (a stage added to one
+    and not the other fails here), each stage's config model is what its kind's command and pipeline entry read,
+    the CLI has a command for each that has one, and a missing stage folder names the command that makes it."""
+    from typing import get_args
+
+    from evoarena.cli import build_parser
+    from evoarena.config import STAGES, builder_hint
+    from evoarena.training.stages import REGISTRY
+
+    def members(model):  # a tagged union's models, or the model itself
+        union = get_args(model)[0] if get_args(model) else model
+        return set(get_args(union)) or {union}
+
+    assert {s.kind for s in REGISTRY.values()} == set(STAGES)
+    commands = build_parser().get_default("command_names")
+    for kind, names in STAGES.items():
+        stages = [s for s in REGISTRY.values() if s.kind == kind]
+        assert {s.folder for s in stages} == {names.folder}
+        for entry in members(names.entry):  # a pipeline entry is its stage's config plus the pipeline's keys
+            assert sum(issubclass(entry, s.config) for s in stages) == 1, entry
+        if names.command is None:  # (`evoarena evaluate` plays agents; it is not the stage's command)
+            continue
+        assert kind in commands
+        assert members(names.command) == {s.config for s in stages}
+        assert f"`evoarena {kind} configs/x.yaml`" in builder_hint(f"runs/x/stages/01_{names.folder}/checkpoint")

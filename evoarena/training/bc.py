@@ -404,7 +404,7 @@ def run_bc(cfg: BCFinetuneConfig, ctx: StageContext) -> dict[str, Any]:
 class BCStage(StageKind):
     """``kind: finetune, task: bc``: behaviour cloning of a fixed expert; one policy per cloned role."""
 
-    name, kind, folder = "finetune:bc", "finetune", "finetune"
+    name, kind = "finetune:bc", "finetune"
     config = BCFinetuneConfig
     agent_label = "behaviour-cloned"
 

@@ -361,7 +361,7 @@ def evolution_words(results: dict[str, Any]) -> list[str]:
 class EvaluateStage(StageKind):
     """``kind: evaluate``: the chain's agents, random and the scripted strategies on the same games."""
 
-    name = kind = folder = "evaluate"
+    name = kind = "evaluate"
     config = EvaluateConfig
     makes_checkpoint = False
     takes_init = False

@@ -408,7 +408,7 @@ def run_ner(cfg: NERFinetuneConfig, ctx: StageContext) -> dict[str, Any]:
 class NERStage(StageKind):
     """``kind: finetune, task: ner``: token classification on CoNLL files; hands on an encoder."""
 
-    name, kind, folder = "finetune:ner", "finetune", "finetune"
+    name, kind = "finetune:ner", "finetune"
     config = NERFinetuneConfig
     agent_label = "NER encoder, untrained heads"
 

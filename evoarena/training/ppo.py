@@ -459,7 +459,6 @@ class TrainStage(StageKind):
     """``kind: train``: multi-agent PPO (``ppo.backend: evoarena``, or ``sb3`` for MaskablePPO)."""
 
     name = kind = "train"
-    folder = "ppo"
     config = TrainConfig
     agent_label = "PPO-trained"
 

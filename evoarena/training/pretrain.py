@@ -348,7 +348,7 @@ def run_pretrain(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
 class PretrainStage(StageKind):
     """``kind: pretrain``: an encoder (and its tokenizer) learns world text by masked LM."""
 
-    name = kind = folder = "pretrain"
+    name = kind = "pretrain"
     config = PretrainConfig
     agent_label = "pre-trained encoder, untrained heads"
     takes_init = False

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from evoarena.config import STAGES
 from evoarena.training import runs
 
 
@@ -95,10 +96,15 @@ class StageKind:
     name: str  #: registry name: pretrain, finetune:ner, finetune:bc, train, evaluate
     kind: str  #: what a pipeline stage says in ``kind:``
     config: type[BaseModel]
-    folder: str  #: a single-stage command's folder and results key (``stages/01_FOLDER``)
     agent_label: str = ""  #: how the evaluate stage describes the agent it produced
     makes_checkpoint: bool = True
     takes_init: bool = True  #: whether ``init_from`` may start it from earlier weights
+
+    @property
+    def folder(self) -> str:
+        """A single-stage command's folder and results key (``stages/01_FOLDER``): its kind's, in
+        :data:`evoarena.config.STAGES`."""
+        return STAGES[self.kind].folder
 
     def run(self, cfg: Any, ctx: StageContext) -> dict[str, Any]:
         raise NotImplementedError

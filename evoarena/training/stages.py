@@ -13,16 +13,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from evoarena.config import FinetuneConfig
+from evoarena.config import STAGE_COMMANDS
 from evoarena.training import bc, evaluate, ner, ppo, pretrain
 from evoarena.training.protocol import StageContext, StageKind
 
 REGISTRY: dict[str, StageKind] = {s.name: s for s in (pretrain.STAGE, ner.STAGE, bc.STAGE, ppo.STAGE,
                                                       evaluate.STAGE)}
-COMMANDS: dict[str, Any] = {"pretrain": pretrain.STAGE.config, "finetune": FinetuneConfig,
-                            "train": ppo.STAGE.config}
+"""Every stage, by registry name; their kinds are :data:`evoarena.config.STAGES`' (a test checks it)."""
+COMMANDS: dict[str, Any] = STAGE_COMMANDS
 """The stage commands (``evoarena pretrain|finetune|train``) and the config model each reads (``finetune``: the
-tagged union of the ner and bc configs)."""
+tagged union of the ner and bc configs), from :data:`evoarena.config.STAGES`."""
 
 
 def stage_of(cfg: BaseModel) -> StageKind:
