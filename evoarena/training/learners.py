@@ -1,6 +1,7 @@
 """The learners of a PPO stage, shared by both backends: building them (from ``init_from`` or fresh), frozen
-copies (snapshots, references), greedy evaluation against the eval opponents while training, the training
-checkpoint (learners + optimizers + snapshots + trainer state, one atomic folder) and the stage's summary line.
+copies (snapshots, references) and the training checkpoint (learners + optimizers + snapshots + trainer state,
+one atomic folder). What the stage records (evaluations, the best checkpoint's bookkeeping, perf scalars,
+results) is :mod:`evoarena.training.ppo_records`.
 """
 
 from __future__ import annotations
@@ -10,12 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from evoarena.agents import spec_tag
-from evoarena.agents.learned import PolicyAgent
-from evoarena.agents.match import play
 from evoarena.config import LearnerConfig, PPOConfig, TrainConfig
 from evoarena.envs import describe
 from evoarena.policies.actor_critic import build_policy
@@ -177,71 +174,6 @@ def reference_policies(cfg: TrainConfig, stage: Path, learners: dict[str, Any],
     return references
 
 
-# --------------------------------------------------------------------------- evaluation while training
-
-
-def eval_matchups(cfg: TrainConfig, agents: list[str], roles: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
-    """(label, agent -> "learner:NAME" | spec) for every opponent and seat order of the eval config."""
-    base = {a: seat_of(a, cfg.seats) for a in agents}
-    learner_seats = {a: s.policy for a, s in base.items() if s.policy}
-    others = [a for a in agents if a not in learner_seats]
-    opponents = cfg.eval.opponents or ([""] if not others else [])
-    if not opponents and others:
-        fixed = [base[a].agent for a in others if base[a].agent]
-        opponents = fixed[:1]
-    out = []
-    for opp in opponents:
-        seats = {a: f"learner:{p}" for a, p in learner_seats.items()}
-        for a in others:
-            seats[a] = opp
-        label = opp or "self"
-        out.append((label, seats))
-        if cfg.eval.both_seats and len(agents) == 2 and others and roles[agents[0]] == roles[agents[1]]:
-            out.append((f"{label}/swapped", {agents[0]: seats[agents[1]], agents[1]: seats[agents[0]]}))
-    return out
-
-
-def evaluate(cfg: TrainConfig, learners: dict[str, Any], agents: list[str], roles: dict[str, str]
-             ) -> dict[str, Any]:
-    """Greedy learners against every eval opponent, both seat orders; per opponent the learners' mean
-    return and the world's metrics, plus ``score``: the learners' mean return over all matches."""
-    results: dict[str, Any] = {}
-    scores = []
-    for label, seats in eval_matchups(cfg, agents, roles):
-        objs: dict[str, Any] = {}
-        for a, who in seats.items():
-            if who.startswith("learner:"):
-                name = who.split(":", 1)[1]
-                objs[a] = PolicyAgent(learners[name], greedy=cfg.eval.greedy, seed=cfg.eval.seed, name=name)
-            else:
-                objs[a] = who
-        res = play(cfg.env.id, objs, episodes=cfg.eval.episodes, seed=cfg.eval.seed, env_kwargs=cfg.env.kwargs,
-                   num_envs=min(256, cfg.eval.episodes))
-        learner_agents = [a for a, w in seats.items() if w.startswith("learner:")]
-        ret = float(np.mean([res.returns[a].mean() for a in learner_agents]))
-        scores.append(ret)
-        results[label] = {"learner_return": ret, **res.mean_metrics()}
-    results["score"] = float(np.mean(scores)) if scores else float("nan")
-    return results
-
-
-def eval_tag(label: str) -> str:
-    """The TensorBoard group of an eval matchup label: the opponent spelt by :func:`spec_tag` as in every
-    stage (``scripted:tit_for_tat/swapped`` -> ``scripted_tit_for_tat/swapped``)."""
-    base, swapped = (label[: -len("/swapped")], "/swapped") if label.endswith("/swapped") else (label, "")
-    return spec_tag(base) + swapped
-
-
-def log_eval(writer: Any, step: int, res: dict[str, Any]) -> None:
-    """eval/<opponent>/<metric> and eval/score of an :func:`evaluate` result (the learner's evaluations
-    while training; the evaluate stage's rows are under ``evaluate/``)."""
-    for label, vals in res.items():
-        if isinstance(vals, dict):
-            for k, v in vals.items():
-                writer.add_scalar(f"eval/{eval_tag(label)}/{k}", v, step)
-    writer.add_scalar("eval/score", res["score"], step)
-
-
 # --------------------------------------------------------------------------- checkpoints
 
 
@@ -281,23 +213,3 @@ def load_training_checkpoint(stage: Path, cfg: TrainConfig) -> tuple[dict[str, A
             snapshots[pdir.name] = [(int(f.name), frozen_copy(load_policy(f, device=learner_device(cfg, pdir.name))))
                                     for f in sorted(pdir.iterdir())]
     return policies, optim_states, state, snapshots
-
-
-def ppo_summary(results: dict[str, Any]) -> str:
-    """One line a person reads: updates and episodes, then the greedy eval score (the learners' mean return
-    against the eval opponents) at update 0, at the end, and its best with the update it came at."""
-    evals = results.get("evals") or []
-    line = f"PPO {results['updates']} updates, {results['episodes']:,} episodes; eval score (mean return vs the " \
-           f"eval opponents)"
-    if evals and evals[0].get("update") == 0:
-        line += f" {evals[0]['score']:.2f} at update 0 ->"
-    line += f" {results['final_eval']['score']:.2f} at update {results['updates']}"
-    if results.get("best_update") is not None:
-        handed = {"final": "; the final update is handed on", "averaged": ""}.get(results.get("hand_on"), "")
-        line += f"; best {results['best_score']:.2f} at update {results['best_update']} (the checkpoint `best`{handed})"
-    averaged = results.get("averaged_evals") or []
-    if averaged:
-        handed = " (handed on)" if results.get("hand_on") == "averaged" else ""
-        line += (f"; the average of the last {results['averaged_updates']} updates' weights{handed} "
-                 f"{averaged[-1]['score']:.2f}")
-    return line

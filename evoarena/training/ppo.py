@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -34,12 +33,9 @@ from evoarena.training.learners import (
     build_learner,
     check_devices,
     drop_cached_outputs,
-    evaluate,
     frozen_copy,
     learner_ppo,
     load_training_checkpoint,
-    log_eval,
-    ppo_summary,
     prepare_for_rl,
     reference_policies,
     save_policies,
@@ -54,6 +50,15 @@ from evoarena.training.ppo_math import (
     masked_log_softmax,
     normalize,
     value_loss,
+)
+from evoarena.training.ppo_records import (
+    evaluate,
+    log_hparams,
+    log_perf,
+    new_best,
+    ppo_results,
+    ppo_summary,
+    record_eval,
 )
 from evoarena.training.progress import progress_bar
 from evoarena.training.protocol import InitSlot, StageContext, StageKind
@@ -203,14 +208,12 @@ class Trainer:
         """Greedy learners against the eval opponents; a new best score is checkpointed as ``best``. Weight
         averages, once they exist, play the same games (``eval_averaged/score``)."""
         res = evaluate(self.cfg, self.learners, self.agents, self.roles)
-        log_eval(self.writer, update, res)
-        self.state["evals"].append({"update": update, **res})
+        record_eval(self.writer, self.state, update, res)
         if self.averages():
             avg = evaluate(self.cfg, self.averages(), self.agents, self.roles)
             self.writer.add_scalar("eval_averaged/score", avg["score"], update)
             self.state.setdefault("averaged_evals", []).append({"update": update, "score": avg["score"]})
-        if self.state["best_score"] is None or res["score"] > self.state["best_score"]:
-            self.state["best_score"], self.state["best_update"] = res["score"], update
+        if new_best(self.state, update, res):
             self.checkpoint(update, name="best")
         return res
 
@@ -323,13 +326,10 @@ def log_update(t: Trainer, update: int, result: RolloutResult, stats: dict[str, 
     if t.league is not None:
         t.league.log(writer, update)
     total_s = time.perf_counter() - t_start
-    writer.add_scalar("perf/cpu_seconds", time.process_time() - cpu_start, update)  # this process, all threads
-    writer.add_scalar("perf/env_seconds", result.env_seconds, update)
-    writer.add_scalar("perf/forward_seconds", result.forward_seconds, update)
-    writer.add_scalar("perf/tokenize_seconds", result.tokenize_seconds, update)  # part of forward
-    writer.add_scalar("perf/learn_seconds", learn_s, update)
-    writer.add_scalar("perf/decisions_per_second", result.decisions / max(total_s, 1e-9), update)
-    writer.add_scalar("perf/decisions", t.state["decisions"], update)
+    log_perf(writer, update, time.process_time() - cpu_start,
+             {"env": result.env_seconds, "forward": result.forward_seconds,
+              "tokenize": result.tokenize_seconds, "learn": learn_s},  # tokenize: part of forward
+             result.decisions / max(total_s, 1e-9), t.state["decisions"])
     if t.cfg.transcript_every and update % t.cfg.transcript_every == 0:
         text = next((r.transcript for r in result.episodes if r.transcript), None)
         if text:
@@ -433,16 +433,10 @@ def finish(t: Trainer) -> dict[str, Any]:
     final_eval = state["final_eval"]
     metrics = {"hparam/final_score": final_eval["score"],
                **{f"hparam/return_{k}": v for k, v in t.last_summary.items()}}
-    hparams = {"env": cfg.env.id, "seed": cfg.seed, "lr": cfg.ppo.lr, "ent_coef": cfg.ppo.ent_coef,
-               "kl_coef": cfg.ppo.kl_coef, "episodes_per_update": cfg.episodes_per_update,
-               "total_updates": cfg.total_updates}
-    writer.add_hparams(hparams, {k: (v if math.isfinite(v) else 0.0) for k, v in metrics.items()}, run_name="hparams")
+    log_hparams(writer, cfg, cfg.total_updates, metrics, kl_coef=cfg.ppo.kl_coef)
     writer.close()
     stage = t.ctx.stage_dir
-    results = {"updates": cfg.total_updates, "decisions": state["decisions"], "episodes": state["episodes"],
-               "final_eval": final_eval, "best_score": state["best_score"], "best_update": state.get("best_update"),
-               "evals": state["evals"], "rollout_return": t.last_summary,
-               "checkpoint": str(stage / "checkpoint"), "best_checkpoint": str(stage / "best"), "hand_on": cfg.hand_on}
+    results = ppo_results(cfg, stage, state, cfg.total_updates, final_eval, t.last_summary)
     if t.league is not None:
         results["league"] = t.league.describe()
     if t.averages():

@@ -36,15 +36,8 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from evoarena.config import TrainConfig
 from evoarena.envs import forced_actions, make
-from evoarena.training.learners import (
-    build_learner,
-    evaluate,
-    log_eval,
-    ppo_summary,
-    prepare_for_rl,
-    save_training_checkpoint,
-    stage_setup,
-)
+from evoarena.training import ppo_records as records
+from evoarena.training.learners import build_learner, prepare_for_rl, save_training_checkpoint, stage_setup
 from evoarena.training.protocol import StageContext
 from evoarena.training.seats import SeatPlanner, seat_of
 
@@ -294,12 +287,9 @@ class _UpdateLogger(BaseCallback):
             for key in sorted({k for m in self.metrics for k in m}):
                 writer.add_scalar(f"rollout/{name}/{key}",
                                   float(np.mean([m[key] for m in self.metrics if key in m])), update)
-        writer.add_scalar("perf/cpu_seconds", time.process_time() - self.cpu_rollout, update)  # rollout + learn
-        writer.add_scalar("perf/rollout_seconds", self.rollout_s, update)
-        writer.add_scalar("perf/learn_seconds", learn_s, update)
-        writer.add_scalar("perf/decisions_per_second", run.rollout_size / max(self.rollout_s + learn_s, 1e-9),
-                          update)
-        writer.add_scalar("perf/decisions", run.state["decisions"], update)
+        records.log_perf(writer, update, time.process_time() - self.cpu_rollout,  # rollout + learn
+                 {"rollout": self.rollout_s, "learn": learn_s},
+                 run.rollout_size / max(self.rollout_s + learn_s, 1e-9), run.state["decisions"])
         self.returns, self.lengths, self.metrics = [], [], []
         if run.cfg.eval.every and update % run.cfg.eval.every == 0 and update < run.total_updates:
             run.run_eval(update)
@@ -342,11 +332,9 @@ class _SB3Run:
 
     def run_eval(self, update: int) -> dict[str, Any]:
         self.learners[self.name].eval()
-        res = evaluate(self.cfg, self.learners, self.agents, self.roles)
-        log_eval(self.writer, update, res)
-        self.state["evals"].append({"update": update, **res})
-        if self.state["best_score"] is None or res["score"] > self.state["best_score"]:
-            self.state["best_score"], self.state["best_update"] = res["score"], update
+        res = records.evaluate(self.cfg, self.learners, self.agents, self.roles)
+        records.record_eval(self.writer, self.state, update, res)
+        if records.new_best(self.state, update, res):
             save_training_checkpoint(self.ctx.stage_dir, self.learners, {}, {**self.state, "update": update}, {},
                                      name="best")
         return res
@@ -423,15 +411,9 @@ def run_sb3(cfg: TrainConfig, ctx: StageContext, total_timesteps: int | None = N
     final_eval = run.run_eval(state["update"])
     save_training_checkpoint(stage, run.learners, {}, state, {})
     last_summary = {name: callback.last_return} if callback.last_return is not None else {}
-    hparams = {"env": cfg.env.id, "seed": cfg.seed, "lr": cfg.ppo.lr, "ent_coef": cfg.ppo.ent_coef, "backend": "sb3",
-               "episodes_per_update": cfg.episodes_per_update, "total_updates": total_updates}
-    score = final_eval["score"]
-    writer.add_hparams(hparams, {"hparam/final_score": score if math.isfinite(score) else 0.0}, run_name="hparams")
+    records.log_hparams(writer, cfg, total_updates, {"hparam/final_score": final_eval["score"]}, backend="sb3")
     writer.close()
-    results = {"updates": state["update"], "decisions": state["decisions"], "episodes": state["episodes"],
-               "final_eval": final_eval, "best_score": state["best_score"], "best_update": state.get("best_update"),
-               "evals": state["evals"], "rollout_return": last_summary, "backend": "sb3",
-               "checkpoint": str(stage / "checkpoint"), "best_checkpoint": str(stage / "best")}
-    results["summary"] = "MaskablePPO (sb3): " + ppo_summary(results)
+    results = records.ppo_results(cfg, stage, state, state["update"], final_eval, last_summary, backend="sb3")
+    results["summary"] = "MaskablePPO (sb3): " + records.ppo_summary(results)
     ctx.write_results(results)
     return results
