@@ -249,3 +249,26 @@ def test_interrupt_and_resume_one_step_axis(tmp_path, how):
     assert final["update"] == 14 and final["episodes"] == 14 * 4
     steps = [e.step for e in scalars(run_dir).Scalars("train/main/policy_loss")]
     assert steps == list(range(1, 15))  # one monotonic axis, no step twice
+
+
+def test_trainer_state_reads_and_writes_the_json_of_old_runs():
+    """trainer_state.json as the stage wrote it when the state was a dict: read and written back to the same
+    JSON text (keys, values and order); a file missing later keys takes their defaults and writes none of the
+    optional ones; a key the class does not know survives."""
+    from evoarena.training.ppo_records import TrainerState
+
+    old = {"update": 4, "decisions": 320, "episodes": 16, "nan_streak": 0, "baselines": {"main": 1.5},
+           "best_score": 2.5, "evals": [{"update": 0, "score": 2.5}], "best_update": 0,
+           "rollout": {"episode": 16}, "update_rng": {"bit_generator": "PCG64"}, "torch_rng": [1, 2],
+           "seats": {"k": 1}, "league": {}, "averaged_evals": [{"update": 4, "score": 3.0}],
+           "final_eval": {"score": 3.0}}
+    state = TrainerState.from_json(json.loads(json.dumps(old)))
+    assert state.update == 4 and state.baselines == {"main": 1.5} and state.final_eval == {"score": 3.0}
+    assert json.dumps(state.to_json(), indent=1) == json.dumps(old, indent=1)
+    fresh = TrainerState.from_json({"update": 2, "decisions": 8, "episodes": 2, "best_score": None, "evals": [],
+                                    "policy": "main"})
+    assert fresh.nan_streak == 0 and fresh.baselines == {} and fresh.averaged_evals == [] and fresh.rollout is None
+    assert fresh.to_json() == {"update": 2, "decisions": 8, "episodes": 2, "nan_streak": 0, "baselines": {},
+                               "best_score": None, "evals": [], "policy": "main"}
+    assert TrainerState().to_json() == {"update": 0, "decisions": 0, "episodes": 0, "nan_streak": 0,
+                                        "baselines": {}, "best_score": None, "evals": []}

@@ -52,6 +52,7 @@ from evoarena.training.ppo_math import (
     value_loss,
 )
 from evoarena.training.ppo_records import (
+    TrainerState,
     evaluate,
     log_hparams,
     log_perf,
@@ -183,19 +184,20 @@ class Trainer:
     planner: SeatPlanner
     rollout: Rollout
     rng: np.random.Generator
-    state: dict[str, Any]
+    state: TrainerState
     writer: Any = None
     last_summary: dict[str, float] = field(default_factory=dict)
     league: League | None = None
 
     def checkpoint(self, update: int, name: str = "checkpoint") -> None:
         """The learners, optimizers, snapshots and every random state, as ``stage/NAME``."""
-        self.state.update(update=update, rollout=self.rollout.state(), update_rng=self.rng.bit_generator.state,
-                          torch_rng=torch.get_rng_state().tolist(), seats=self.planner.state())
+        s = self.state
+        s.update, s.rollout, s.update_rng = update, self.rollout.state(), self.rng.bit_generator.state
+        s.torch_rng, s.seats = torch.get_rng_state().tolist(), self.planner.state()
         if self.league is not None:
-            self.state["league"] = self.league.state()
+            s.league = self.league.state()
         self.writer.flush()  # what was logged up to this checkpoint is on disk before the checkpoint is
-        save_training_checkpoint(self.ctx.stage_dir, self.learners, self.optimizers, self.state, self.snapshots,
+        save_training_checkpoint(self.ctx.stage_dir, self.learners, self.optimizers, s.to_json(), self.snapshots,
                                  name=name)
         drop_cached_outputs([*self.learners.values(), *self.references.values(),
                              *(s for pool in self.snapshots.values() for _, s in pool)])
@@ -212,7 +214,7 @@ class Trainer:
         if self.averages():
             avg = evaluate(self.cfg, self.averages(), self.agents, self.roles)
             self.writer.add_scalar("eval_averaged/score", avg["score"], update)
-            self.state.setdefault("averaged_evals", []).append({"update": update, "score": avg["score"]})
+            self.state.averaged_evals.append({"update": update, "score": avg["score"]})
         if new_best(self.state, update, res):
             self.checkpoint(update, name="best")
         return res
@@ -225,7 +227,8 @@ def start(cfg: TrainConfig, ctx: StageContext) -> Trainer:
     torch.manual_seed(cfg.seed)
     snapshots: dict[str, list[tuple[int, Any]]] = {}
     if ctx.resume and (stage / "checkpoint" / "trainer_state.json").is_file():
-        learners, optim_states, state, snapshots = load_training_checkpoint(stage, cfg)
+        learners, optim_states, data, snapshots = load_training_checkpoint(stage, cfg)
+        state = TrainerState.from_json(data)
         # the order of a fresh start (the checkpoint's folders come sorted): updates draw from one generator in turn
         extra = list(exploiter_names(list(cfg.policies), cfg.league.exploiters)) if cfg.league else []
         order = [n for n in [*cfg.policies, *extra] if n in learners]
@@ -239,8 +242,7 @@ def start(cfg: TrainConfig, ctx: StageContext) -> Trainer:
             snapshots[START] = [(i, frozen_copy(learners[m])) for i, m in enumerate(cfg.policies)]
             for name, main in exploiter_names(list(cfg.policies), cfg.league.exploiters).items():
                 learners[name] = copy.deepcopy(learners[main])
-        optim_states, state = {}, {"update": 0, "decisions": 0, "episodes": 0, "nan_streak": 0,
-                                   "baselines": {}, "best_score": None, "evals": []}
+        optim_states, state = {}, TrainerState()
     for policy in learners.values():
         prepare_for_rl(policy)
     pcs = {name: learner_ppo(cfg, lc) for name, lc in cfg.policies.items()}
@@ -265,13 +267,13 @@ def start(cfg: TrainConfig, ctx: StageContext) -> Trainer:
     rollout = Rollout(cfg.env.id, cfg.env.kwargs, min(cfg.num_envs, cfg.episodes_per_update), learners, planner,
                       seed=cfg.seed, record_transcripts=cfg.transcript_every > 0)
     rng = np.random.default_rng(cfg.seed + 1)
-    if state.get("rollout"):
-        rollout.load_state(state["rollout"])
-        rng.bit_generator.state = state["update_rng"]
-        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
-        planner.load_state(state.get("seats", {}))
+    if state.rollout:
+        rollout.load_state(state.rollout)
+        rng.bit_generator.state = state.update_rng
+        torch.set_rng_state(torch.tensor(state.torch_rng, dtype=torch.uint8))
+        planner.load_state(state.seats or {})
         if league is not None:
-            league.load_state(state.get("league", {}))
+            league.load_state(state.league or {})
     return Trainer(cfg, ctx, agents, roles, learners, optimizers, pcs, references, stored_stats, snapshots,
                    planner, rollout, rng, state, league=league)
 
@@ -295,13 +297,13 @@ def learn(t: Trainer, result: RolloutResult, update: int) -> tuple[dict[str, dic
             t.learners[name].calibrate(batch.obs, seed=cfg.seed + update)
             batch.refresh(t.learners[name])
         if pc.advantage == "baseline":
-            base = state["baselines"].get(name)
+            base = state.baselines.get(name)
             if base is None:  # first update: the batch's own mean return starts the running mean
                 batch.finish(pc.gamma, pc.gae_lambda, "baseline", 0.0)
                 base = float(np.mean(batch.returns))
             batch.finish(pc.gamma, pc.gae_lambda, "baseline", base)
             mean_ret = float(np.mean(batch.returns))
-            state["baselines"][name] = pc.baseline_momentum * base + (1 - pc.baseline_momentum) * mean_ret
+            state.baselines[name] = pc.baseline_momentum * base + (1 - pc.baseline_momentum) * mean_ret
         else:
             batch.finish(pc.gamma, pc.gae_lambda)
         lr = pc.lr * (frac if pc.lr_decay else 1.0)
@@ -329,7 +331,7 @@ def log_update(t: Trainer, update: int, result: RolloutResult, stats: dict[str, 
     log_perf(writer, update, time.process_time() - cpu_start,
              {"env": result.env_seconds, "forward": result.forward_seconds,
               "tokenize": result.tokenize_seconds, "learn": learn_s},  # tokenize: part of forward
-             result.decisions / max(total_s, 1e-9), t.state["decisions"])
+             result.decisions / max(total_s, 1e-9), t.state.decisions)
     if t.cfg.transcript_every and update % t.cfg.transcript_every == 0:
         text = next((r.transcript for r in result.episodes if r.transcript), None)
         if text:
@@ -376,7 +378,7 @@ def take_snapshots(t: Trainer, update: int) -> None:
 def run_ppo(cfg: TrainConfig, ctx: StageContext) -> dict[str, Any]:
     """Run (or resume) the PPO stage in ``ctx``; returns the results written to results.json."""
     t = start(cfg, ctx)
-    start_update = int(t.state["update"])
+    start_update = int(t.state.update)
     t.writer = ctx.writer(purge_step=runs.resume_purge_step(ctx.resume, start_update))
     if not start_update:
         t.writer.add_text("config", f"```\n{json.dumps(cfg.model_dump(mode='json'), indent=1)}\n```", 0)
@@ -395,11 +397,11 @@ def run_ppo(cfg: TrainConfig, ctx: StageContext) -> dict[str, Any]:
             t_learn = time.perf_counter()
             stats, nan_this = learn(t, result, update)
             learn_s = time.perf_counter() - t_learn
-            t.state["nan_streak"] = t.state["nan_streak"] + 1 if nan_this else 0
-            t.state["decisions"] += result.decisions
-            t.state["episodes"] += len(result.episodes)
+            t.state.nan_streak = t.state.nan_streak + 1 if nan_this else 0
+            t.state.decisions += result.decisions
+            t.state.episodes += len(result.episodes)
             rate = log_update(t, update, result, stats, (t_start, cpu_start, learn_s))
-            if t.state["nan_streak"] >= MAX_NAN_UPDATES:
+            if t.state.nan_streak >= MAX_NAN_UPDATES:
                 t.writer.close()
                 raise TrainingError(f"non-finite loss in {MAX_NAN_UPDATES} updates in a row (last: update "
                                     f"{update}); stopped. The last good checkpoint is {ctx.stage_dir / 'checkpoint'}")
@@ -419,7 +421,7 @@ def run_ppo(cfg: TrainConfig, ctx: StageContext) -> dict[str, Any]:
                 break
     if interrupted:
         t.writer.close()
-        print(f"ppo: interrupted after update {t.state['update']}; checkpoint saved in {ctx.stage_dir / 'checkpoint'}")
+        print(f"ppo: interrupted after update {t.state.update}; checkpoint saved in {ctx.stage_dir / 'checkpoint'}")
         raise KeyboardInterrupt
     return finish(t)
 
@@ -427,10 +429,10 @@ def run_ppo(cfg: TrainConfig, ctx: StageContext) -> dict[str, Any]:
 def finish(t: Trainer) -> dict[str, Any]:
     """The final evaluation and checkpoint (once: a run resumed after them keeps them), hparams, results."""
     cfg, state, writer = t.cfg, t.state, t.writer
-    if state.get("final_eval") is None:
-        state["final_eval"] = t.run_eval(cfg.total_updates)
+    if state.final_eval is None:
+        state.final_eval = t.run_eval(cfg.total_updates)
         t.checkpoint(cfg.total_updates)
-    final_eval = state["final_eval"]
+    final_eval = state.final_eval
     metrics = {"hparam/final_score": final_eval["score"],
                **{f"hparam/return_{k}": v for k, v in t.last_summary.items()}}
     log_hparams(writer, cfg, cfg.total_updates, metrics, kl_coef=cfg.ppo.kl_coef)
@@ -443,7 +445,7 @@ def finish(t: Trainer) -> dict[str, Any]:
         save_policies(stage / "averaged", t.averages())
         count = next(c for k, pool in t.snapshots.items() if k.startswith(AVERAGE) for c, _ in pool)
         results.update(averaged_checkpoint=str(stage / "averaged"), averaged_updates=count,
-                       averaged_evals=state.get("averaged_evals", []))
+                       averaged_evals=state.averaged_evals)
     results["summary"] = ppo_summary(results)
     t.ctx.write_results(results)
     return results

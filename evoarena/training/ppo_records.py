@@ -1,11 +1,13 @@
-"""What both PPO backends (:mod:`evoarena.training.ppo`, :mod:`evoarena.training.sb3_backend`) record: greedy
-evaluations while training and which one is the best (its checkpoint is ``best``), the ``perf/`` scalars of an
-update, the run's hparams, the results written to ``results.json`` and their summary line.
+"""What both PPO backends (:mod:`evoarena.training.ppo`, :mod:`evoarena.training.sb3_backend`) record: the
+trainer state (:class:`TrainerState`, ``trainer_state.json``), greedy evaluations while training and which one is
+the best (its checkpoint is ``best``), the ``perf/`` scalars of an update, the run's hparams, the results written
+to ``results.json`` and their summary line.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,51 @@ from evoarena.agents.learned import PolicyAgent
 from evoarena.agents.match import play
 from evoarena.config import TrainConfig
 from evoarena.training.seats import seat_of
+
+# --------------------------------------------------------------------------- the trainer state
+
+
+@dataclass
+class TrainerState:
+    """What a PPO run carries from update to update besides weights, written as ``trainer_state.json`` of its
+    checkpoints (:meth:`to_json`; the keys of the dict the stage used to write, in its order) and read back on
+    ``--resume`` (:meth:`from_json`: a key an older run lacks takes its default; one this class does not know is
+    kept and written again)."""
+
+    update: int = 0  #: updates done
+    decisions: int = 0  #: learner decisions collected so far
+    episodes: int = 0  #: episodes collected so far
+    nan_streak: int = 0  #: updates in a row with a non-finite loss
+    baselines: dict[str, float] = field(default_factory=dict)  #: learner -> running mean return (advantage: baseline)
+    best_score: float | None = None  #: the best greedy eval score so far
+    evals: list[dict[str, Any]] = field(default_factory=list)  #: every greedy evaluation, with its update
+    best_update: int | None = None  #: the update of ``best_score``
+    rollout: dict[str, Any] | None = None  #: the rollout's state (env seeds, episode counter)
+    update_rng: dict[str, Any] | None = None  #: the minibatch generator's bit-generator state
+    torch_rng: list[int] | None = None  #: torch's CPU random state
+    seats: dict[str, Any] | None = None  #: the seat planner's state
+    league: dict[str, Any] | None = None  #: the league's state (with a ``league:`` block)
+    averaged_evals: list[dict[str, Any]] = field(default_factory=list)  #: the weight averages' eval scores
+    final_eval: dict[str, Any] | None = None  #: the evaluation after the last update (once done)
+    backend: str | None = None  #: ``sb3`` for that backend's runs
+    extra: dict[str, Any] = field(default_factory=dict)  #: keys of a trainer_state.json this class does not know
+
+    #: written even when None or empty (the others are left out then, as the stage always did)
+    ALWAYS = ("update", "decisions", "episodes", "nan_streak", "baselines", "best_score", "evals")
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON data of ``trainer_state.json``."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out = {k: v for k, v in out.items() if k in self.ALWAYS or v not in (None, [])}
+        return {**out, **self.extra}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainerState:
+        """The state a ``trainer_state.json`` holds."""
+        names = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in data.items() if k in names},
+                   extra={k: v for k, v in data.items() if k not in names})
+
 
 # --------------------------------------------------------------------------- evaluation while training
 
@@ -82,18 +129,18 @@ def log_eval(writer: Any, step: int, res: dict[str, Any]) -> None:
     writer.add_scalar("eval/score", res["score"], step)
 
 
-def record_eval(writer: Any, state: dict[str, Any], update: int, res: dict[str, Any]) -> None:
-    """Log an :func:`evaluate` result of ``update`` and append it to ``state["evals"]``."""
+def record_eval(writer: Any, state: TrainerState, update: int, res: dict[str, Any]) -> None:
+    """Log an :func:`evaluate` result of ``update`` and append it to ``state.evals``."""
     log_eval(writer, update, res)
-    state["evals"].append({"update": update, **res})
+    state.evals.append({"update": update, **res})
 
 
-def new_best(state: dict[str, Any], update: int, res: dict[str, Any]) -> bool:
+def new_best(state: TrainerState, update: int, res: dict[str, Any]) -> bool:
     """Whether ``res`` beats ``state``'s best score (the first evaluation always does); if so it becomes the best
     (``best_score``, ``best_update``) and the caller saves the checkpoint ``best``."""
-    if state["best_score"] is not None and not res["score"] > state["best_score"]:
+    if state.best_score is not None and not res["score"] > state.best_score:
         return False
-    state["best_score"], state["best_update"] = res["score"], update
+    state.best_score, state.best_update = res["score"], update
     return True
 
 
@@ -119,14 +166,14 @@ def log_hparams(writer: Any, cfg: TrainConfig, total_updates: int, metrics: dict
     writer.add_hparams(hparams, {k: (v if math.isfinite(v) else 0.0) for k, v in metrics.items()}, run_name="hparams")
 
 
-def ppo_results(cfg: TrainConfig, stage: Path, state: dict[str, Any], updates: int, final_eval: dict[str, Any],
+def ppo_results(cfg: TrainConfig, stage: Path, state: TrainerState, updates: int, final_eval: dict[str, Any],
                 rollout_return: dict[str, float], **extra: Any) -> dict[str, Any]:
     """The results of a finished PPO stage (both backends; ``extra`` keys added, the summary line not yet):
     counts, the evaluations and the best one, the last rollout returns, the checkpoints and which one is handed
     on."""
-    return {"updates": updates, "decisions": state["decisions"], "episodes": state["episodes"],
-            "final_eval": final_eval, "best_score": state["best_score"], "best_update": state.get("best_update"),
-            "evals": state["evals"], "rollout_return": rollout_return, **extra,
+    return {"updates": updates, "decisions": state.decisions, "episodes": state.episodes,
+            "final_eval": final_eval, "best_score": state.best_score, "best_update": state.best_update,
+            "evals": state.evals, "rollout_return": rollout_return, **extra,
             "checkpoint": str(stage / "checkpoint"), "best_checkpoint": str(stage / "best"), "hand_on": cfg.hand_on}
 
 

@@ -273,7 +273,7 @@ class _UpdateLogger(BaseCallback):
 
     def flush(self) -> None:
         run, writer, name = self.run, self.run.writer, self.run.name
-        update = run.state["update"]
+        update = run.state.update
         if update == 0:
             return
         learn_s = time.perf_counter() - self.t_learn
@@ -289,7 +289,7 @@ class _UpdateLogger(BaseCallback):
                                   float(np.mean([m[key] for m in self.metrics if key in m])), update)
         records.log_perf(writer, update, time.process_time() - self.cpu_rollout,  # rollout + learn
                  {"rollout": self.rollout_s, "learn": learn_s},
-                 run.rollout_size / max(self.rollout_s + learn_s, 1e-9), run.state["decisions"])
+                 run.rollout_size / max(self.rollout_s + learn_s, 1e-9), run.state.decisions)
         self.returns, self.lengths, self.metrics = [], [], []
         if run.cfg.eval.every and update % run.cfg.eval.every == 0 and update < run.total_updates:
             run.run_eval(update)
@@ -309,9 +309,9 @@ class _UpdateLogger(BaseCallback):
     def _on_rollout_end(self) -> None:
         self.rollout_s = time.perf_counter() - self.t_rollout
         self.t_learn = time.perf_counter()
-        self.run.state["update"] += 1
-        self.run.state["decisions"] += self.run.rollout_size
-        self.run.state["episodes"] += len(self.returns) // max(self.run.learner_seats, 1)
+        self.run.state.update += 1
+        self.run.state.decisions += self.run.rollout_size
+        self.run.state.episodes += len(self.returns) // max(self.run.learner_seats, 1)
 
 
 @dataclass
@@ -328,15 +328,15 @@ class _SB3Run:
     rollout_size: int
     total_updates: int
     writer: Any
-    state: dict[str, Any]
+    state: records.TrainerState
 
     def run_eval(self, update: int) -> dict[str, Any]:
         self.learners[self.name].eval()
         res = records.evaluate(self.cfg, self.learners, self.agents, self.roles)
         records.record_eval(self.writer, self.state, update, res)
         if records.new_best(self.state, update, res):
-            save_training_checkpoint(self.ctx.stage_dir, self.learners, {}, {**self.state, "update": update}, {},
-                                     name="best")
+            save_training_checkpoint(self.ctx.stage_dir, self.learners, {}, {**self.state.to_json(), "update": update},
+                                     {}, name="best")
         return res
 
 
@@ -398,8 +398,7 @@ def run_sb3(cfg: TrainConfig, ctx: StageContext, total_timesteps: int | None = N
     model = _maskable_ppo(cfg, venv, n_steps, policy)
     writer = ctx.writer()
     writer.add_text("config", f"```\n{json.dumps(cfg.model_dump(mode='json'), indent=1)}\n```", 0)
-    state: dict[str, Any] = {"update": 0, "decisions": 0, "episodes": 0, "best_score": None, "evals": [],
-                             "backend": "sb3"}
+    state = records.TrainerState(backend="sb3")
     run = _SB3Run(cfg, ctx, name, {name: policy}, agents, roles, learner_seats, rollout_size, total_updates,
                   writer, state)
     callback = _UpdateLogger(run)
@@ -408,12 +407,12 @@ def run_sb3(cfg: TrainConfig, ctx: StageContext, total_timesteps: int | None = N
     model.learn(total_timesteps=total_updates * rollout_size, callback=callback, progress_bar=False)
     callback.flush()
     venv.close()
-    final_eval = run.run_eval(state["update"])
-    save_training_checkpoint(stage, run.learners, {}, state, {})
+    final_eval = run.run_eval(state.update)
+    save_training_checkpoint(stage, run.learners, {}, state.to_json(), {})
     last_summary = {name: callback.last_return} if callback.last_return is not None else {}
     records.log_hparams(writer, cfg, total_updates, {"hparam/final_score": final_eval["score"]}, backend="sb3")
     writer.close()
-    results = records.ppo_results(cfg, stage, state, state["update"], final_eval, last_summary, backend="sb3")
+    results = records.ppo_results(cfg, stage, state, state.update, final_eval, last_summary, backend="sb3")
     results["summary"] = "MaskablePPO (sb3): " + records.ppo_summary(results)
     ctx.write_results(results)
     return results
