@@ -367,22 +367,10 @@ def cmd_exploit(args: argparse.Namespace) -> int:
     from evoarena.envs import describe
 
     describe(args.world)  # an unknown world fails here, naming the known ones
-    reference = args.reference or ex.default_reference(args.world)
     budget = args.budget if args.budget is not None else ex.DEFAULT_BUDGET
-    kwargs = _kwargs(args.kw)
-    results = {}
-    for label, spec in (("agent", args.agent), ("reference", reference)):
-        run_dir = Path(args.run_dir) / label if args.run_dir else None
-        results[label] = ex.exploit(spec, args.world, budget=budget, seed=args.seed, episodes=args.episodes,
-                                    env_kwargs=kwargs, run_dir=run_dir, restarts=args.restarts)
-    table = Table(title=f"exploitability in {args.world}: {budget} updates x {args.restarts} exploiters, "
-                        f"{results['agent'].episodes} fresh games (mean +- 95% CI per game)")
-    for col in ("", "spec", "exploiter's score", "agent's score under exploitation"):
-        table.add_column(col)
-    for label, r in results.items():
-        table.add_row(label, r.agent, f"{r.exploiter_score:.2f} +- {r.exploiter_ci:.2f}",
-                      f"{r.agent_score:.2f} +- {r.agent_ci:.2f}")
-    console.print(table)
+    results = ex.compare(args.agent, args.reference or ex.default_reference(args.world), args.world, budget,
+                         args.seed, args.episodes, _kwargs(args.kw), args.run_dir, args.restarts)
+    console.print(ex.table(results, args.world))
     if args.json:
         Path(args.json).write_text(json.dumps({k: ex.as_dict(v) for k, v in results.items()}, indent=1))
     print(ex.summary_line(results["agent"], results["reference"]))
