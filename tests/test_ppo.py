@@ -16,6 +16,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from evoarena.config import LearnerConfig, TrainConfig, validate_config
+from evoarena.policies import load_trainer_state
 from evoarena.training import ppo as ppo_mod
 from evoarena.training.ppo import TrainingError
 from evoarena.training.stages import run_standalone
@@ -78,6 +79,9 @@ def test_short_run_each_world(world_id, tmp_path, tiny_policy):
     assert results["final_eval"]["score"] == res["final_eval"]["score"]
     assert (tmp_path / "stages/01_ppo/checkpoint/policies" / learners[0] / "model.safetensors").is_file()
     assert (tmp_path / "stages/01_ppo/best/trainer_state.json").is_file()
+    for name in learners:  # a policy folder says which learner and update it is; the resumable state is beside it
+        assert load_trainer_state(tmp_path / "stages/01_ppo/checkpoint/policies" / name) == {"policy": name,
+                                                                                          "update": 2}
 
 
 def test_single_legal_action_agents_never_queried(tmp_path, monkeypatch):

@@ -331,11 +331,12 @@ def _log_scores(writer: Any, rows: list[dict[str, Any]]) -> tuple[int, float, fl
 
 
 def _save_clones(bc: Any, policies: dict[str, Any], records: dict[str, Any], root: Path) -> dict[str, str]:
-    """Each role's checkpoint (``root`` with one role, else ``root/ROLE``): role -> folder."""
+    """Each role's checkpoint (``root`` with one role, else ``root/ROLE``): role -> folder. Its trainer_state.json
+    says what the clone is and how it scored; what a resume reads (history, logged scalars) is in ``state/ROLE``."""
     ckpts = {}
     for role, policy in policies.items():
         folder = root if len(policies) == 1 else root / role
-        rec = {k: v for k, v in records[role].items() if k != "history"}
+        rec = {k: v for k, v in records[role].items() if k not in ("history", "scalars")}
         save_checkpoint(folder, policy, {"stage": "finetune", "task": "bc", "expert": bc.expert, **rec})
         ckpts[role] = str(folder)
     return ckpts

@@ -181,11 +181,13 @@ def save_training_checkpoint(stage: Path, learners: dict[str, Any], optimizers: 
                              state: dict[str, Any], snapshots: dict[str, list[tuple[int, Any]]],
                              name: str = "checkpoint") -> Path:
     """All learners (+ optimizer states), the snapshot pool and the trainer state, as one folder
-    written to a temporary sibling and renamed into place."""
+    written to a temporary sibling and renamed into place. The trainer state (what a resume reads) is the folder's
+    ``trainer_state.json``; each policy's own says only which learner and update it is."""
     final = stage / name
     with atomic_dir(final) as tmp:
         for pname, policy in learners.items():
-            save_checkpoint(tmp / "policies" / pname, policy, trainer_state={"policy": pname, **state},
+            own = {"policy": pname, "update": state["update"]}
+            save_checkpoint(tmp / "policies" / pname, policy, trainer_state=own,
                             optimizer_state=optimizers[pname].state_dict() if optimizers else None)
         for pname, pool in snapshots.items():
             for update, snap in pool:
