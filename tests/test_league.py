@@ -61,7 +61,7 @@ def test_a_league_needs_a_pool_seat_and_the_evoarena_backend():
 
 
 def test_a_weight_average_is_asked_for_before_it_is_handed_on(tmp_path):
-    from evoarena.training.ppo import STAGE
+    from evoarena.training.train_stage import STAGE
 
     seats = {"player_0": {"policy": "main"}, "player_1": {"agent": "random"}}
     base = {"env": {"id": "dilemma_v0"}, "policies": {"main": {}}, "seats": seats}

@@ -18,14 +18,12 @@ import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from evoarena.config import PPOConfig, TrainConfig
-from evoarena.envs import describe
 from evoarena.training import runs
 from evoarena.training.league import START, League, exploiter_names
 from evoarena.training.learners import (
@@ -62,7 +60,7 @@ from evoarena.training.ppo_records import (
     record_eval,
 )
 from evoarena.training.progress import progress_bar
-from evoarena.training.protocol import InitSlot, StageContext, StageKind
+from evoarena.training.protocol import StageContext
 from evoarena.training.rollout import LearnerBatch, Rollout, RolloutResult, log_rollout
 from evoarena.training.seats import SeatPlanner
 
@@ -449,65 +447,3 @@ def finish(t: Trainer) -> dict[str, Any]:
     results["summary"] = ppo_summary(results)
     t.ctx.write_results(results)
     return results
-
-
-class TrainStage(StageKind):
-    """``kind: train``: multi-agent PPO (``ppo.backend: evoarena``, or ``sb3`` for MaskablePPO)."""
-
-    name = kind = "train"
-    config = TrainConfig
-    agent_label = "PPO-trained"
-
-    def run(self, cfg: TrainConfig, ctx: StageContext) -> dict[str, Any]:
-        if cfg.ppo.backend == "sb3":  # sb3-contrib MaskablePPO on the same world, encoder and run folder
-            from evoarena.training.sb3_backend import run_sb3
-
-            return run_sb3(cfg, ctx)
-        return run_ppo(cfg, ctx)
-
-    def env(self, data: dict[str, Any]) -> dict[str, Any] | None:
-        return data.get("env")
-
-    def policy_roles(self, data: dict[str, Any]) -> dict[str, str]:
-        from fnmatch import fnmatch
-
-        env = data["env"]
-        out: dict[str, str] = {}
-        for agent, role in describe(env["id"], env.get("kwargs", {})).roles.items():
-            for pattern, seat in data["seats"].items():
-                if fnmatch(agent, pattern) and seat.get("policy"):
-                    out.setdefault(role, seat["policy"])
-                    break
-        return out
-
-    def init_slots(self, data: dict[str, Any]) -> list[InitSlot]:
-        if not isinstance(data.get("policies"), dict):
-            return []
-        out = []
-        for name, lc in data["policies"].items():
-            if isinstance(lc, dict):
-                policy = lc.setdefault("policy", {})
-                if "init_from" not in policy and policy.get("kind", "transformer") == "transformer":
-                    out.append(InitSlot(f"policies.{name}.policy.init_from", policy, policy=name))
-        return out
-
-    def checkpoint(self, data: dict[str, Any], folder: Path, role: str | None = None) -> Path:
-        made = self.policy_roles(data)
-        best = folder / "best" / "policies" / made[str(role)]
-        hand_on = data.get("hand_on", TrainConfig.model_fields["hand_on"].default)
-        if hand_on == "best" and best.is_dir():
-            return best
-        if hand_on == "averaged":
-            return folder / "averaged" / "policies" / made[str(role)]
-        return folder / "checkpoint" / "policies" / made[str(role)]
-
-    def length(self, results: dict[str, Any]) -> int:
-        return int(results.get("updates", 0))
-
-    def agent_policy(self, data: dict[str, Any]) -> dict[str, Any] | None:
-        for lc in data["policies"].values():
-            return dict(lc.get("policy", {}))
-        return None
-
-
-STAGE = TrainStage()

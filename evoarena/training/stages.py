@@ -14,10 +14,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from evoarena.config import STAGE_COMMANDS
-from evoarena.training import bc, evaluate, ner, ppo, pretrain
+from evoarena.training import bc, evaluate, ner, pretrain, train_stage
 from evoarena.training.protocol import StageContext, StageKind
 
-REGISTRY: dict[str, StageKind] = {s.name: s for s in (pretrain.STAGE, ner.STAGE, bc.STAGE, ppo.STAGE,
+REGISTRY: dict[str, StageKind] = {s.name: s for s in (pretrain.STAGE, ner.STAGE, bc.STAGE, train_stage.STAGE,
                                                       evaluate.STAGE)}
 """Every stage, by registry name; their kinds are :data:`evoarena.config.STAGES`' (a test checks it)."""
 COMMANDS: dict[str, Any] = STAGE_COMMANDS
