@@ -88,7 +88,7 @@ class LMPolicy(BasePolicy):
             arr[i, : len(x)] = torch.tensor(x)
         mask = (torch.arange(arr.shape[1])[None, :] < lens.cpu()[:, None]).long().to(dev)
         hidden, cache = enc.run_prompts(arr.to(dev), mask, use_cache=True)
-        pooled = enc._pool(hidden, mask, lens).float()
+        pooled = enc.pool(hidden, mask, lens).float()
         last = hidden[torch.arange(len(ids), device=dev), lens - 1].float()
         weight = enc.output_weight().float()
         first_logp = torch.log_softmax(last @ weight.T, -1)  # [B, V]: the answer's first token
@@ -113,8 +113,8 @@ class LMPolicy(BasePolicy):
             P = len(enc.prefix_ids)
             full = torch.cat([torch.ones(len(rows), P, dtype=torch.long, device=dev), mask[row_b], amask], 1)
             pos = P + lens[row_b][:, None] + torch.arange(width - 1, device=dev)[None, :]
-            with torch.autocast(dev.type, dtype=enc._autocast_dtype or torch.bfloat16,
-                                enabled=enc._autocast_dtype is not None):
+            with torch.autocast(dev.type, dtype=enc.autocast_dtype or torch.bfloat16,
+                                enabled=enc.autocast_dtype is not None):
                 h = enc.model(input_ids=inp, attention_mask=full, position_ids=pos,
                               cache=expand_cache(cache, row_b, len(rows)), use_cache=True).last_hidden_state
             logp = torch.log_softmax(h.float() @ weight.T, -1)

@@ -137,17 +137,17 @@ class LLMEncoder(TextEncoder):
                              cache=self.prefix_cache(B), use_cache=True)
         return out.last_hidden_state, (out.cache if use_cache else None)
 
-    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def pool(self, hidden: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.pooling == "cls":  # a decoder has no CLS token: its first observation token
             return hidden[:, 0]
-        return super()._pool(hidden, mask, lengths)
+        return super().pool(hidden, mask, lengths)
 
     def forward_padded(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cut: bool = True) -> torch.Tensor:
         lens = attention_mask.sum(1).long()
         width = max(int(lens.max()), 1) if lens.numel() and cut else input_ids.shape[1]
         input_ids, attention_mask = input_ids[:, :width].long(), attention_mask[:, :width].long()
         hidden, _ = self.run_prompts(input_ids, attention_mask)
-        return self._pool(hidden, attention_mask, lens).float()
+        return self.pool(hidden, attention_mask, lens).float()
 
     # ------------------------------------------------------------ frozen features shared across policies
 

@@ -300,7 +300,7 @@ class TextEncoder(nn.Module):
         hidden = nn.utils.rnn.pad_sequence([self._acts[t] for t in texts], batch_first=True)
         with torch.autocast(**amp):
             top = self._layers(hidden, mask, split, None)
-            pooled = self._pool(top, mask, lengths.to(dev))
+            pooled = self.pool(top, mask, lengths.to(dev))
         return pooled.float()
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
@@ -316,7 +316,12 @@ class TextEncoder(nn.Module):
         """A fresh :class:`TokenCache` with this encoder's tokenizer and limits (no model inside)."""
         return TokenCache(self.tokenizer, self.max_length, self._empty_id)
 
-    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The dtype forward passes autocast to (bf16), or None for fp32."""
+        return self._autocast_dtype
+
+    def pool(self, hidden: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.pooling == "cls":
             return hidden[:, 0]
         if self.pooling == "last":
@@ -349,7 +354,7 @@ class TextEncoder(nn.Module):
                             enabled=self._autocast_dtype is not None):
             out = self.model(input_ids=input_ids, attention_mask=attention_mask)
             hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-            pooled = self._pool(hidden, attention_mask, lens)
+            pooled = self.pool(hidden, attention_mask, lens)
         return pooled.float()
 
     def forward_texts(self, texts: Sequence[str]) -> torch.Tensor:
