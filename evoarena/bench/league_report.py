@@ -55,8 +55,11 @@ def stage_agents(results: dict[str, Any]) -> list[tuple[str, str]]:
         if not isinstance(stage, dict):
             continue
         if stage.get("league") is not None or (stage.get("checkpoint") and stage.get("updates")):
-            mains = (stage.get("league") or {}).get("mains") or ["main"]
-            out.append((key, f"ckpt:{_handed_on(stage, mains[0])}"))
+            policies = Path(stage["checkpoint"]) / "policies"
+            found = sorted(p.name for p in policies.iterdir()) if policies.is_dir() else ["main"]
+            mains = (stage.get("league") or {}).get("mains") or found
+            if len(mains) == 1:  # a stage of several learners makes no single agent to exploit
+                out.append((key, f"ckpt:{_handed_on(stage, mains[0])}"))
         elif isinstance(stage.get("checkpoints"), dict) and len(stage["checkpoints"]) == 1:
             out.append((key, f"ckpt:{next(iter(stage['checkpoints'].values()))}"))
     return out

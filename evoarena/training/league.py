@@ -23,6 +23,7 @@ import numpy as np
 from evoarena.agents import spec_tag
 from evoarena.agents.learned import PolicyAgent
 from evoarena.config import LeagueConfig
+from evoarena.training.learners import frozen_copy
 from evoarena.training.rollout import Assignment, EpisodeRecord
 
 START = "league_start"  #: snapshot key of the mains' starting weights (the exploiters' reset point)
@@ -77,7 +78,7 @@ class League:
                if key.startswith("league_") and key != START for u, p in pool]
         return sorted(out, key=lambda x: (x[1], x[0]))
 
-    def add_frozen(self, update: int, learners: dict[str, Any], frozen_copy: Any) -> None:
+    def add_frozen(self, update: int, learners: dict[str, Any]) -> None:
         """Frozen copies of every main and exploiter join the league; the oldest beyond ``max_frozen`` leave."""
         for name in [*self.mains, *self.exploiters]:
             self.snapshots.setdefault(f"league_{name}", []).append((update, frozen_copy(learners[name])))

@@ -364,7 +364,7 @@ def take_snapshots(t: Trainer, update: int) -> None:
     if league is None:
         return
     if update % league.lc.add_every == 0:
-        league.add_frozen(update, t.learners, frozen_copy)
+        league.add_frozen(update, t.learners)
     if update % league.lc.exploiter_reset_every == 0:
         for name, main in league.exploiters.items():
             t.learners[name].load_state_dict(league.start_weights(main).state_dict())
