@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     from evoarena.config import FinetuneConfig
-    from evoarena.training import runs
-    from evoarena.training.checks import load_checked
+    from evoarena.training.infra import runs
+    from evoarena.training.infra.checks import load_checked
     from evoarena.training.stages import run_standalone
 
     common = [f"optim.max_steps={args.steps}", f"eval_every={args.eval_every}",

@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 def stage(kind: str, config: str, run_dir: Path, reuse: bool, overrides: list[str]) -> dict:
     """Run one stage through the CLI's loader (or read a finished run with ``reuse``); its results."""
     from evoarena.config import FinetuneConfig, PretrainConfig
-    from evoarena.training import runs
-    from evoarena.training.checks import load_checked
+    from evoarena.training.infra import runs
+    from evoarena.training.infra.checks import load_checked
     from evoarena.training.stages import run_standalone
 
     key = "pretrain" if kind == "pretrain" else "finetune"

@@ -35,7 +35,7 @@ from evoarena.config import EncoderConfig, TrainConfig, validate_config
 from evoarena.policies import load_policy
 from evoarena.policies.hf_models import default_tiny_tokenizer
 from evoarena.training.protocol import StageContext
-from evoarena.training.sb3_backend import run_sb3
+from evoarena.training.rl.sb3_backend import run_sb3
 from evoarena.training.stages import run_standalone
 
 #: the policy both trainers train: the cheap RL path of the shipped configs (encoder frozen, MLP policy and value

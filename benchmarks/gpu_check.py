@@ -112,10 +112,10 @@ def decisions_per_second(run_dir: Path) -> list[float]:
 def audit(run_dir: Path, train_index: int) -> dict[str, Any]:
     """Reopen the finished PPO stage as ``--resume`` does and list where every tensor of its learners, references,
     snapshots and optimizers is (``start`` raises on a reference or snapshot off its learner's device)."""
-    from evoarena.training.learners import tensor_devices
     from evoarena.training.pipeline import load_pipeline
-    from evoarena.training.ppo import start
     from evoarena.training.protocol import StageContext
+    from evoarena.training.rl.learners import tensor_devices
+    from evoarena.training.rl.ppo import start
 
     pc = load_pipeline(run_dir / "config.yaml")
     cfg = pc.stages[train_index]

@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from evoarena.config import FinetuneConfig
-    from evoarena.training import runs
-    from evoarena.training.checks import load_checked
+    from evoarena.training.infra import runs
+    from evoarena.training.infra.checks import load_checked
     from evoarena.training.stages import run_standalone
 
     overrides = [f"ner.data.data_dir={args.data_dir}", f"optim.epochs={args.epochs}", f"optim.lr={args.lr}",

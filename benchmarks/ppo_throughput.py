@@ -41,9 +41,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from evoarena.config import PolicyConfig, PPOConfig, TrainConfig, validate_config
 from evoarena.envs import make
 from evoarena.policies import build_policy
-from evoarena.training.learners import prepare_for_rl
-from evoarena.training.ppo import ppo_update
-from evoarena.training.rollout import LearnerBatch
+from evoarena.training.rl.learners import prepare_for_rl
+from evoarena.training.rl.ppo import ppo_update
+from evoarena.training.rl.rollout import LearnerBatch
 from evoarena.training.stages import run_standalone
 
 TINY = {"encoder": {"preset": "tiny", "autocast": "auto"}}

@@ -383,7 +383,7 @@ def user_message(exc: BaseException) -> str | None:
     from evoarena.storage import RunLockedError, describe_os_error
 
     if isinstance(exc, OSError):
-        from evoarena.training import runs
+        from evoarena.training.infra import runs
 
         run_dir = runs.current_run_dir()
         line = describe_os_error(exc)
@@ -402,7 +402,7 @@ def user_message(exc: BaseException) -> str | None:
 def _resume_hint(args: argparse.Namespace) -> str:
     """The command that continues the interrupted run, or "" when no run folder was made."""
     from evoarena.config import STAGE_COMMANDS
-    from evoarena.training import runs
+    from evoarena.training.infra import runs
 
     run_dir = runs.current_run_dir()
     if run_dir is None or (args.command != "run" and args.command not in STAGE_COMMANDS):
@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {msg}", file=sys.stderr)
         return 2
     finally:
-        from evoarena.training import runs
+        from evoarena.training.infra import runs
 
         runs.unlock_all()
 

@@ -5,7 +5,7 @@ path, the bad value and what is allowed, before any work starts.
 
 This module holds schemas only and imports nothing of the project: the checks that need a world or an
 agent (the env builds with its kwargs, seat patterns match its agents, agent specs and roles exist) are in
-:mod:`evoarena.training.checks` (``load_checked`` = :func:`load_config` + ``check_config``).
+:mod:`evoarena.training.infra.checks` (``load_checked`` = :func:`load_config` + ``check_config``).
 """
 
 from __future__ import annotations
@@ -398,7 +398,7 @@ class EvalConfig(Strict):
 
 
 class LeagueConfig(Strict):
-    """A self-play league (:mod:`evoarena.training.league`): live exploiters, frozen members, PFSP over them and
+    """A self-play league (:mod:`evoarena.training.rl.league`): live exploiters, frozen members, PFSP over them and
     the seat's pool (the anchors)."""
 
     exploiters: int = Field(1, ge=0)  #: live exploiters per main learner (they play only against their main)

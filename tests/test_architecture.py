@@ -29,7 +29,7 @@ def test_no_import_cycle_and_no_layering_violation():
 def test_the_checker_sees_a_cycle_and_a_violation():
     tool = _tool()
     edges = {"evoarena.envs.base": {"evoarena.agents.scripted"}, "evoarena.agents.scripted": {"evoarena.envs.base"},
-             "evoarena.policies.io": {"evoarena.training.runs"}, "evoarena.training.runs": set()}
+             "evoarena.policies.io": {"evoarena.training.infra.runs"}, "evoarena.training.infra.runs": set()}
     assert tool.cycles(edges) == [["evoarena.agents.scripted", "evoarena.envs.base"]]
     assert tool.violations(edges) == ["evoarena.envs.base -> evoarena.agents.scripted",
-                                      "evoarena.policies.io -> evoarena.training.runs"]
+                                      "evoarena.policies.io -> evoarena.training.infra.runs"]

@@ -92,7 +92,7 @@ BC = "task: bc\nbc:\n  env: {id: dilemma_v0}\n  expert: scripted:tit_for_tat\n  
 ])
 def test_world_checks_name_source_key_value_and_allowed(tmp_path, model, text, over, words):
     from evoarena import config
-    from evoarena.training.checks import check_config, load_checked
+    from evoarena.training.infra.checks import check_config, load_checked
 
     p = write(tmp_path, text)
     cfg = load_config(p, getattr(config, model), over)  # the schema alone does not build the world

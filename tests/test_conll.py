@@ -1,4 +1,4 @@
-"""Tests of evoarena.training.conll on the real CoNLL-2003 files and hand-made examples."""
+"""Tests of evoarena.training.supervised.conll on the real CoNLL-2003 files and hand-made examples."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from seqeval.metrics.sequence_labeling import get_entities
 
-from evoarena.training.conll import (
+from evoarena.training.supervised.conll import (
     IGNORE_INDEX,
     ConllFormatError,
     Sentence,

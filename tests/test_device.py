@@ -17,10 +17,10 @@ from evoarena.config import TrainConfig, validate_config
 from evoarena.envs import make
 from evoarena.policies import numerics
 from evoarena.policies.base import BasePolicy
-from evoarena.training import ppo as ppo_mod
-from evoarena.training.learners import build_learner, frozen_copy, tensor_devices
 from evoarena.training.protocol import StageContext
-from evoarena.training.rollout import LearnerBatch
+from evoarena.training.rl import ppo as ppo_mod
+from evoarena.training.rl.learners import build_learner, frozen_copy, tensor_devices
+from evoarena.training.rl.rollout import LearnerBatch
 from evoarena.training.stages import run_standalone
 
 META = torch.device("meta")
@@ -157,7 +157,7 @@ def test_ppo_run_keeps_one_device(tmp_path, device):
 def test_a_copy_off_the_learner_device_is_refused_at_start(auto_means_meta):
     """``check_devices`` (run by ``start``) names a reference that lives elsewhere than its learner."""
     from evoarena.policies.actor_critic import build_policy
-    from evoarena.training.learners import check_devices
+    from evoarena.training.rl.learners import check_devices
 
     pcfg = train_cfg(device="cpu", kind="mlp", mlp_hidden=[8]).policies["main"].policy
     learner = build_policy(pcfg, "dilemma_v0")

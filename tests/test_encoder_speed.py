@@ -177,7 +177,7 @@ def test_a_frozen_encoder_run_resumed_from_a_checkpoint_equals_the_uninterrupted
     from safetensors.torch import load_file
 
     from evoarena.config import TrainConfig, validate_config
-    from evoarena.training.rollout import Rollout
+    from evoarena.training.rl.rollout import Rollout
     from evoarena.training.stages import run_standalone
 
     data = {"env": {"id": "dilemma_v0", "kwargs": {"rounds": 6}}, "seed": 0, "threads": 1, "num_envs": 16,
@@ -235,9 +235,9 @@ def test_ppo_update_reuses_the_rollouts_encodings(monkeypatch, cheap):
     import numpy as np
 
     from evoarena.config import PPOConfig
-    from evoarena.training import ppo as ppo_mod
-    from evoarena.training.ppo import ppo_update
-    from evoarena.training.rollout import LearnerBatch
+    from evoarena.training.rl import ppo as ppo_mod
+    from evoarena.training.rl.ppo import ppo_update
+    from evoarena.training.rl.rollout import LearnerBatch
 
     policy = cheap_policy(cheap)
     obs = world_obs()

@@ -13,9 +13,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from evoarena.cli import main
 from evoarena.config import FinetuneConfig, PretrainConfig, validate_config
-from evoarena.training import runs
-from evoarena.training.demos import generate_demos
+from evoarena.training.infra import runs
 from evoarena.training.stages import run_standalone
+from evoarena.training.supervised.demos import generate_demos
 
 CONLL_DIR = Path(os.environ.get("EVOARENA_CONLL_DIR",
                                 Path(__file__).resolve().parents[2] / "shared/data/conll2003"))
@@ -59,7 +59,7 @@ def test_ner_on_real_conll_slice_rises_far_above_untrained(tmp_path):
 
     from evoarena.config import PolicyConfig
     from evoarena.policies.actor_critic import build_policy
-    from evoarena.training.supervised import init_encoder_weights
+    from evoarena.training.supervised.loop import init_encoder_weights
 
     ckpt = run / "stages/01_finetune/checkpoint"
     hf = AutoModelForTokenClassification.from_pretrained(str(ckpt), local_files_only=True)
@@ -101,7 +101,7 @@ def _write_conll(folder: Path, text: str) -> None:
 
 
 def test_ner_accepts_iob1_and_iob2_and_resumes_exactly(tmp_path, monkeypatch):
-    from evoarena.training.conll import detect_scheme, read_conll
+    from evoarena.training.supervised.conll import detect_scheme, read_conll
 
     _write_conll(tmp_path / "iob1", CONLL_IOB1)
     _write_conll(tmp_path / "iob2", CONLL_IOB2)
@@ -118,16 +118,16 @@ def test_ner_accepts_iob1_and_iob2_and_resumes_exactly(tmp_path, monkeypatch):
 
     # crash right after the first training state, resume: the same weights as the uninterrupted run
     # (with one tokenizer: WordPiece training breaks frequency ties differently from run to run)
-    import evoarena.training.ner as ner_stage
+    import evoarena.training.supervised.ner as ner_stage
 
     tokenizer = ner_stage._ner_tokenizer(ner_cfg({"data_dir": str(tmp_path / "iob1")}).ner,
                                           read_conll(tmp_path / "iob1/train.txt"))
     monkeypatch.setattr(ner_stage, "_ner_tokenizer", lambda ner, sentences: tokenizer)
     cfg = ner_cfg({"data_dir": str(tmp_path / "iob1")}, **over)
     first = run_standalone(cfg, runs.create_run(tmp_path / "first", cfg))
-    from evoarena.training import supervised  # every supervised stage writes its states through save_state
+    from evoarena.training.supervised import loop  # every supervised stage writes its states through save_state
 
-    real_save = supervised.save_state
+    real_save = loop.save_state
 
     def save_then_crash(folder, model, optimizer, state, tokenizer=None):
         real_save(folder, model, optimizer, state, tokenizer)
@@ -135,10 +135,10 @@ def test_ner_accepts_iob1_and_iob2_and_resumes_exactly(tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     cut = runs.create_run(tmp_path / "cut", cfg)
-    monkeypatch.setattr(supervised, "save_state", save_then_crash)
+    monkeypatch.setattr(loop, "save_state", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         run_standalone(cfg, cut)
-    monkeypatch.setattr(supervised, "save_state", real_save)
+    monkeypatch.setattr(loop, "save_state", real_save)
     res = run_standalone(cfg, cut, resume=True)
     assert res["steps"] == first["steps"]
     a = load_file(str(tmp_path / "first/stages/01_finetune/checkpoint/model.safetensors"))
@@ -221,9 +221,9 @@ def test_bc_resume_gives_the_uninterrupted_weights(tmp_path, monkeypatch, bc_cfg
     cfg = bc_cfg(optim={"lr": 2e-3, "batch_size": 64, "max_steps": 30}, train_episodes=60,
                  heldout_episodes=10, eval_episodes=4, value_detach=False)
     full = run_standalone(cfg, runs.create_run(tmp_path / "full", cfg))
-    from evoarena.training import supervised  # every supervised stage writes its states through save_state
+    from evoarena.training.supervised import loop  # every supervised stage writes its states through save_state
 
-    real = supervised.save_state
+    real = loop.save_state
 
     def save_then_crash(folder, model, optimizer, state, tokenizer=None):
         real(folder, model, optimizer, state, tokenizer)
@@ -231,11 +231,11 @@ def test_bc_resume_gives_the_uninterrupted_weights(tmp_path, monkeypatch, bc_cfg
             raise KeyboardInterrupt
 
     cut = runs.create_run(tmp_path / "cut", cfg)
-    monkeypatch.setattr(supervised, "save_state", save_then_crash)
+    monkeypatch.setattr(loop, "save_state", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         run_standalone(cfg, cut)
     assert (cut / "stages/01_finetune/state/player/policy.json").is_file()  # a policy's state is its checkpoint
-    monkeypatch.setattr(supervised, "save_state", real)
+    monkeypatch.setattr(loop, "save_state", real)
     res = run_standalone(cfg, cut, resume=True)
     assert res["roles"]["player"]["steps"] == full["roles"]["player"]["steps"]
     a = load_file(str(tmp_path / "full/stages/01_finetune/checkpoint/model.safetensors"))

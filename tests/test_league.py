@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from evoarena.config import LeagueConfig, TrainConfig
-from evoarena.training.league import League, exploiter_names, normalised_scores, pfsp_weights
-from evoarena.training.rollout import EpisodeRecord
+from evoarena.training.rl.league import League, exploiter_names, normalised_scores, pfsp_weights
+from evoarena.training.rl.rollout import EpisodeRecord
 
 
 def test_pfsp_prefers_the_opponents_the_learner_does_worst_against():
@@ -61,7 +61,7 @@ def test_a_league_needs_a_pool_seat_and_the_evoarena_backend():
 
 
 def test_a_weight_average_is_asked_for_before_it_is_handed_on(tmp_path):
-    from evoarena.training.train_stage import STAGE
+    from evoarena.training.rl.train_stage import STAGE
 
     seats = {"player_0": {"policy": "main"}, "player_1": {"agent": "random"}}
     base = {"env": {"id": "dilemma_v0"}, "policies": {"main": {}}, "seats": seats}

@@ -17,8 +17,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from evoarena.config import LearnerConfig, TrainConfig, validate_config
 from evoarena.policies import load_trainer_state
-from evoarena.training import ppo as ppo_mod
-from evoarena.training.ppo import TrainingError
+from evoarena.training.rl import ppo as ppo_mod
+from evoarena.training.rl.ppo import TrainingError
 from evoarena.training.stages import run_standalone
 
 MLP = {"kind": "mlp", "mlp_hidden": [32]}
@@ -259,7 +259,7 @@ def test_trainer_state_reads_and_writes_the_json_of_old_runs():
     """trainer_state.json as the stage wrote it when the state was a dict: read and written back to the same
     JSON text (keys, values and order); a file missing later keys takes their defaults and writes none of the
     optional ones; a key the class does not know survives."""
-    from evoarena.training.ppo_records import TrainerState
+    from evoarena.training.rl.ppo_records import TrainerState
 
     old = {"update": 4, "decisions": 320, "episodes": 16, "nan_streak": 0, "baselines": {"main": 1.5},
            "best_score": 2.5, "evals": [{"update": 0, "score": 2.5}], "best_update": 0,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from evoarena.training.ppo_math import (
+from evoarena.training.rl.ppo_math import (
     clipped_policy_loss,
     discounted_returns,
     explained_variance,

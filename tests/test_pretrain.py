@@ -12,9 +12,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from evoarena.cli import main
 from evoarena.config import PolicyConfig, PretrainConfig, validate_config
-from evoarena.training import runs
-from evoarena.training.pretrain import mask_tokens
+from evoarena.training.infra import runs
 from evoarena.training.stages import run_standalone
+from evoarena.training.supervised.pretrain import mask_tokens
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_pretrain_lowers_perplexity_logs_tags_and_starts_a_policy(tmp_path, smal
 
     # the checkpoint starts a policy: every encoder weight is copied, the tokenizer is the pretrained one
     from evoarena.policies.actor_critic import build_policy
-    from evoarena.training.supervised import init_encoder_weights
+    from evoarena.training.supervised.loop import init_encoder_weights
 
     ckpt = run / "stages/01_pretrain/checkpoint"
     pcfg = PolicyConfig(init_from=str(ckpt), encoder=cfg.encoder)
@@ -62,7 +62,7 @@ def test_pretrain_lowers_perplexity_logs_tags_and_starts_a_policy(tmp_path, smal
 
 
 def test_resume_continues_exactly_where_it_stopped(tmp_path, monkeypatch, small_cfg):
-    import evoarena.training.pretrain as pretrain
+    import evoarena.training.supervised.pretrain as pretrain
 
     # WordPiece training breaks frequency ties differently from run to run, so both runs get one tokenizer
     # (a resumed run always reads the tokenizer saved with its training state)
@@ -72,21 +72,21 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, monkeypatch, small_
     full = runs.create_run(tmp_path / "full", cfg)
     run_standalone(cfg, full)
 
-    from evoarena.training import supervised  # every supervised stage writes its states through save_state
+    from evoarena.training.supervised import loop  # every supervised stage writes its states through save_state
 
-    real_save = supervised.save_state
+    real_save = loop.save_state
 
     def save_then_crash(folder, model, optimizer, state, tokenizer=None):
         real_save(folder, model, optimizer, state, tokenizer)
         if not state.get("done"):
             raise KeyboardInterrupt  # killed right after the step-15 state was written
 
-    monkeypatch.setattr(supervised, "save_state", save_then_crash)
+    monkeypatch.setattr(loop, "save_state", save_then_crash)
     cut = runs.create_run(tmp_path / "cut", cfg)
     with pytest.raises(KeyboardInterrupt):
         run_standalone(cfg, cut)
     assert not (cut / "stages/01_pretrain/checkpoint").exists()
-    monkeypatch.setattr(supervised, "save_state", real_save)
+    monkeypatch.setattr(loop, "save_state", real_save)
     res = run_standalone(cfg, cut, resume=True)
     assert res["steps"] == 30
     a = load_file(str(full / "stages/01_pretrain/checkpoint/model.safetensors"))

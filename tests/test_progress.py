@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from evoarena.training import progress
-from evoarena.training.progress import PlainLines, clock, progress_bar, times_text
+from evoarena.training.infra import progress
+from evoarena.training.infra.progress import PlainLines, clock, progress_bar, times_text
 
 
 def test_clock_and_labelled_times():

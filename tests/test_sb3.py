@@ -88,8 +88,8 @@ def test_vec_env_seeds_and_masks(tiny_policy):
     from stable_baselines3.common.vec_env import VecEnv
     from supersuit import concat_vec_envs_v1, pettingzoo_env_to_vec_env_v1
 
-    from evoarena.training.sb3_backend import LearnerSlotsEnv, WorldVecEnv
-    from evoarena.training.seats import SeatPlanner
+    from evoarena.training.rl.sb3_backend import LearnerSlotsEnv, WorldVecEnv
+    from evoarena.training.rl.seats import SeatPlanner
 
     cfg = sb3_cfg(negotiation(tiny_policy()))
     policy = build_policy(PolicyConfig.model_validate(tiny_policy()), "negotiation_v0")

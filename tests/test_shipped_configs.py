@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from evoarena.config import ConfigError, FinetuneConfig, PretrainConfig, TrainConfig, read_yaml
-from evoarena.training.checks import load_checked
+from evoarena.training.infra.checks import load_checked
 from evoarena.training.pipeline import load_pipeline, plan
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -41,7 +41,7 @@ from evoarena.bench.report_plots import (
 )
 from evoarena.bench.scalars import read_scalars
 from evoarena.storage import atomic_write_text
-from evoarena.training import runs
+from evoarena.training.infra import runs
 
 PLOTS = "plots"
 REPORT = "report.md"

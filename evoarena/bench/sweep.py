@@ -42,7 +42,7 @@ def execute_run(spec: dict[str, Any]) -> dict[str, Any]:
     A top-level function, so that worker processes and Ray tasks can run it. Output goes to the run's
     ``bench.log``.
     """
-    from evoarena.training import runs
+    from evoarena.training.infra import runs
     from evoarena.training.pipeline import run_command
 
     run_dir = Path(spec["run_dir"])

@@ -54,7 +54,7 @@ def _settings(config_text: str) -> Any:
 
 def check_plan(cfg: SweepConfig, specs: list[dict[str, Any]]) -> None:
     """Validate every variant's config and refuse run folders made from another config, before any work."""
-    from evoarena.training import runs
+    from evoarena.training.infra import runs
     from evoarena.training.pipeline import load_command
 
     if not Path(cfg.config).is_file():

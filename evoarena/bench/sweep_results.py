@@ -58,7 +58,7 @@ def lookup(data: Any, path: str | list[str], where: str = "results.json") -> Any
 
 def collect_scores(cfg: SweepConfig, specs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     """``variant -> (seeds, tasks)`` array of (normalised) task scores from each run's results.json."""
-    from evoarena.training import runs
+    from evoarena.training.infra import runs
 
     tasks = cfg.tasks or {}
     out: dict[str, np.ndarray] = {}
@@ -90,7 +90,7 @@ def _curve(scalars: dict[str, list[tuple[int, float]]], tag: str) -> tuple[np.nd
 def collect_curves(cfg: SweepConfig, specs: list[dict[str, Any]]) -> dict[str, dict[str, dict[int, Any]]]:
     """``task -> variant -> seed -> (steps, values)`` of every task with a curve tag (values normalised,
     steps less the task's ``curve_offset``)."""
-    from evoarena.training import runs
+    from evoarena.training.infra import runs
 
     out: dict[str, dict[str, dict[int, Any]]] = {}
     scalars: dict[str, dict[str, list[tuple[int, float]]]] = {}  # run folder -> its scalars, read once
@@ -114,7 +114,7 @@ def _env_name(cfg: SweepConfig, specs: list[dict[str, Any]]) -> str:
     if cfg.env_name:
         return cfg.env_name
 
-    from evoarena.training import runs
+    from evoarena.training.infra import runs
 
     try:
         data = yaml_load((Path(specs[0]["run_dir"]) / runs.CONFIG_FILE).read_text()) or {}
@@ -207,7 +207,7 @@ def marl_eval(cfg: SweepConfig, env: str, specs: list[dict[str, Any]], scores: d
 
 def _entrants(cfg: SweepConfig, specs: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
     """``NAME=ckpt:FOLDER`` of every run's checkpoint (``VARIANT/sS``), and entrant name -> its variant."""
-    from evoarena.training import runs
+    from evoarena.training.infra import runs
 
     tc = cfg.tournament
     assert tc is not None
@@ -228,7 +228,7 @@ def cross_play(cfg: SweepConfig, specs: list[dict[str, Any]], root: Path) -> dic
     """Every run's final checkpoint and the pool in one tournament (``root/tournament/``); per variant the
     IQM over seeds of its mean return against the pool, Bradley-Terry strength and Axelrod score."""
     from evoarena.bench.tournament import entrant_names, rate, run_tournament, write_tournament
-    from evoarena.training.checks import check_env
+    from evoarena.training.infra.checks import check_env
 
     tc = cfg.tournament
     assert tc is not None

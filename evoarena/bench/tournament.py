@@ -362,7 +362,7 @@ def run_config(cfg: TournamentConfig, out_dir: str | Path | None = None, command
                progress: bool = False) -> tuple[TournamentResult, list[dict[str, Any]], dict[str, Path]]:
     """Play, rate and write the tournament of ``cfg`` (into ``out_dir``, else ``cfg.out``, else
     ``runs/tournaments/NAME``)."""
-    from evoarena.training.checks import check_env
+    from evoarena.training.infra.checks import check_env
 
     check_env(cfg.env, f"tournament {cfg.name}")
     result = run_tournament(cfg.env.id, cfg.agents, cfg.episodes, cfg.seed, cfg.env.kwargs, cfg.groups, progress)

@@ -3,7 +3,7 @@ device that ``device: auto`` means, and each ``autocast: auto`` probe's verdict 
 encoder architecture.
 
 A run folder's resolved ``config.yaml`` holds them under ``numerics:`` (see
-:func:`evoarena.training.runs.create_run`); ``--resume`` loads them back with :func:`adopt`, so a
+:func:`evoarena.training.infra.runs.create_run`); ``--resume`` loads them back with :func:`adopt`, so a
 resumed run makes the same choices as the run it continues, whatever the machine's load is now. A new
 decision (a probe run for the first time in this run) is reported to the listeners of :func:`on_change`.
 """

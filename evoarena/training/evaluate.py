@@ -31,8 +31,8 @@ from evoarena.agents.match import mean_ci, play
 from evoarena.config import EvaluateConfig, PolicyConfig
 from evoarena.envs import describe, make
 from evoarena.storage import atomic_write_text
-from evoarena.training import runs
-from evoarena.training.progress import progress_bar
+from evoarena.training.infra import runs
+from evoarena.training.infra.progress import progress_bar
 from evoarena.training.protocol import StageAgent, StageContext, StageKind
 
 SELF = "self"

@@ -3,7 +3,7 @@
 A pipeline config (:class:`evoarena.config.PipelineConfig`) lists stages in order: each entry is one of the
 stage configs (a discriminated union on ``kind``) plus ``name`` and ``init_from`` (``previous`` by default:
 the closest earlier stage's checkpoint; ``stage:NAME``; a folder; ``none``). Before the first stage starts,
-every stage is validated: its keys by its schema, its world and agents by :mod:`evoarena.training.checks`, and its
+every stage is validated: its keys by its schema, its world and agents by :mod:`evoarena.training.infra.checks`, and its
 ``init_from`` (an earlier stage, an existing folder, the same world and action space). Errors name the
 stage and the key.
 
@@ -39,7 +39,7 @@ from evoarena.config import (
 )
 from evoarena.envs import WorldInfo, describe
 from evoarena.storage import atomic_write_text, read_json
-from evoarena.training import runs
+from evoarena.training.infra import runs
 from evoarena.training.protocol import StageAgent, StageContext, StageKind
 from evoarena.training.stages import COMMANDS, run_stage, stage_of
 
@@ -163,7 +163,7 @@ def _check_transfer(stage: Stage, where: str) -> None:
 def _validate_stage(stage: Stage, source: str, where: str, run_dir: Path | None) -> BaseModel:
     """The stage's config model, with every init_from slot pointing at the checkpoint it will use (an
     earlier stage's checkpoint may not exist yet: the slot is validated empty, and filled when it runs)."""
-    from evoarena.training.checks import check_config
+    from evoarena.training.infra.checks import check_config
 
     data = json.loads(json.dumps(stage.data))
     for slot in stage.kind.init_slots(data):
@@ -335,7 +335,7 @@ def load_command(command: str, config: str | Path, overrides: list[str] | None =
         return pc
     if command not in COMMANDS:
         raise ValueError(f"unknown command {command!r}; known: run, {', '.join(COMMANDS)}")
-    from evoarena.training.checks import load_checked
+    from evoarena.training.infra.checks import load_checked
 
     return load_checked(config, COMMANDS[command], overrides)
 

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from evoarena.config import STAGES
-from evoarena.training import runs
+from evoarena.training.infra import runs
 
 
 @dataclass

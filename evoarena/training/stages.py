@@ -14,8 +14,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from evoarena.config import STAGE_COMMANDS
-from evoarena.training import bc, evaluate, ner, pretrain, train_stage
+from evoarena.training import evaluate
 from evoarena.training.protocol import StageContext, StageKind
+from evoarena.training.rl import train_stage
+from evoarena.training.supervised import bc, ner, pretrain
 
 REGISTRY: dict[str, StageKind] = {s.name: s for s in (pretrain.STAGE, ner.STAGE, bc.STAGE, train_stage.STAGE,
                                                       evaluate.STAGE)}

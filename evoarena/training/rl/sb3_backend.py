@@ -5,7 +5,7 @@ the other seats are fixed agents or pools of agent specs. The world becomes an S
 
 - :class:`LearnerSlotsEnv` — a PettingZoo ``ParallelEnv`` whose agents are the learner seats
   (``learner_0..``); the other seats are drawn per episode (the stage's
-  :class:`~evoarena.training.seats.SeatPlanner`) and played inside; steps where no learner has a real
+  :class:`~evoarena.training.rl.seats.SeatPlanner`) and played inside; steps where no learner has a real
   choice are played for it; observations are token tensors (:class:`~evoarena.policies.sb3.TokenizedObs`);
   a truncation is passed on as SB3's ``TimeLimit.truncated`` (SuperSuit alone would treat it as a
   termination, so SB3 would not bootstrap);
@@ -36,10 +36,10 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from evoarena.config import TrainConfig
 from evoarena.envs import forced_actions, make
-from evoarena.training import ppo_records as records
-from evoarena.training.learners import build_learner, prepare_for_rl, save_training_checkpoint, stage_setup
 from evoarena.training.protocol import StageContext
-from evoarena.training.seats import SeatPlanner, seat_of
+from evoarena.training.rl import ppo_records as records
+from evoarena.training.rl.learners import build_learner, prepare_for_rl, save_training_checkpoint, stage_setup
+from evoarena.training.rl.seats import SeatPlanner, seat_of
 
 
 def _needs_names(agent: Any) -> bool:

@@ -1,4 +1,4 @@
-"""What both PPO backends (:mod:`evoarena.training.ppo`, :mod:`evoarena.training.sb3_backend`) record: the
+"""What both PPO backends (:mod:`evoarena.training.rl.ppo`, :mod:`evoarena.training.rl.sb3_backend`) record: the
 trainer state (:class:`TrainerState`, ``trainer_state.json``), greedy evaluations while training and which one is
 the best (its checkpoint is ``best``), the ``perf/`` scalars of an update, the run's hparams, the results written
 to ``results.json`` and their summary line.
@@ -17,7 +17,7 @@ from evoarena.agents import spec_tag
 from evoarena.agents.learned import PolicyAgent
 from evoarena.agents.match import play
 from evoarena.config import TrainConfig
-from evoarena.training.seats import seat_of
+from evoarena.training.rl.seats import seat_of
 
 # --------------------------------------------------------------------------- the trainer state
 

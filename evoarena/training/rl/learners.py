@@ -1,7 +1,7 @@
 """The learners of a PPO stage, shared by both backends: building them (from ``init_from`` or fresh), frozen
 copies (snapshots, references) and the training checkpoint (learners + optimizers + snapshots + trainer state,
 one atomic folder). What the stage records (evaluations, the best checkpoint's bookkeeping, perf scalars,
-results) is :mod:`evoarena.training.ppo_records`.
+results) is :mod:`evoarena.training.rl.ppo_records`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from evoarena.policies.actor_critic import build_policy
 from evoarena.policies.encoder import TRAIN_MODE_KEYS
 from evoarena.policies.io import load_optimizer_state, load_policy, save_checkpoint
 from evoarena.storage import atomic_dir, read_json
-from evoarena.training.seats import seat_of
+from evoarena.training.rl.seats import seat_of
 
 
 def stage_setup(cfg: TrainConfig, ctx: Any) -> tuple[Path, list[str], dict[str, str]]:

@@ -1,14 +1,14 @@
 """Stage ``train``: multi-agent PPO over ``num_envs`` copies of a world (CleanRL-shaped: the loop is
 :func:`run_ppo`).
 
-Seats (:mod:`evoarena.training.seats`) map agents to learner policies, fixed agents, or weighted opponent
-pools with snapshots of the learners. Each update: collect whole episodes (:mod:`evoarena.training.rollout`),
+Seats (:mod:`evoarena.training.rl.seats`) map agents to learner policies, fixed agents, or weighted opponent
+pools with snapshots of the learners. Each update: collect whole episodes (:mod:`evoarena.training.rl.rollout`),
 compute advantages per decision stream, then PPO epochs per learner (clipped surrogate, value loss, entropy
 bonus, KL penalty to a reference policy, target-KL early stop, gradient clipping, linear LR decay). Logs to
 TensorBoard; evaluates greedy learners against named opponents and keeps the best as ``best``; checkpoints
-atomically (:mod:`evoarena.training.learners`); SIGINT saves and prints the resume command; ``--resume``
+atomically (:mod:`evoarena.training.rl.learners`); SIGINT saves and prints the resume command; ``--resume``
 continues to ``total_updates`` on one step axis. ``ppo.backend: sb3`` runs sb3-contrib's MaskablePPO instead
-(:mod:`evoarena.training.sb3_backend`).
+(:mod:`evoarena.training.rl.sb3_backend`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ import numpy as np
 import torch
 
 from evoarena.config import PPOConfig, TrainConfig
-from evoarena.training import runs
-from evoarena.training.league import START, League, exploiter_names
-from evoarena.training.learners import (
+from evoarena.training.infra import runs
+from evoarena.training.infra.progress import progress_bar
+from evoarena.training.protocol import StageContext
+from evoarena.training.rl.league import START, League, exploiter_names
+from evoarena.training.rl.learners import (
     blend_into,
     build_learner,
     check_devices,
@@ -40,7 +42,7 @@ from evoarena.training.learners import (
     save_training_checkpoint,
     stage_setup,
 )
-from evoarena.training.ppo_math import (
+from evoarena.training.rl.ppo_math import (
     clipped_policy_loss,
     explained_variance,
     masked_entropy,
@@ -49,7 +51,7 @@ from evoarena.training.ppo_math import (
     normalize,
     value_loss,
 )
-from evoarena.training.ppo_records import (
+from evoarena.training.rl.ppo_records import (
     TrainerState,
     evaluate,
     log_hparams,
@@ -59,10 +61,8 @@ from evoarena.training.ppo_records import (
     ppo_summary,
     record_eval,
 )
-from evoarena.training.progress import progress_bar
-from evoarena.training.protocol import StageContext
-from evoarena.training.rollout import LearnerBatch, Rollout, RolloutResult, log_rollout
-from evoarena.training.seats import SeatPlanner
+from evoarena.training.rl.rollout import LearnerBatch, Rollout, RolloutResult, log_rollout
+from evoarena.training.rl.seats import SeatPlanner
 
 MAX_NAN_UPDATES = 3
 AVERAGE = "average_"  #: snapshot key prefix of the mains' weight averages

@@ -1,6 +1,6 @@
 """The ``train`` stage (:class:`~evoarena.training.protocol.StageKind`): multi-agent PPO in one world, run by
-:func:`evoarena.training.ppo.run_ppo` (``ppo.backend: evoarena``) or sb3-contrib's MaskablePPO
-(:mod:`evoarena.training.sb3_backend`), and what a pipeline must know of it: its world, the policy roles it makes
+:func:`evoarena.training.rl.ppo.run_ppo` (``ppo.backend: evoarena``) or sb3-contrib's MaskablePPO
+(:mod:`evoarena.training.rl.sb3_backend`), and what a pipeline must know of it: its world, the policy roles it makes
 and which checkpoint it hands on (``hand_on``).
 """
 
@@ -11,8 +11,8 @@ from typing import Any
 
 from evoarena.config import TrainConfig
 from evoarena.envs import describe
-from evoarena.training.ppo import run_ppo
 from evoarena.training.protocol import InitSlot, StageContext, StageKind
+from evoarena.training.rl.ppo import run_ppo
 
 
 class TrainStage(StageKind):
@@ -24,7 +24,7 @@ class TrainStage(StageKind):
 
     def run(self, cfg: TrainConfig, ctx: StageContext) -> dict[str, Any]:
         if cfg.ppo.backend == "sb3":  # sb3-contrib MaskablePPO on the same world, encoder and run folder
-            from evoarena.training.sb3_backend import run_sb3
+            from evoarena.training.rl.sb3_backend import run_sb3
 
             return run_sb3(cfg, ctx)
         return run_ppo(cfg, ctx)

@@ -38,10 +38,11 @@ import torch
 
 from evoarena.config import CorpusConfig, PretrainConfig
 from evoarena.storage import atomic_dir
-from evoarena.training import runs, supervised
-from evoarena.training.progress import progress_bar
+from evoarena.training.infra import runs
+from evoarena.training.infra.progress import progress_bar
 from evoarena.training.protocol import StageContext, StageKind
-from evoarena.training.supervised import (
+from evoarena.training.supervised import loop
+from evoarena.training.supervised.loop import (
     FitPlan,
     SupervisedTask,
     Timer,
@@ -210,7 +211,7 @@ def _tokenize(cfg: PretrainConfig, model: Any, tokenizer: Any, train: list[str],
 
 
 class _MaskedLM(SupervisedTask):
-    """The pretrain stage's part of :func:`~evoarena.training.supervised.fit`: a seeded batch per step, BERT
+    """The pretrain stage's part of :func:`~evoarena.training.supervised.loop.fit`: a seeded batch per step, BERT
     masking, the masked tokens' cross-entropy; logs, held-out evaluations and the state's JSON."""
 
     def __init__(self, cfg: PretrainConfig, model: Any, optimizer: Any, data: _Batches, tokenizer: Any,
@@ -341,7 +342,7 @@ def run_pretrain(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
     ctx.write_results(results)
     done = {"step": step, "history": run["history"], "initial": run["initial"], "wall_s": results["wall_s"],
             "done": True, "results": results}
-    supervised.save_state(state_dir, model, optimizer, done, tokenizer)
+    loop.save_state(state_dir, model, optimizer, done, tokenizer)
     return results
 
 

@@ -18,7 +18,7 @@ import torch
 from evoarena.agents import make_agent
 from evoarena.agents.learned import PolicyAgent
 from evoarena.config import SeatConfig, TrainConfig
-from evoarena.training.rollout import Assignment
+from evoarena.training.rl.rollout import Assignment
 
 
 def seat_of(agent: str, seats: dict[str, SeatConfig]) -> SeatConfig:
@@ -60,7 +60,7 @@ class SeatPlanner:
         self.fixed: dict[str, Any] = {}
         self.snapshot_agents: dict[tuple[str, int], PolicyAgent] = {}
         self.seed = seed
-        self.league: Any = None  #: a :class:`evoarena.training.league.League` draws the pool seats when set
+        self.league: Any = None  #: a :class:`evoarena.training.rl.league.League` draws the pool seats when set
 
     def _home_learner(self, agent: str) -> str:
         """The learner a ``self``/``snapshot`` entry in ``agent``'s pool refers to (same role first)."""

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from evoarena.envs import forced_actions, make
-from evoarena.training.ppo_math import discounted_returns, gae
+from evoarena.training.rl.ppo_math import discounted_returns, gae
 
 #: who fills a seat for one episode: ("learner", policy name) or ("agent", agent object)
 Assignment = tuple[str, Any]

@@ -23,8 +23,8 @@ import numpy as np
 from evoarena.agents import spec_tag
 from evoarena.agents.learned import PolicyAgent
 from evoarena.config import LeagueConfig
-from evoarena.training.learners import frozen_copy
-from evoarena.training.rollout import Assignment, EpisodeRecord
+from evoarena.training.rl.learners import frozen_copy
+from evoarena.training.rl.rollout import Assignment, EpisodeRecord
 
 START = "league_start"  #: snapshot key of the mains' starting weights (the exploiters' reset point)
 
@@ -158,13 +158,13 @@ class League:
 
     # ------------------------------------------------------------------ checkpoint
     def state(self) -> dict[str, Any]:
-        from evoarena.training.seats import agent_rng_state
+        from evoarena.training.rl.seats import agent_rng_state
 
         return {"results": self.results,
                 "frozen_agents": [[k, agent_rng_state(a)] for k, a in self.frozen_agents.items()]}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        from evoarena.training.seats import set_agent_rng_state
+        from evoarena.training.rl.seats import set_agent_rng_state
 
         self.results = {k: list(v) for k, v in state.get("results", {}).items()}
         for label, rng_state in state.get("frozen_agents", []):

@@ -3,7 +3,7 @@
 Token classification on CoNLL column files. An encoder (``preset: tiny`` started from a pretrain
 checkpoint with ``init_from``, ``preset: minilm``, or ``path:``) + dropout + a linear head over the last
 hidden states; the label sits on each word's first piece (-100 elsewhere, all via
-:mod:`evoarena.training.conll`). Batches are length-bucketed and padded to their longest sentence;
+:mod:`evoarena.training.supervised.conll`). Batches are length-bucketed and padded to their longest sentence;
 AdamW with linear warmup and decay; ``encoder.autocast: bf16`` runs the forward pass in bfloat16
 (also on CPU: faster only where the CPU has AVX512-BF16/AMX, ~10x slower on AVX2-only CPUs). Reports
 seqeval entity-level precision/recall/F1 (micro and per type) and, separately, token accuracy on
@@ -33,10 +33,11 @@ from torch import nn
 
 from evoarena.config import NERConfig, NERFinetuneConfig
 from evoarena.storage import atomic_dir
-from evoarena.training import runs, supervised
-from evoarena.training.progress import progress_bar
+from evoarena.training.infra import runs
+from evoarena.training.infra.progress import progress_bar
 from evoarena.training.protocol import InitSlot, StageContext, StageKind
-from evoarena.training.supervised import (
+from evoarena.training.supervised import loop
+from evoarena.training.supervised.loop import (
     FitPlan,
     SupervisedTask,
     Timer,
@@ -114,7 +115,7 @@ def build_token_classifier(ner: NERConfig, num_labels: int, tokenizer=None) -> T
 
 
 def _read_ner_data(cfg: NERFinetuneConfig) -> dict[str, NERSplit]:
-    from evoarena.training.conll import read_conll, to_iob2_sentences
+    from evoarena.training.supervised.conll import read_conll, to_iob2_sentences
 
     data = cfg.ner.data
     splits = {}
@@ -146,7 +147,7 @@ def length_buckets(lengths: list[int], batch_size: int, rng: random.Random,
 def evaluate_ner(model: TokenClassifier, split: NERSplit, id2label: dict[int, str], batch_size: int,
                  autocast: torch.dtype | None) -> dict[str, Any]:
     """:func:`conll.ner_metrics` of the model's predictions on ``split`` (entity F1 and token accuracy)."""
-    from evoarena.training.conll import collate, decode_predictions, ner_metrics
+    from evoarena.training.supervised.conll import collate, decode_predictions, ner_metrics
 
     was = model.training
     model.eval()
@@ -234,7 +235,7 @@ class _NERSetup:
 
 def _setup(cfg: NERFinetuneConfig, state_dir: Path, prior: dict[str, Any] | None) -> _NERSetup:
     from evoarena.policies.encoder import load_tokenizer
-    from evoarena.training.conll import encode_sentences, label_list, label_maps
+    from evoarena.training.supervised.conll import encode_sentences, label_list, label_maps
 
     ner, opt = cfg.ner, cfg.optim
     splits = _read_ner_data(cfg)
@@ -254,7 +255,7 @@ def _setup(cfg: NERFinetuneConfig, state_dir: Path, prior: dict[str, Any] | None
 
 
 class _TokenTagging(SupervisedTask):
-    """The NER part of :func:`~evoarena.training.supervised.fit`: length-bucketed batches of the step's epoch,
+    """The NER part of :func:`~evoarena.training.supervised.loop.fit`: length-bucketed batches of the step's epoch,
     the token cross-entropy; logs, validation and the state's JSON."""
 
     def __init__(self, cfg: NERFinetuneConfig, run: _NERSetup, writer: Any, state: dict[str, Any],
@@ -266,7 +267,7 @@ class _TokenTagging(SupervisedTask):
         self.epoch, self.batches = -1, []
 
     def batch(self, step: int) -> Any:
-        from evoarena.training.conll import collate
+        from evoarena.training.supervised.conll import collate
 
         epoch, bi = divmod(step, self.run.steps_per_epoch)
         if epoch != self.epoch:
@@ -330,7 +331,7 @@ def _train_steps(cfg: NERFinetuneConfig, ctx: StageContext, run: _NERSetup, writ
 def _final_results(cfg: NERFinetuneConfig, run: _NERSetup, writer: Any, state: dict[str, Any], step: int,
                    train_wall: float) -> dict[str, Any]:
     """The results of a finished run: final valid/test metrics (logged), baselines, truncation."""
-    from evoarena.training.conll import all_o_baseline, truncation_stats
+    from evoarena.training.supervised.conll import all_o_baseline, truncation_stats
 
     ner, opt = cfg.ner, cfg.optim
     results: dict[str, Any] = {
@@ -399,7 +400,7 @@ def run_ner(cfg: NERFinetuneConfig, ctx: StageContext) -> dict[str, Any]:
     writer.add_text("finetune/summary", results["summary"], step)
     writer.close()
     ctx.write_results(results)
-    supervised.save_state(state_dir, run.model, run.optimizer,
+    loop.save_state(state_dir, run.model, run.optimizer,
                           {"step": step, "history": state["history"], "wall_s": results["wall_s"], "done": True,
                            "results": results}, run.model.encoder.tokenizer)
     return results

@@ -35,11 +35,12 @@ from evoarena.config import BCFinetuneConfig, demo_seed_base
 from evoarena.envs import describe
 from evoarena.policies.io import load_policy, save_checkpoint
 from evoarena.storage import atomic_write_text, read_json
-from evoarena.training import runs, supervised
-from evoarena.training.demos import Demos, cloned_roles, evaluate_clones, generate_demos
-from evoarena.training.progress import progress_bar
+from evoarena.training.infra import runs
+from evoarena.training.infra.progress import progress_bar
 from evoarena.training.protocol import InitSlot, StageContext, StageKind
-from evoarena.training.supervised import (
+from evoarena.training.supervised import loop
+from evoarena.training.supervised.demos import Demos, cloned_roles, evaluate_clones, generate_demos
+from evoarena.training.supervised.loop import (
     FitPlan,
     SupervisedTask,
     Timer,
@@ -200,7 +201,7 @@ def _start_role(cfg: BCFinetuneConfig, role: str, demos: Demos, state_dir: Path,
 
 
 class _Cloning(SupervisedTask):
-    """One role's part of :func:`~evoarena.training.supervised.fit`: the epoch's shuffled examples, the
+    """One role's part of :func:`~evoarena.training.supervised.loop.fit`: the epoch's shuffled examples, the
     count-weighted cloning loss, the value head's gradient clipped apart; logs, held-out evaluations and the
     state's JSON."""
 
@@ -296,7 +297,7 @@ def _train_role(cfg: BCFinetuneConfig, role: str, demos: Demos, held: Demos, sta
     record = {"step": step, "history": history, "train_wall_s": timer(), "done": True, "scalars": run.logged,
               "epochs": step / run.steps_per_epoch, "distinct_examples": len(demos), "decisions": demos.decisions,
               "heldout": heldout}
-    supervised.save_state(state_dir, policy, run.optimizer, record)
+    loop.save_state(state_dir, policy, run.optimizer, record)
     return policy, record
 
 
