@@ -42,8 +42,8 @@ from evoarena.config import PolicyConfig, PPOConfig, TrainConfig, validate_confi
 from evoarena.envs import make
 from evoarena.policies import build_policy
 from evoarena.training.rl.learners import prepare_for_rl
-from evoarena.training.rl.ppo import ppo_update
 from evoarena.training.rl.rollout import LearnerBatch
+from evoarena.training.rl.update import ppo_update
 from evoarena.training.stages import run_standalone
 
 TINY = {"encoder": {"preset": "tiny", "autocast": "auto"}}

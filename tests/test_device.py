@@ -19,6 +19,7 @@ from evoarena.policies import numerics
 from evoarena.policies.base import BasePolicy
 from evoarena.training.protocol import StageContext
 from evoarena.training.rl import ppo as ppo_mod
+from evoarena.training.rl import update as update_mod
 from evoarena.training.rl.learners import build_learner, frozen_copy, tensor_devices
 from evoarena.training.rl.rollout import LearnerBatch
 from evoarena.training.stages import run_standalone
@@ -119,8 +120,8 @@ def test_ppo_update_builds_its_tensors_on_the_policy_device(monkeypatch, auto_me
         return wrapped
 
     for name in ("clipped_policy_loss", "value_loss"):
-        monkeypatch.setattr(ppo_mod, name, spy(getattr(ppo_mod, name)))
-    monkeypatch.setattr(ppo_mod, "masked_kl", spy(ppo_mod.masked_kl, stop=True))
+        monkeypatch.setattr(update_mod, name, spy(getattr(update_mod, name)))
+    monkeypatch.setattr(update_mod, "masked_kl", spy(update_mod.masked_kl, stop=True))
     cfg = train_cfg(kind="mlp", mlp_hidden=[8])
     policy = build_policy(cfg.policies["main"].policy, "dilemma_v0")
     assert policy.device == META
@@ -134,7 +135,7 @@ def test_ppo_update_builds_its_tensors_on_the_policy_device(monkeypatch, auto_me
     batch.rewards = [1.0, 0.0, 3.0, 1.0]
     batch.finish(0.99, 0.95)
     with pytest.raises(_Stop):
-        ppo_mod.ppo_update(policy, torch.optim.Adam(policy.parameters()), batch, cfg.ppo, frozen_copy(policy),
+        update_mod.ppo_update(policy, torch.optim.Adam(policy.parameters()), batch, cfg.ppo, frozen_copy(policy),
                            np.random.default_rng(0))
     assert len(seen) == 9 and set(seen) == {META}, seen  # 3 tensors into each of the 3 spies
 

@@ -235,9 +235,9 @@ def test_ppo_update_reuses_the_rollouts_encodings(monkeypatch, cheap):
     import numpy as np
 
     from evoarena.config import PPOConfig
-    from evoarena.training.rl import ppo as ppo_mod
-    from evoarena.training.rl.ppo import ppo_update
+    from evoarena.training.rl import update as update_mod
     from evoarena.training.rl.rollout import LearnerBatch
+    from evoarena.training.rl.update import ppo_update
 
     policy = cheap_policy(cheap)
     obs = world_obs()
@@ -262,7 +262,7 @@ def test_ppo_update_reuses_the_rollouts_encodings(monkeypatch, cheap):
     assert calls == []  # no text of the rollout was encoded again
     trained = [p for p in policy.parameters() if p.requires_grad]
     assert any(not torch.equal(h, p) for h, p in zip(heads, trained))
-    monkeypatch.setattr(ppo_mod, "rollout_features", lambda pol, b: None)
+    monkeypatch.setattr(update_mod, "rollout_features", lambda pol, b: None)
     want = update(twin)
     for p, q in zip(trained, (q for q in twin.parameters() if q.requires_grad)):
         torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)

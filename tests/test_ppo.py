@@ -18,6 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from evoarena.config import LearnerConfig, TrainConfig, validate_config
 from evoarena.policies import load_trainer_state
 from evoarena.training.rl import ppo as ppo_mod
+from evoarena.training.rl import update as update_mod
 from evoarena.training.rl.ppo import TrainingError
 from evoarena.training.stages import run_standalone
 
@@ -120,7 +121,7 @@ def test_standardizing_learner_starts_every_update_at_ratio_one(tmp_path, monkey
                    total_updates=3, episodes_per_update=16, num_envs=8,
                    ppo={"minibatch_size": 16, "epochs": 2, "ent_coef": 0.0, "standardize_stats": mode})
     first_kl = []
-    original = ppo_mod.clipped_policy_loss
+    original = update_mod.clipped_policy_loss
     calls = {"n": 0}
 
     def recording(new_logp, old_logp, adv, clip):
@@ -134,7 +135,7 @@ def test_standardizing_learner_starts_every_update_at_ratio_one(tmp_path, monkey
         return update(*a, **kw)
 
     update = ppo_mod.ppo_update
-    monkeypatch.setattr(ppo_mod, "clipped_policy_loss", recording)
+    monkeypatch.setattr(update_mod, "clipped_policy_loss", recording)
     monkeypatch.setattr(ppo_mod, "ppo_update", per_update)
     run_standalone(cfg, tmp_path, progress=False)
     ck = tmp_path / "stages/01_ppo/checkpoint/policies/main"
@@ -196,14 +197,14 @@ def test_nan_losses_stop_after_three_updates(tmp_path, monkeypatch):
     import torch
 
     calls = {"n": 0}
-    original = ppo_mod.clipped_policy_loss
+    original = update_mod.clipped_policy_loss
 
     def sometimes_nan(*a, **kw):
         loss, cf, kl = original(*a, **kw)
         calls["n"] += 1
         return (loss * float("nan") if calls["n"] > 1 else loss), cf, kl
 
-    monkeypatch.setattr(ppo_mod, "clipped_policy_loss", sometimes_nan)
+    monkeypatch.setattr(update_mod, "clipped_policy_loss", sometimes_nan)
     cfg = make_cfg(world("dilemma_v0", MLP), total_updates=8,
                    ppo={"minibatch_size": 1000, "epochs": 1})
     with pytest.raises(TrainingError, match="3 updates in a row"):

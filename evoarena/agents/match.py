@@ -71,6 +71,27 @@ def resolve_seats(env_id: str, agents: Sequence[str], seats: Sequence[Any] | Map
     return built
 
 
+def decide(slots: Sequence[tuple[Any, int, dict, dict]], seat_agents: Mapping[str, Agent]) -> list[dict[str, int]]:
+    """Every running episode's joint action: forced moves filled in, each agent asked once for all its seats'
+    decisions (one ``act_batch`` over every episode in ``slots``)."""
+    actions: list[dict[str, int]] = [{} for _ in slots]
+    asks: dict[int, list[tuple[int, str, dict]]] = {}
+    for k, (env, _, obs, _) in enumerate(slots):
+        actions[k], choosing = forced_actions(env.agents, obs)
+        for a in choosing:
+            o = obs[a]
+            agent = seat_agents[a]
+            if getattr(agent, "needs_action_names", False):
+                o = {**o, "action_names": env.action_names(a)}
+            asks.setdefault(id(agent), []).append((k, a, o))
+    for reqs in asks.values():
+        agent = seat_agents[reqs[0][1]]
+        chosen = agent.act_batch([o for _, _, o in reqs])
+        for (k, a, _), act in zip(reqs, chosen):
+            actions[k][a] = int(act)
+    return actions
+
+
 def play(env_id: str, seats: Sequence[Any] | Mapping[str, Any], episodes: int, seed: int = 0,
          env_kwargs: dict[str, Any] | None = None, num_envs: int = 64, record: int = 0) -> MatchResult:
     """Play ``episodes`` episodes of ``env_id`` with ``seats`` (specs or agent objects, one per agent).
@@ -102,21 +123,7 @@ def play(env_id: str, seats: Sequence[Any] | Mapping[str, Any], episodes: int, s
     for env in envs:
         start(env)
     while slots:
-        actions: list[dict[str, int]] = [{} for _ in slots]
-        asks: dict[int, list[tuple[int, str, dict]]] = {}
-        for k, (env, _, obs, _) in enumerate(slots):
-            actions[k], choosing = forced_actions(env.agents, obs)
-            for a in choosing:
-                o = obs[a]
-                agent = seat_agents[a]
-                if getattr(agent, "needs_action_names", False):
-                    o = {**o, "action_names": env.action_names(a)}
-                asks.setdefault(id(agent), []).append((k, a, o))
-        for reqs in asks.values():
-            agent = seat_agents[reqs[0][1]]
-            chosen = agent.act_batch([o for _, _, o in reqs])
-            for (k, a, _), act in zip(reqs, chosen):
-                actions[k][a] = int(act)
+        actions = decide(slots, seat_agents)
         still: list[tuple[Any, int, dict, dict]] = []
         for k, (env, ep, _, ret) in enumerate(slots):
             obs, rew, _, _, _ = env.step(actions[k])
