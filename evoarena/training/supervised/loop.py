@@ -216,6 +216,15 @@ def resumable(resume: bool, state_dir: Path) -> dict[str, Any] | None:
     return read_state(state_dir) if resume else None
 
 
+def begin(ctx: Any, threads: int, seed: int) -> tuple[Path, dict[str, Any] | None]:
+    """A supervised stage's start in its :class:`~evoarena.training.protocol.StageContext` ``ctx``: torch's
+    threads and seed set; its state folder and the state it resumes from (None: a fresh start)."""
+    set_threads(threads)
+    torch.manual_seed(seed)
+    state_dir = ctx.folder() / "state"
+    return state_dir, resumable(ctx.resume, state_dir)
+
+
 # --------------------------------------------------------------------------- encoder weights
 
 

@@ -46,8 +46,6 @@ from evoarena.training.supervised.loop import (
     init_encoder_weights,
     load_state,
     restore_torch_rng,
-    resumable,
-    set_threads,
 )
 
 
@@ -367,10 +365,7 @@ def _summary(results: dict[str, Any], step: int, train_wall: float) -> str:
 
 def run_ner(cfg: NERFinetuneConfig, ctx: StageContext) -> dict[str, Any]:
     """``task: ner`` (see the module docstring): run or resume into ``ctx``; returns the results."""
-    set_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    state_dir = ctx.folder() / "state"
-    prior = resumable(ctx.resume, state_dir)
+    state_dir, prior = loop.begin(ctx, cfg.threads, cfg.seed)
     if prior is not None and prior.get("done"):
         return ctx.results() or prior.get("results", {})
     run = _setup(cfg, state_dir, prior)
@@ -401,8 +396,8 @@ def run_ner(cfg: NERFinetuneConfig, ctx: StageContext) -> dict[str, Any]:
     writer.close()
     ctx.write_results(results)
     loop.save_state(state_dir, run.model, run.optimizer,
-                          {"step": step, "history": state["history"], "wall_s": results["wall_s"], "done": True,
-                           "results": results}, run.model.encoder.tokenizer)
+                    {"step": step, "history": state["history"], "wall_s": results["wall_s"], "done": True,
+                     "results": results}, run.model.encoder.tokenizer)
     return results
 
 

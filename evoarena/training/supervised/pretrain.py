@@ -50,8 +50,6 @@ from evoarena.training.supervised.loop import (
     fit,
     load_state,
     restore_torch_rng,
-    resumable,
-    set_threads,
 )
 
 IGNORE = -100
@@ -295,10 +293,7 @@ def run_pretrain(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
     """Run (or resume) the pretrain stage of ``cfg`` in ``ctx``; returns the results (``summary``: one line)."""
     from evoarena.policies.encoder import load_tokenizer, resolve_device
 
-    set_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    state_dir = ctx.folder() / "state"
-    prior = resumable(ctx.resume, state_dir)
+    state_dir, prior = loop.begin(ctx, cfg.threads, cfg.seed)
     if prior is not None and prior.get("done"):
         return ctx.results() or prior.get("results", {})
     timer = Timer(prior["wall_s"] if prior else 0.0)
