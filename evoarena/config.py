@@ -987,6 +987,19 @@ class CrossPlayConfig(Strict):
     ratings: RatingsConfig = Field(default_factory=RatingsConfig)  #: how ratings are computed
 
 
+class SetupRunConfig(Strict):
+    """A run made once, before the variants' runs, in ``OUT/_setup/NAME``: what several variants start from (e.g.
+    one fine-tuned encoder that every seed's run loads). Overrides name its folder as ``{setup.NAME}``."""
+
+    command: Literal["train", "pretrain", "finetune", "run"]  #: what the run is: one stage, or run (a pipeline)
+    config: str  #: its run config (relative paths: from the current directory)
+    set: list[str] = Field(default_factory=list)  #: --set overrides of that config
+
+
+#: ``{setup.NAME}`` in a sweep's overrides: the folder of setup run NAME
+SETUP_REF = re.compile(r"\{setup\.([^{}]+)\}")
+
+
 class SweepConfig(Strict):
     """``evoarena bench CONFIG``: variants x seeds of one run config."""
 
@@ -1004,6 +1017,10 @@ class SweepConfig(Strict):
     bootstrap_seed: int = 0  #: seed of the bootstrap resamples
     env_name: str | None = None  #: environment name in the marl-eval export (default: the run config's env id)
     tournament: CrossPlayConfig | None = None  #: cross-play every run's final checkpoint (and a pool) in one tournament
+    #: runs made once before the variants (name -> run); an override's ``{setup.NAME}`` is that run's folder
+    setup: dict[str, SetupRunConfig] = Field(default_factory=dict)
+    #: paired differences: each ``[x, y]`` gives, per task, the mean over seeds of (x - y) on the same seed
+    paired: list[tuple[str, str]] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _names_and_tasks(self) -> SweepConfig:
@@ -1017,7 +1034,30 @@ class SweepConfig(Strict):
                 self.variants[name] = VariantConfig(set=v)
         self._check_views()
         self._default_tasks()
+        self._check_setup_and_pairs()
         return self
+
+    def _check_setup_and_pairs(self) -> None:
+        """Setup names are folder names; every ``{setup.NAME}`` names one; every pair names two variants."""
+        bad = [n for n in self.setup if not n or "/" in n or n.startswith(".")]
+        if bad:
+            raise ValueError(f"setup {bad}: a setup name is a folder name (no '/', not starting with '.')")
+        if "_setup" in self.variants:
+            raise ValueError("variants._setup: the name is the folder of the setup runs; choose another")
+        where = [("set", self.set)] + [(f"variants.{n}.set", self.variant(n).set) for n in self.variants]
+        where += [(f"setup.{n}.set", s.set) for n, s in self.setup.items()]
+        for key, overrides in where:
+            for o in overrides:
+                for ref in SETUP_REF.findall(o):
+                    if ref not in self.setup or key.startswith("setup."):
+                        raise ValueError(f"{key}: {o!r} names setup run {ref!r}; "
+                                         + ("a setup run cannot read another" if key.startswith("setup.") else
+                                            f"setup runs: {', '.join(self.setup) or '(none)'}"))
+        for i, (x, y) in enumerate(self.paired):
+            missing = [v for v in (x, y) if v not in self.variants]
+            if missing or x == y:
+                raise ValueError(f"paired[{i}] = [{x}, {y}]: name two different variants; "
+                                 f"variants: {', '.join(self.variants)}")
 
     def _check_views(self) -> None:
         """Every ``of`` names a variant with runs of its own."""

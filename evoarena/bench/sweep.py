@@ -24,14 +24,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from evoarena.bench.sweep_plan import DONE_FILE, check_plan, is_done, load_sweep, out_dir, plan, variant_runs
+from evoarena.bench.sweep_plan import (
+    DONE_FILE,
+    check_plan,
+    is_done,
+    load_sweep,
+    out_dir,
+    plan,
+    setup_plan,
+    variant_runs,
+)
 from evoarena.bench.sweep_report import REPORT_FILES, markdown, publish
 from evoarena.bench.sweep_results import aggregate, collect_curves, collect_scores, cross_play, lookup, marl_eval
 from evoarena.config import ResourcesConfig, SweepConfig
 
 __all__ = ["DONE_FILE", "LOG_FILE", "REPORT_FILES", "SweepConfig", "aggregate", "check_plan", "collect_curves",
            "collect_scores", "cross_play", "execute_run", "is_done", "load_sweep", "lookup", "markdown", "marl_eval",
-           "out_dir", "plan", "publish", "run_sweep", "variant_runs"]
+           "out_dir", "plan", "publish", "run_sweep", "setup_plan", "variant_runs"]
 
 LOG_FILE = "bench.log"
 
@@ -119,8 +128,10 @@ def _run_ray(specs: list[dict[str, Any]], address: str, resources: ResourcesConf
 
 def run_sweep(cfg: SweepConfig, out: str | Path | None = None, workers: int = 1, ray_address: str | None = None,
               echo: Callable[[str], None] = print, command: str | None = None) -> dict[str, Any]:
-    """Run the missing runs of the sweep, then aggregate; returns ``{"runs": [statuses], "bench": ...}``."""
+    """Run the missing runs of the sweep (its setup runs first), then aggregate; returns ``{"runs": [statuses],
+    "bench": ...}``."""
     root = out_dir(cfg, out)
+    _run_setup(cfg, root, workers, ray_address, echo)
     specs = plan(cfg, root)
     check_plan(cfg, specs)
     root.mkdir(parents=True, exist_ok=True)
@@ -130,20 +141,46 @@ def run_sweep(cfg: SweepConfig, out: str | Path | None = None, workers: int = 1,
     echo(f"sweep {cfg.name}: {len(specs)} runs ({len(specs) // len(cfg.seeds)} variants x {len(cfg.seeds)} seeds), "
          f"{len(statuses)} finished already, {len(todo)} to run "
          f"{'on Ray ' + ray_address if ray_address else f'in {max(1, workers)} worker(s)'}; folder {root}")
+    if todo:
+        statuses += _execute(cfg, todo, workers, ray_address, echo)
+    _raise_failed(cfg, statuses)
+    bench = aggregate(cfg, root, command=command)
+    return {"runs": statuses, "bench": bench}
+
+
+def _who(r: dict[str, Any]) -> str:
+    return r["variant"] if r["seed"] is None else f"{r['variant']} seed {r['seed']}"
+
+
+def _execute(cfg: SweepConfig, todo: list[dict[str, Any]], workers: int, ray_address: str | None,
+             echo: Callable[[str], None]) -> list[dict[str, Any]]:
     count = [0]
 
     def report(r: dict[str, Any]) -> None:
         count[0] += 1
         extra = f"{r['wall_s']:.1f} s" if r["status"] != "failed" else f"{r['error']} (log: {r['log']})"
-        echo(f"[{count[0]}/{len(todo)}] {r['variant']} seed {r['seed']}: {r['status']} {extra}")
+        echo(f"[{count[0]}/{len(todo)}] {_who(r)}: {r['status']} {extra}")
 
-    if todo:
-        done = _run_ray(todo, ray_address, cfg.resources, report) if ray_address else _run_local(todo, workers, report)
-        statuses += done
+    return _run_ray(todo, ray_address, cfg.resources, report) if ray_address else _run_local(todo, workers, report)
+
+
+def _raise_failed(cfg: SweepConfig, statuses: list[dict[str, Any]]) -> None:
     failed = [r for r in statuses if r["status"] == "failed"]
     if failed:
         raise RuntimeError(f"sweep {cfg.name}: {len(failed)} run(s) failed: " + "; ".join(
-            f"{r['variant']} seed {r['seed']}: {r['error']} (log {r['log']})" for r in failed)
+            f"{_who(r)}: {r['error']} (log {r['log']})" for r in failed)
             + ". Re-run the same command to retry them (finished runs are kept).")
-    bench = aggregate(cfg, root, command=command)
-    return {"runs": statuses, "bench": bench}
+
+
+def _run_setup(cfg: SweepConfig, root: Path, workers: int, ray_address: str | None,
+               echo: Callable[[str], None]) -> None:
+    """Check and run the missing setup runs (the variants' configs may name their folders, so they go first)."""
+    setups = setup_plan(cfg, root)
+    if not setups:
+        return
+    check_plan(cfg, setups)
+    todo = [s for s in setups if not is_done(s["run_dir"])]
+    echo(f"sweep {cfg.name}: {len(setups)} setup run(s), {len(setups) - len(todo)} finished already, {len(todo)} "
+         "to run first")
+    if todo:
+        _raise_failed(cfg, _execute(cfg, todo, min(workers, len(todo)), ray_address, echo))

@@ -12,9 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from evoarena.config import ConfigError, SweepConfig, dump_config, load_config, yaml_load
+from evoarena.config import SETUP_REF, ConfigError, SweepConfig, dump_config, load_config, yaml_load
 
 DONE_FILE = "bench_done.json"
+SETUP_DIR = "_setup"  #: the sweep folder's subfolder of its setup runs
 
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:
@@ -27,11 +28,28 @@ def out_dir(cfg: SweepConfig, out: str | Path | None = None) -> Path:
     return Path(out or cfg.out or Path("runs") / "bench" / cfg.name)
 
 
+def setup_dir(root: Path, name: str) -> Path:
+    """The folder of setup run ``name``: ``OUT/_setup/NAME``."""
+    return (Path(root) / SETUP_DIR / name).resolve()
+
+
+def _with_setup_dirs(root: Path, overrides: list[str]) -> list[str]:
+    """The overrides with every ``{setup.NAME}`` replaced by that setup run's folder."""
+    return [SETUP_REF.sub(lambda m: str(setup_dir(root, m.group(1))), o) for o in overrides]
+
+
+def setup_plan(cfg: SweepConfig, root: Path) -> list[dict[str, Any]]:
+    """One run spec per setup run (``seed`` None: the run keeps its config's seed), in config order."""
+    return [{"variant": f"setup:{name}", "seed": None, "command": s.command, "config": str(Path(s.config).resolve()),
+             "overrides": list(s.set), "run_dir": str(setup_dir(root, name)), "cwd": os.getcwd()}
+            for name, s in cfg.setup.items()]
+
+
 def plan(cfg: SweepConfig, root: Path) -> list[dict[str, Any]]:
     """One picklable run spec per (variant, seed), variant-major in config order."""
     config = str(Path(cfg.config).resolve())
     return [{"variant": v, "seed": s, "command": cfg.command, "config": config,
-             "overrides": [*cfg.set, *cfg.variant(v).set, f"{cfg.seed_key}={s}"],
+             "overrides": _with_setup_dirs(root, [*cfg.set, *cfg.variant(v).set, f"{cfg.seed_key}={s}"]),
              "run_dir": str((root / v / f"seed_{s}").resolve()), "cwd": os.getcwd()}
             for v in cfg.variants if cfg.variant(v).of is None for s in cfg.seeds]
 
@@ -61,6 +79,9 @@ def check_plan(cfg: SweepConfig, specs: list[dict[str, Any]]) -> None:
         raise ConfigError(f"sweep {cfg.name}: config = {cfg.config!r}: no such file "
                           f"(relative paths start at {os.getcwd()})")
     for spec in specs:
+        if not Path(spec["config"]).is_file():
+            raise ConfigError(f"sweep {cfg.name}: {spec['variant'].replace(':', '.')}.config = {spec['config']!r}: "
+                              "no such file")
         try:
             text = dump_config(load_command(spec["command"], spec["config"], spec["overrides"]))
         except (ValueError, FileNotFoundError, KeyError) as exc:

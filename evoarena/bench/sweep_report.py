@@ -59,6 +59,10 @@ def _header(cfg: SweepConfig, bench: dict[str, Any]) -> list[str]:
         lines.append(f"| {v} | {what} |")
     if cfg.set:
         lines += ["", f"Every run also: {' '.join(f'`{o}`' for o in cfg.set)}."]
+    for name, s in cfg.setup.items():
+        lines += ["", f"Setup run `{name}` (made once, before the variants, in `_setup/{name}/`; overrides name "
+                  f"its folder as `{{setup.{name}}}`): `evoarena {s.command} {s.config}`"
+                  + "".join(f" `--set {o}`" for o in s.set) + "."]
     return lines
 
 
@@ -87,7 +91,25 @@ def _scores(cfg: SweepConfig, bench: dict[str, Any], unit: str) -> list[str]:
     for x in variants:
         lines.append(f"| {x} | " + " | ".join("" if x == y else _ci(bench["probability_of_improvement"][x][y], "{:.2f}")
                                               for y in variants) + " |")
-    return lines + ["", "![probability of improvement](poi.png)", ""]
+    return lines + ["", "![probability of improvement](poi.png)", ""] + _paired(cfg, bench)
+
+
+def _paired(cfg: SweepConfig, bench: dict[str, Any]) -> list[str]:
+    """The paired differences (same seed) of the config's ``paired`` variants."""
+    if not bench.get("paired"):
+        return []
+    lines = ["## Paired differences", "",
+             "x - y on the same seed (the same pre-training, games and evaluation where the run config seeds them), "
+             "averaged over seeds: the 95% bootstrap interval resamples seeds; the Student-t interval (n - 1 "
+             "degrees of freedom) is wider and, with few seeds, the one to trust.", "",
+             "| x - y | task | mean [95% bootstrap CI] | 95% t interval | per seed |",
+             "| --- | --- | --- | --- | --- |"]
+    for pair, tasks in bench["paired"].items():
+        for t, d in tasks.items():
+            tci = f"[{d['t_low']:+.3f}, {d['t_high']:+.3f}]" if "t_low" in d else "(one seed)"
+            seeds = ", ".join(f"{v:+.3f}" for v in d["per_seed"])
+            lines.append(f"| {pair} | {t} | {_ci(d, '{:+.3f}')} | {tci} | {seeds} |")
+    return lines + [""]
 
 
 def _cross_play(variants: list[str], tour: dict[str, Any]) -> list[str]:

@@ -276,6 +276,29 @@ def _figures(cfg: SweepConfig, bench: dict[str, Any], root: Path, unit: str) -> 
         figures.curves(panels, root / "curves.png", "step", f"{unit} (IQM over seeds, 95% band)")
 
 
+def paired_differences(cfg: SweepConfig, scores: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """Per pair ``[x, y]`` of ``cfg.paired`` and per task: the mean over seeds of x - y on the same seed, its 95%
+    bootstrap interval (seeds resampled) and its Student-t interval (n - 1 degrees of freedom; with 3 seeds the
+    bootstrap's percentile interval is too narrow, the t interval is the honest one), and the per-seed
+    differences."""
+    from scipy import stats as sps
+
+    out: dict[str, dict[str, Any]] = {}
+    for x, y in cfg.paired:
+        diff = scores[x] - scores[y]  # (seeds, tasks): runs are in seed order in both
+        n = diff.shape[0]
+        per_task: dict[str, Any] = {}
+        for k, t in enumerate(cfg.tasks or {}):
+            d = diff[:, [k]]
+            row = _interval(lambda a: a.mean(axis=0), d, reps=cfg.bootstrap, seed=cfg.bootstrap_seed)
+            if n > 1:
+                half = float(sps.t.ppf(0.975, n - 1) * d[:, 0].std(ddof=1) / np.sqrt(n))
+                row.update(t_low=row["value"] - half, t_high=row["value"] + half)
+            per_task[t] = {**row, "per_seed": d[:, 0].tolist()}
+        out[f"{x} - {y}"] = per_task
+    return out
+
+
 def aggregate(cfg: SweepConfig, root: str | Path, command: str | None = None) -> dict[str, Any]:
     """Aggregate the finished runs of the sweep in ``root``: writes bench.md, bench.json, marl_eval.json and
     the PNGs; returns what bench.json holds."""
@@ -298,6 +321,7 @@ def aggregate(cfg: SweepConfig, root: str | Path, command: str | None = None) ->
                              "tasks": {t: cfg.tasks[t].model_dump() for t in tasks} if cfg.tasks else {},
                              "bootstrap": {"reps": cfg.bootstrap, "seed": cfg.bootstrap_seed},
                              "scores": score_table(cfg, scores), "probability_of_improvement": improvement(cfg, scores),
+                             "paired": paired_differences(cfg, scores),
                              "profiles": {"taus": taus.tolist(), **profile}, "curves": curve_bands(cfg, curves_raw),
                              "runs": runs_table}
     if cfg.tournament:
