@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml $(LOCK)
 
 install: $(STAMP)
 
+# the test files spread over one worker per core (pytest-xdist; a file's tests stay on one worker, so its module
+# fixtures are built once); TEST_WORKERS=0 runs them in this process
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow

@@ -11,18 +11,28 @@ Both fixtures are factories: each call returns a new dict, so a test may change 
 Markers (registered in pyproject.toml): ``slow`` (not in ``make test``; ``make test-slow`` runs them) and
 ``e2e`` (the test runs the ``evoarena`` command, an example script or a training step in new processes, end to
 end; ``pytest -m "not slow and not e2e"`` runs the unit tests alone: a ``-m`` given replaces the default one).
+
+``make test`` spreads the test files over one pytest-xdist worker per core; each worker gives torch one thread,
+so that two workers on two cores do not thrash.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-#: the tiny encoder's config (keys of evoarena.config.EncoderConfig)
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of several workers: one torch thread each
+    import torch
+
+    torch.set_num_threads(1)
+
+#: the tiny encoder's config (keys of evoarena.config.EncoderConfig); fp32 (``autocast: off``), since ``auto``'s
+#: bf16 verdict depends on the CPU and its load, and tests compare outputs to 1e-5 (a test of autocast says so)
 TINY_ENCODER: dict[str, Any] = {"preset": "tiny", "hidden_size": 32, "num_layers": 1, "num_heads": 2,
-                                "intermediate_size": 64, "vocab_size": 400}
+                                "intermediate_size": 64, "vocab_size": 400, "autocast": "off"}
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_ENCODER
 
 from evoarena.config import TrainConfig, validate_config
 from evoarena.envs import make
@@ -25,8 +26,6 @@ from evoarena.training.rl.rollout import LearnerBatch
 from evoarena.training.stages import run_standalone
 
 META = torch.device("meta")
-TINY_ENCODER = {"preset": "tiny", "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
-                "vocab_size": 400, "autocast": "off"}
 POOL = [{"agent": "scripted:always_defect"}, {"agent": "scripted:tit_for_tat"}, {"agent": "snapshot"}]
 
 
