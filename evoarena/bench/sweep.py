@@ -64,7 +64,7 @@ def execute_run(spec: dict[str, Any]) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with open(run_dir / LOG_FILE, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        print(f"--- {'resume' if resume else 'start'} {spec['variant']} seed {spec['seed']}: {spec['command']} "
+        print(f"--- {'resume' if resume else 'start'} {_who(spec)}: {spec['command']} "
               f"{spec['config']} {' '.join('--set ' + o for o in spec['overrides'])}", flush=True)
         run_command(spec["command"], spec["config"], spec["overrides"], run_dir, resume=resume)
     wall = time.perf_counter() - t0
