@@ -54,7 +54,7 @@ def shrunk_transfer(tmp_path: Path) -> sw.SweepConfig:
 
 
 def test_transfer_bench_shrunk(tmp_path):
-    """Setup run once, three arms x two seeds on the tiny encoder, the paired differences in bench.md."""
+    """Setup run once, four arms x two seeds on the tiny encoder, the paired differences in bench.md."""
     cfg = shrunk_transfer(tmp_path)
     lines: list[str] = []
     result = sw.run_sweep(cfg, tmp_path / "out", echo=lines.append)
@@ -64,8 +64,8 @@ def test_transfer_bench_shrunk(tmp_path):
     ner_run = next(s for s in sw.plan(cfg, tmp_path / "out") if s["variant"] == "speaker_ner")
     assert f"stages.train.policies.speaker.policy.init_from={ckpt.resolve()}" in ner_run["overrides"]
     bench = result["bench"]
-    assert set(bench["scores"]) == {"none", "ner", "speaker_ner"}
-    assert set(bench["paired"]) == {"ner - none", "speaker_ner - none", "ner - speaker_ner"}
+    assert set(bench["scores"]) == {"none", "ner", "speaker_ner", "listener_ner"}
+    assert set(bench["paired"]) == {"ner - none", "speaker_ner - none", "listener_ner - none", "ner - speaker_ner"}
     d = bench["paired"]["ner - none"]["accuracy"]
     assert len(d["per_seed"]) == 2 and d["t_low"] <= d["value"] <= d["t_high"]
     md = (tmp_path / "out" / "bench.md").read_text()
@@ -73,7 +73,7 @@ def test_transfer_bench_shrunk(tmp_path):
     # a second run skips the setup and every arm
     lines.clear()
     sw.run_sweep(cfg, tmp_path / "out", echo=lines.append)
-    assert "1 finished already, 0 to run first" in lines[0] and "6 finished already, 0 to run" in lines[1]
+    assert "1 finished already, 0 to run first" in lines[0] and "8 finished already, 0 to run" in lines[1]
 
 
 def test_transfer_dilemma_config_is_valid(tmp_path):
