@@ -110,7 +110,7 @@ def run_pair(world: str, seed: int, args: argparse.Namespace) -> dict[str, dict[
         n_steps = max(1, round(decisions / args.updates / (copies * slots)))
         sb3_dir = Path(tmp) / "sb3"
         sb3_cfg = config(world, seed, args.updates, args.num_envs, args.threads, "sb3", n_steps)
-        res = run_sb3(sb3_cfg, StageContext.standalone(sb3_dir, "ppo", progress=False), total_timesteps=decisions)
+        res = run_sb3(sb3_cfg, StageContext.standalone(sb3_dir, "train", progress=False), total_timesteps=decisions)
         perf = scalars(sb3_dir)
         sb3_cpu = perf["perf/cpu_seconds"].sum()
         total = perf["perf/rollout_seconds"].sum() + perf["perf/learn_seconds"].sum()

@@ -2,7 +2,7 @@
 pool, and head to head, on fixed evaluation sets with common random numbers.
 
 Run:  .venv/bin/python benchmarks/negotiation_vs_teacher.py \
-          --candidate ckpt:runs/ppo_negotiation/stages/01_ppo/best/policies/main \
+          --candidate ckpt:runs/ppo_negotiation/stages/01_train/best/policies/main \
           --reference ckpt:runs/bc_negotiation/stages/01_finetune/checkpoint --seed 2000000 --episodes 500
 
 Every match is played in both seat orders; the first mover is drawn from each episode's seed, so

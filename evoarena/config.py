@@ -811,7 +811,7 @@ STAGES: dict[str, StageNames] = {
                            "Masked-LM pretraining of an encoder on world text (trains the tiny tokenizer)."),
     "finetune": StageNames(FinetuneStageConfig, FinetuneConfig, "finetune",
                            "Supervised fine-tuning: NER on CoNLL files (task: ner) or behaviour cloning (task: bc)."),
-    "train": StageNames(TrainStageConfig, TrainConfig, "ppo",
+    "train": StageNames(TrainStageConfig, TrainConfig, "train",
                         "Multi-agent PPO in a world (learners, fixed opponents, pools, snapshots)."),
     "evaluate": StageNames(EvaluateStageConfig, None, "evaluate"),
 }
@@ -892,7 +892,7 @@ class PipelineConfig(Strict):
 # --------------------------------------------------------------------------- tournaments and sweeps (bench)
 
 #: tasks of a sweep that names none, by run command
-DEFAULT_TASKS = {"train": {"score": {"result": "ppo.final_eval.score", "curve": "eval/score"}}}
+DEFAULT_TASKS = {"train": {"score": {"result": "train.final_eval.score", "curve": "eval/score"}}}
 
 
 # --------------------------------------------------------------------------- tournaments
@@ -979,7 +979,7 @@ class CrossPlayConfig(Strict):
     """Cross-play every run's final checkpoint (and a pool of fixed agents) in one tournament."""
 
     env: EnvConfig  #: the world of the cross-play
-    checkpoint: str | list[str]  #: key path into results.json of the checkpoint folder, e.g. ``ppo.checkpoint``
+    checkpoint: str | list[str]  #: key path into results.json of the checkpoint folder, e.g. ``train.checkpoint``
     subdir: str = ""  #: the agent's folder inside it, e.g. ``policies/main`` (a PPO checkpoint's learner)
     pool: list[str] = Field(default_factory=list)  #: fixed agents (NAME=SPEC) that also enter; "vs pool" scores
     episodes: int = Field(20, ge=1)  #: episodes per match
@@ -1012,7 +1012,7 @@ class SweepConfig(Strict):
     seed_key: str = "seed"  #: the config key each run's seed is written to
     out: str | None = None  #: sweep folder (default runs/bench/NAME)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)  #: what each run asks of a Ray cluster
-    tasks: dict[str, TaskConfig] | None = None  #: default for train: ppo.final_eval.score with curve eval/score
+    tasks: dict[str, TaskConfig] | None = None  #: default for train: train.final_eval.score with curve eval/score
     bootstrap: int = Field(2000, ge=100)  #: bootstrap resamples of every interval
     bootstrap_seed: int = 0  #: seed of the bootstrap resamples
     env_name: str | None = None  #: environment name in the marl-eval export (default: the run config's env id)

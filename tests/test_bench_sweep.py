@@ -33,16 +33,16 @@ def write_sweep(folder: Path, train: dict | None = None, **over) -> Path:
     (folder / "train.yaml").write_text(yaml.safe_dump(train or TRAIN))
     data = {"name": "micro", "command": "train", "config": str(folder / "train.yaml"),
             "variants": {"fast": ["ppo.lr=3e-3"], "slow": ["ppo.lr=1e-4"],
-                         "fast_best": {"of": "fast", "results": {"score": "ppo.best_score"},
+                         "fast_best": {"of": "fast", "results": {"score": "train.best_score"},
                                        "curves": {"score": None, "vs_alld": None},
-                                       "checkpoint": "ppo.best_checkpoint"}},
+                                       "checkpoint": "train.best_checkpoint"}},
             "seeds": [0, 1],
             "bootstrap": 200,
-            "tasks": {"score": {"result": "ppo.final_eval.score", "curve": "eval/score", "low": 0, "high": 25},
-                      "vs_alld": {"result": "ppo.final_eval.scripted:always_defect.learner_return",
+            "tasks": {"score": {"result": "train.final_eval.score", "curve": "eval/score", "low": 0, "high": 25},
+                      "vs_alld": {"result": "train.final_eval.scripted:always_defect.learner_return",
                                   "curve": "eval/scripted_always_defect/learner_return",
-                                  "curve_offset": "ppo.evals.1.update"}},  # 1: evals[0] is update 0
-            "tournament": {"env": {"id": "dilemma_v0", "kwargs": {"rounds": 5}}, "checkpoint": "ppo.checkpoint",
+                                  "curve_offset": "train.evals.1.update"}},  # 1: evals[0] is update 0
+            "tournament": {"env": {"id": "dilemma_v0", "kwargs": {"rounds": 5}}, "checkpoint": "train.checkpoint",
                            "subdir": "policies/main", "pool": ["scripted:tit_for_tat", "scripted:always_defect"],
                            "episodes": 2, "ratings": {"bootstrap": 50}},
             **over}
@@ -84,21 +84,21 @@ def test_sweep_report_and_files(reference):
     md = (out / "bench.md").read_text()
     for section in ("## Scores", "## Probability of improvement", "## Learning curves", "## Performance profiles",
                     "## Runs", "## Cross-play tournament", "| fast |", "vs pool",
-                    "| fast_best | no runs of its own: in the runs of `fast`, `score` from `ppo.best_score` |"):
+                    "| fast_best | no runs of its own: in the runs of `fast`, `score` from `train.best_score` |"):
         assert section in md, section
     bench = json.loads((out / "bench.json").read_text())
     runs = {(r["variant"], r["seed"]): r for r in bench["runs"]}
     assert not (out / "fast_best").exists() and len(runs) == 6
     for (v, s), r in runs.items():
         res = json.loads((out / v.replace("_best", "") / f"seed_{s}" / "results.json").read_text())
-        expected = res["ppo"]["best_score"] if v.endswith("_best") else res["ppo"]["final_eval"]["score"]
+        expected = res["train"]["best_score"] if v.endswith("_best") else res["train"]["final_eval"]["score"]
         assert r["score"] == pytest.approx(expected / 25)
     fast = np.array([[runs["fast", s]["score"], runs["fast", s]["vs_alld"]] for s in (0, 1)])
     assert bench["scores"]["fast"]["iqm"]["value"] == pytest.approx(float(np.mean(np.sort(fast, axis=None)[1:3])))
     poi = bench["probability_of_improvement"]
     assert poi["fast"]["slow"]["value"] + poi["slow"]["fast"]["value"] == pytest.approx(1.0)
     assert bench["curves"]["score"]["fast"]["steps"] == [0, 1, 2, 3]  # PPO evaluates before its first update too
-    assert bench["curves"]["vs_alld"]["slow"]["steps"] == [-1, 0, 1, 2]  # less ppo.evals[1].update = 1
+    assert bench["curves"]["vs_alld"]["slow"]["steps"] == [-1, 0, 1, 2]  # less train.evals[1].update = 1
     assert "fast_best" not in bench["curves"]["score"]
     assert set(bench["tournament"]["per_variant"]) == {"fast", "slow", "fast_best"}
     assert bench["tournament"]["entrants"] == 8
@@ -111,7 +111,7 @@ def test_marl_eval_export(reference):
     assert list(data) == ["dilemma_v0"] and set(data["dilemma_v0"]) == {"score", "vs_alld"}
     run = data["dilemma_v0"]["vs_alld"]["slow"]["run_1"]
     assert [run[f"step_{k}"]["step_count"] for k in range(4)] == [-1, 0, 1, 2]
-    final = json.loads((out / "slow" / "seed_1" / "results.json").read_text())["ppo"]["final_eval"]
+    final = json.loads((out / "slow" / "seed_1" / "results.json").read_text())["train"]["final_eval"]
     assert run["absolute_metrics"]["score"] == [final["scripted:always_defect"]["learner_return"]]
     assert run["step_3"]["score"] == run["absolute_metrics"]["score"]  # the last eval is the final one
 
@@ -156,7 +156,7 @@ def test_killed_sweep_finishes_only_the_missing_runs(tmp_path):
     deadline = time.time() + 180
     try:
         while not ((first / sw.DONE_FILE).is_file()
-                   and (second / "stages" / "01_ppo" / "checkpoint" / "trainer_state.json").is_file()):
+                   and (second / "stages" / "01_train" / "checkpoint" / "trainer_state.json").is_file()):
             assert proc.poll() is None and time.time() < deadline, "the sweep ended before it could be killed"
             time.sleep(0.02)
     finally:
@@ -172,8 +172,8 @@ def test_killed_sweep_finishes_only_the_missing_runs(tmp_path):
     # the resumed run ends where an uninterrupted one does, on one TensorBoard step axis
     spec = next(s for s in sw.plan(cfg, out) if (s["variant"], s["seed"]) == ("fast", 1))
     sw.execute_run({**spec, "run_dir": str(tmp_path / "fresh")})
-    resumed = json.loads((second / "results.json").read_text())["ppo"]
-    fresh = json.loads((tmp_path / "fresh" / "results.json").read_text())["ppo"]
+    resumed = json.loads((second / "results.json").read_text())["train"]
+    fresh = json.loads((tmp_path / "fresh" / "results.json").read_text())["train"]
     assert resumed["updates"] == fresh["updates"] == 40
     assert resumed["final_eval"] == fresh["final_eval"]
     steps = [s for s, _ in read_scalars(second / "tb")["eval/score"]]

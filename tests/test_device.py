@@ -76,7 +76,7 @@ def test_resumed_learner_reference_and_snapshots_follow_the_learner(tmp_path, au
     with pytest.MonkeyPatch.context() as mp:  # the first session ran on the CPU
         mp.setitem(numerics._STATE, "device", "cpu")
         run_standalone(cfg, tmp_path, progress=False)
-    t = ppo_mod.start(cfg, StageContext.standalone(tmp_path, "ppo", resume=True, progress=False))
+    t = ppo_mod.start(cfg, StageContext.standalone(tmp_path, "train", resume=True, progress=False))
     assert t.references and t.snapshots["main"], "the run has a KL reference and snapshots to check"
     ppo_mod.take_snapshots(t, 3)
     assert trainer_devices(t) == dict.fromkeys(trainer_devices(t), {META})
@@ -146,7 +146,7 @@ def test_ppo_run_keeps_one_device(tmp_path, device):
     buffer, cache and optimizer state of the learner, its reference and its snapshots is on ``device``."""
     cfg = train_cfg(device=device)
     run_standalone(cfg, tmp_path, progress=False)
-    t = ppo_mod.start(cfg, StageContext.standalone(tmp_path, "ppo", resume=True, progress=False))
+    t = ppo_mod.start(cfg, StageContext.standalone(tmp_path, "train", resume=True, progress=False))
     stats, nan = ppo_mod.learn(t, t.rollout.collect(cfg.episodes_per_update), cfg.total_updates)
     assert not nan and stats["main"]["kl_ref"] >= 0
     ppo_mod.take_snapshots(t, cfg.total_updates + 1)

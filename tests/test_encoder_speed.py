@@ -205,7 +205,7 @@ def test_a_frozen_encoder_run_resumed_from_a_checkpoint_equals_the_uninterrupted
         run_standalone(cfg, tmp_path / "split", progress=False)
     monkeypatch.setattr(Rollout, "collect", real)
     run_standalone(cfg, tmp_path / "split", resume=True, progress=False)
-    weights = [load_file(str(d / "stages/01_ppo/checkpoint/policies/main/model.safetensors"))
+    weights = [load_file(str(d / "stages/01_train/checkpoint/policies/main/model.safetensors"))
                for d in (tmp_path / "whole", tmp_path / "split")]
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:

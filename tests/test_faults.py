@@ -114,7 +114,7 @@ def trained(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("value", [-1, "two", 0, 2.5])
 def test_a_policy_json_with_a_bad_action_count_names_the_file(trained, tmp_path, capsys, value):
     ck = tmp_path / "ck"
-    shutil.copytree(trained / "stages/01_ppo/checkpoint/policies/main", ck)
+    shutil.copytree(trained / "stages/01_train/checkpoint/policies/main", ck)
     meta = json.loads((ck / "policy.json").read_text())
     meta["num_actions"] = value
     (ck / "policy.json").write_text(json.dumps(meta))
@@ -126,7 +126,7 @@ def test_a_policy_json_with_a_bad_action_count_names_the_file(trained, tmp_path,
 def test_a_truncated_trainer_state_names_the_file(trained, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(trained, run, ignore=shutil.ignore_patterns(".lock"))
-    state = run / "stages/01_ppo/checkpoint/trainer_state.json"
+    state = run / "stages/01_train/checkpoint/trainer_state.json"
     state.write_text(state.read_text()[:40])
     err = error_line(capsys, ["train", "--resume", str(run), "--set", "total_updates=3"])
     assert str(state) in err and "damaged" in err
@@ -136,7 +136,7 @@ def test_canonical_weights_hash_is_equal_for_equal_weights(trained, tmp_path):
     """A checkpoint saved again (another file, maybe another header order) keeps its weights_sha256."""
     from evoarena.policies.io import load_policy, save_checkpoint
 
-    src = trained / "stages/01_ppo/checkpoint/policies/main"
+    src = trained / "stages/01_train/checkpoint/policies/main"
     again = save_checkpoint(tmp_path / "again", load_policy(src))
     a, b = (json.loads((p / "policy.json").read_text()) for p in (src, again))
     assert a["weights_sha256"] == b["weights_sha256"]

@@ -76,12 +76,12 @@ def test_short_run_each_world(world_id, tmp_path, tiny_policy):
               "eval/score"):
         assert t in tags
     assert any(t.startswith("episodes/transcript") for t in acc.Tags()["tensors"])
-    results = json.loads((tmp_path / "results.json").read_text())["ppo"]
+    results = json.loads((tmp_path / "results.json").read_text())["train"]
     assert results["final_eval"]["score"] == res["final_eval"]["score"]
-    assert (tmp_path / "stages/01_ppo/checkpoint/policies" / learners[0] / "model.safetensors").is_file()
-    assert (tmp_path / "stages/01_ppo/best/trainer_state.json").is_file()
+    assert (tmp_path / "stages/01_train/checkpoint/policies" / learners[0] / "model.safetensors").is_file()
+    assert (tmp_path / "stages/01_train/best/trainer_state.json").is_file()
     for name in learners:  # a policy folder says which learner and update it is; the resumable state is beside it
-        assert load_trainer_state(tmp_path / "stages/01_ppo/checkpoint/policies" / name) == {"policy": name,
+        assert load_trainer_state(tmp_path / "stages/01_train/checkpoint/policies" / name) == {"policy": name,
                                                                                           "update": 2}
 
 
@@ -138,7 +138,7 @@ def test_standardizing_learner_starts_every_update_at_ratio_one(tmp_path, monkey
     monkeypatch.setattr(update_mod, "clipped_policy_loss", recording)
     monkeypatch.setattr(ppo_mod, "ppo_update", per_update)
     run_standalone(cfg, tmp_path, progress=False)
-    ck = tmp_path / "stages/01_ppo/checkpoint/policies/main"
+    ck = tmp_path / "stages/01_train/checkpoint/policies/main"
     from evoarena.policies import load_policy
 
     assert len(first_kl) == 3
@@ -166,7 +166,7 @@ def test_config_train_mode_applies_to_a_checkpoint_start(tmp_path, tiny_policy):
     cfg = make_cfg(world("negotiation_v0", policy), total_updates=1,
                    ppo={"minibatch_size": 16, "epochs": 1, "lr": 0.01})
     run_standalone(cfg, tmp_path / "run", progress=False)
-    ck = tmp_path / "run/stages/01_ppo/checkpoint/policies/main"
+    ck = tmp_path / "run/stages/01_train/checkpoint/policies/main"
     assert read_policy_json(ck)["policy_config"]["encoder"]["train_mode"] == "frozen"
     end = load_policy(ck)
     s0, s1 = start.state_dict(), end.state_dict()
@@ -209,7 +209,7 @@ def test_nan_losses_stop_after_three_updates(tmp_path, monkeypatch):
                    ppo={"minibatch_size": 1000, "epochs": 1})
     with pytest.raises(TrainingError, match="3 updates in a row"):
         run_standalone(cfg, tmp_path, progress=False)
-    state = json.loads((tmp_path / "stages/01_ppo/checkpoint/trainer_state.json").read_text())
+    state = json.loads((tmp_path / "stages/01_train/checkpoint/trainer_state.json").read_text())
     assert state["update"] == 1  # the last good checkpoint is kept
     acc = scalars(tmp_path)
     assert [e.value for e in acc.Scalars("train/main/nan_skipped")][1:] == [1.0, 1.0, 1.0]
@@ -239,18 +239,18 @@ def test_interrupt_and_resume_one_step_axis(tmp_path, how):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "evoarena.cli", "train", str(cfg_file), "--run-dir", str(run_dir)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    _wait_for_update(run_dir / "stages/01_ppo", 4, proc)
+    _wait_for_update(run_dir / "stages/01_train", 4, proc)
     proc.send_signal(signal.SIGINT if how == "sigint" else signal.SIGKILL)
     out, _ = proc.communicate(timeout=120)
     if how == "sigint":
         assert proc.returncode == 130, out
         assert f"evoarena train --resume {run_dir}" in out
-    state = json.loads((run_dir / "stages/01_ppo/checkpoint/trainer_state.json").read_text())
+    state = json.loads((run_dir / "stages/01_train/checkpoint/trainer_state.json").read_text())
     assert 4 <= state["update"] < 14
     res = subprocess.run([sys.executable, "-m", "evoarena.cli", "train", "--resume", str(run_dir)],
                          capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
-    final = json.loads((run_dir / "stages/01_ppo/checkpoint/trainer_state.json").read_text())
+    final = json.loads((run_dir / "stages/01_train/checkpoint/trainer_state.json").read_text())
     assert final["update"] == 14 and final["episodes"] == 14 * 4
     steps = [e.step for e in scalars(run_dir).Scalars("train/main/policy_loss")]
     assert steps == list(range(1, 15))  # one monotonic axis, no step twice
@@ -277,3 +277,20 @@ def test_trainer_state_reads_and_writes_the_json_of_old_runs():
                                "best_score": None, "evals": [], "policy": "main"}
     assert TrainerState().to_json() == {"update": 0, "decisions": 0, "episodes": 0, "nan_streak": 0,
                                         "baselines": {}, "best_score": None, "evals": []}
+
+
+def test_a_run_folder_from_before_the_train_name_resumes_in_its_ppo_folder(tmp_path):
+    """``evoarena train`` wrote ``stages/01_ppo`` (results key ``ppo``) before the stage had one name; such a run
+    folder resumes where it is, and a new run writes ``stages/01_train``."""
+    data = {"env": {"id": "dilemma_v0", "kwargs": {"rounds": 5}}, "policies": {"main": {"policy": MLP}},
+            "seats": {"player_0": {"policy": "main"}, "player_1": {"agent": "scripted:tit_for_tat"}},
+            "eval": {"every": 0, "episodes": 2}}
+    run = tmp_path / "run"
+    run_standalone(make_cfg(data, total_updates=2), run, progress=False)
+    (run / "stages/01_train").rename(run / "stages/01_ppo")  # the folder and key an older version wrote
+    results = json.loads((run / "results.json").read_text())
+    (run / "results.json").write_text(json.dumps({"ppo": results.pop("train")}))
+    run_standalone(make_cfg(data, total_updates=3), run, resume=True, progress=False)
+    assert not (run / "stages/01_train").exists()
+    results = json.loads((run / "results.json").read_text())
+    assert list(results) == ["ppo"] and results["ppo"]["updates"] == 3

@@ -80,7 +80,7 @@ def test_same_seed_same_run_in_a_new_process(reference, tmp_path, request):
 @pytest.mark.parametrize("when", ["before_first_checkpoint", "after_a_checkpoint"])
 def test_sigkill_then_resume_equals_the_uninterrupted_ppo_run(ppo_reference, tmp_path, when):
     run = tmp_path / "run"
-    ckpt = run / "stages/01_ppo/checkpoint/trainer_state.json"
+    ckpt = run / "stages/01_train/checkpoint/trainer_state.json"
     if when == "before_first_checkpoint":
         args = [*PPO, "--set", "checkpoint_every=100"]  # only the final checkpoint: kill after update 3 is logged
         ready = lambda: max(tb_steps(run, "train/main/policy_loss"), default=0) >= 3  # noqa: E731
@@ -100,7 +100,7 @@ def test_sigkill_then_resume_equals_the_uninterrupted_league_run(league_referenc
     """Killed after the checkpoint of update 4 (frozen members added, the exploiter reset at 3, PFSP results
     kept), resumed: the same scalars (league/ included) and weights (members, exploiter, start) as uninterrupted."""
     run = tmp_path / "run"
-    ckpt = run / "stages/01_ppo/checkpoint/trainer_state.json"
+    ckpt = run / "stages/01_train/checkpoint/trainer_state.json"
     ready = lambda: json_value(ckpt, "update") >= 4 and max(  # noqa: E731
         tb_steps(run, "train/main/policy_loss"), default=0) > json_value(ckpt, "update")
     killed_when(["train", *LEAGUE, "--set", "checkpoint_every=2", "--run-dir", str(run)], ready)
@@ -109,7 +109,7 @@ def test_sigkill_then_resume_equals_the_uninterrupted_league_run(league_referenc
     tags = scalars(run)
     assert "league/scripted_always_defect/weight" in tags and "league/league_exploiter_main_0@4/return" in tags
     assert "rollout/exploiter_main_0/episode_return" in tags
-    assert "eval_averaged/score" in tags and (run / "stages/01_ppo/averaged/policies/main/policy.json").is_file()
+    assert "eval_averaged/score" in tags and (run / "stages/01_train/averaged/policies/main/policy.json").is_file()
 
 
 # ---------------------------------------------------------------------------- one writer per run

@@ -78,7 +78,7 @@ def test_sb3_run_writes_tensorboard_and_checkpoint(world, tmp_path, tiny_policy)
     assert all(np.isfinite(e.value) for e in acc.Scalars("train/main/value_loss"))
     opp = "scripted_conceder" if world == "negotiation" else "scripted_tit_for_tat"  # spec_tag: no ":" in tags
     assert f"eval/{opp}/learner_return" in tags
-    results = json.loads((tmp_path / "results.json").read_text())["ppo"]
+    results = json.loads((tmp_path / "results.json").read_text())["train"]
     assert np.isfinite(results["final_eval"]["score"])
     policy = load_policy(Path(res["checkpoint"]) / "policies" / "main")
     assert policy.env_id == data["env"]["id"]

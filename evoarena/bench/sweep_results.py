@@ -1,6 +1,6 @@
 """A sweep's aggregation: what its finished runs scored, summarised over seeds.
 
-Each run's ``results.json`` gives one number per task (a key path such as ``ppo.final_eval.score``, read by
+Each run's ``results.json`` gives one number per task (a key path such as ``train.final_eval.score``, read by
 :func:`lookup`) and its TensorBoard scalars a task's ``curve``. :func:`aggregate` writes ``bench.json`` (every
 number), ``marl_eval.json`` (the marl-eval layout), the PNGs and ``bench.md``: interquartile mean with
 stratified-bootstrap 95% intervals per variant, the probability-of-improvement matrix, learning curves with

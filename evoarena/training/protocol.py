@@ -18,6 +18,9 @@ from pydantic import BaseModel
 from evoarena.config import STAGES
 from evoarena.training.infra import runs
 
+#: a stage folder's former names (single-stage run folders written under them still resume)
+FORMER_FOLDERS = {"train": "ppo"}
+
 
 @dataclass
 class StageAgent:
@@ -52,8 +55,13 @@ class StageContext:
     @classmethod
     def standalone(cls, run_dir: str | Path, folder: str, resume: bool = False,
                    progress: bool = True) -> StageContext:
-        """The context of a single-stage command: ``stages/01_FOLDER``, results key ``FOLDER``, steps from 0."""
+        """The context of a single-stage command: ``stages/01_FOLDER``, results key ``FOLDER``, steps from 0. A
+        resumed run folder written before the stage took this name (``train`` was ``ppo``) keeps its old name."""
         run_dir = Path(run_dir)
+        old = FORMER_FOLDERS.get(folder)
+        if resume and old and not (run_dir / "stages" / f"01_{folder}").exists() and (
+                run_dir / "stages" / f"01_{old}").exists():
+            folder = old
         return cls(run_dir, run_dir / "stages" / f"01_{folder}", folder, resume=resume, progress=progress)
 
     def folder(self) -> Path:
