@@ -998,6 +998,7 @@ class SetupRunConfig(Strict):
 
 #: ``{setup.NAME}`` in a sweep's overrides: the folder of setup run NAME
 SETUP_REF = re.compile(r"\{setup\.([^{}]+)\}")
+SETUP_DIR = "_setup"  #: the sweep folder's subfolder of its setup runs (so no variant may take the name)
 
 
 class SweepConfig(Strict):
@@ -1042,8 +1043,8 @@ class SweepConfig(Strict):
         bad = [n for n in self.setup if not n or "/" in n or n.startswith(".")]
         if bad:
             raise ValueError(f"setup {bad}: a setup name is a folder name (no '/', not starting with '.')")
-        if "_setup" in self.variants:
-            raise ValueError("variants._setup: the name is the folder of the setup runs; choose another")
+        if SETUP_DIR in self.variants:
+            raise ValueError(f"variants.{SETUP_DIR}: the name is the folder of the setup runs; choose another")
         where = [("set", self.set)] + [(f"variants.{n}.set", self.variant(n).set) for n in self.variants]
         where += [(f"setup.{n}.set", s.set) for n, s in self.setup.items()]
         for key, overrides in where:

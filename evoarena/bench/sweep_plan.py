@@ -12,10 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from evoarena.config import SETUP_REF, ConfigError, SweepConfig, dump_config, load_config, yaml_load
+from evoarena.config import SETUP_DIR, SETUP_REF, ConfigError, SweepConfig, dump_config, load_config, yaml_load
 
 DONE_FILE = "bench_done.json"
-SETUP_DIR = "_setup"  #: the sweep folder's subfolder of its setup runs
 
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepConfig:

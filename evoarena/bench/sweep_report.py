@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from evoarena.config import SweepConfig
+from evoarena.config import SETUP_DIR, SweepConfig
 
 REPORT_FILES = ("bench.md", "bench.json", "marl_eval.json", "iqm.png", "poi.png", "curves.png", "profiles.png")
 
@@ -60,7 +60,7 @@ def _header(cfg: SweepConfig, bench: dict[str, Any]) -> list[str]:
     if cfg.set:
         lines += ["", f"Every run also: {' '.join(f'`{o}`' for o in cfg.set)}."]
     for name, s in cfg.setup.items():
-        lines += ["", f"Setup run `{name}` (made once, before the variants, in `_setup/{name}/`; overrides name "
+        lines += ["", f"Setup run `{name}` (made once, before the variants, in `{SETUP_DIR}/{name}/`; overrides name "
                   f"its folder as `{{setup.{name}}}`): `evoarena {s.command} {s.config}`"
                   + "".join(f" `--set {o}`" for o in s.set) + "."]
     return lines
