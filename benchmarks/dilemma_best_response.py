@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 
 import numpy as np
 
@@ -79,7 +80,15 @@ def main() -> int:
     ap.add_argument("agents", nargs="+")
     ap.add_argument("--max-defections", type=int, default=3)
     args = ap.parse_args()
+    if args.max_defections < 0:
+        ap.error(f"--max-defections must be >= 0, got {args.max_defections}")
     n = len(plans(KWARGS["rounds"], args.max_defections))
+    try:
+        for spec in args.agents:  # every agent loads before the search starts: a bad spec fails at once, in a line
+            make_agent(spec, "dilemma_v0", seed=0)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     ref_them, ref_me, ref_plan = best_response(REFERENCE, args.max_defections)
     print(f"{n} plans per seat; {REFERENCE}: {ref_me:.1f} under its best response ({ref_them:.1f}, "
           f"{describe(ref_plan)})")
