@@ -628,6 +628,12 @@ class BCConfig(Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     entropy_coef: float = Field(0.0, ge=0)  #: bonus on the policy's entropy over the legal actions
     tokenizer_from: str | None = None  #: take only the tokenizer of this folder (random weights; ablations)
+    #: auxiliary targets: names of the world's numeric features (``env.feature_names``) that a linear head
+    #: predicts from the encoder's pooled output while cloning, so that the encoder keeps them for a later RL
+    #: stage that freezes it (an expert that ignores a fact gives the clone no reason to keep it); the head is
+    #: dropped after cloning
+    aux_features: list[str] = Field(default_factory=list)
+    aux_coef: float = Field(1.0, ge=0)  #: weight of the auxiliary MSE (targets standardised over the demos)
 
     @field_validator("expert")
     @classmethod

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -217,9 +218,10 @@ def test_bc_clones_tit_for_tat_into_a_playable_checkpoint(tmp_path, bc_cfg):
     assert result.returns["player_0"].tolist() == [9.0] * 4  # cooperates once, then defects back
 
 
-def test_bc_resume_gives_the_uninterrupted_weights(tmp_path, monkeypatch, bc_cfg):
+@pytest.mark.parametrize("aux", [[], ["others_defect_rate"]], ids=["plain", "aux_head"])
+def test_bc_resume_gives_the_uninterrupted_weights(tmp_path, monkeypatch, bc_cfg, aux):
     cfg = bc_cfg(optim={"lr": 2e-3, "batch_size": 64, "max_steps": 30}, train_episodes=60,
-                 heldout_episodes=10, eval_episodes=4, value_detach=False)
+                 heldout_episodes=10, eval_episodes=4, value_detach=False, aux_features=aux)
     full = run_standalone(cfg, runs.create_run(tmp_path / "full", cfg))
     from evoarena.training.supervised import loop  # every supervised stage writes its states through save_state
 
@@ -244,6 +246,45 @@ def test_bc_resume_gives_the_uninterrupted_weights(tmp_path, monkeypatch, bc_cfg
     assert run_standalone(cfg, cut, resume=True)["clone_score"] == res["clone_score"]
 
 
+def test_bc_aux_features_are_learned_by_a_head_over_the_encoder(tmp_path, bc_cfg):
+    # tit_for_tat reads only the last round: nothing in cloning it asks the encoder to keep how often the
+    # opponent defected; the auxiliary head does, through the encoder it trains
+    cfg = bc_cfg(eval_episodes=4, aux_features=["others_defect_rate", "round_frac"], aux_coef=1.0)
+    run = runs.create_run(tmp_path / "run", cfg)
+    res = run_standalone(cfg, run)
+    assert res["roles"]["player"]["heldout_action_accuracy"] > 0.9, res["summary"]
+    aux = [e.value for e in scalars(run).Scalars("finetune/player/aux_mse")]
+    # in standardised units a constant prediction scores 1.0; the head starts untrained (about 1 or more)
+    assert aux[0] > 0.8 and aux[-1] < 0.2, aux
+    demos = generate_demos(cfg.bc, 3, 0, ["player"], need_names=False)["player"]
+    assert demos.aux is not None and demos.aux.shape == (len(demos), 2)
+    tenths = demos.aux[:, 1] * 10  # round_frac of a 10-round game: rounds played / 10
+    assert np.allclose(tenths, tenths.round(), atol=1e-5) and tenths.min() >= 0 and tenths.max() <= 9
+
+
+def test_bc_aux_loss_reaches_the_encoder(bc_cfg):
+    # the auxiliary loss must shape the encoder (what a later frozen-encoder stage reads), not only its own head
+    from evoarena.training.supervised.bc import AuxHead, bc_losses, build_clone_policy
+
+    cfg = bc_cfg(aux_features=["others_defect_rate"])
+    demos = generate_demos(cfg.bc, 20, 0, ["player"], need_names=False)["player"]
+    policy = build_clone_policy(cfg.bc, "player")
+    policy.eval()  # no dropout: the two passes differ by the auxiliary term alone
+    aux = AuxHead(policy.encoder.hidden_size, demos)
+    idx = np.arange(len(demos))
+
+    def encoder_grads(coef: float) -> list[torch.Tensor]:
+        policy.zero_grad()
+        loss, parts = bc_losses(policy, demos, idx, 0.5, aux=aux, aux_coef=coef)
+        loss.backward()
+        assert parts["aux_mse"] > 0
+        return [p.grad.clone() for p in policy.encoder.parameters() if p.grad is not None]
+
+    plain, with_aux = encoder_grads(0.0), encoder_grads(1.0)
+    assert plain and len(plain) == len(with_aux)
+    assert any(not torch.allclose(a, b) for a, b in zip(plain, with_aux, strict=True))
+
+
 def test_demonstration_returns_are_discounted_per_decision(bc_cfg):
     # tit-for-tat vs always-defect in a 3-round prisoner's dilemma: payoffs 0 (sucker), 1, 1
     cfg = bc_cfg(env={"id": "dilemma_v0", "kwargs": {"rounds": 3}},
@@ -262,6 +303,7 @@ def test_demonstration_returns_are_discounted_per_decision(bc_cfg):
     (["bc.policy.init_from=/no/such/ckpt"], ["policy.init_from", "/no/such/ckpt"]),
     (["bc.clone=[speaker]"], ["clone", "speaker", "player"]),
     (["bc.eval_episodes=0"], ["bc.eval_episodes = 0"]),
+    (["bc.aux_features=[opp_concession]"], ["bc.aux_features", "'opp_concession'", "others_defect_rate"]),
     (["task=ner"], ["task ner needs a 'ner:' section"]),
 ])
 def test_bad_config_fails_before_any_work(tmp_path, capsys, over, words):

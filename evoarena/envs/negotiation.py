@@ -192,6 +192,7 @@ class NegotiationEnv(TextParallelEnv):
         check_arg(name, "max_turns", max_turns, "an int >= 2", is_int and max_turns >= 2)
         self.max_turns = int(max_turns)
         self.possible_agents = ["player_0", "player_1"]
+        self.feature_names = list(FEATURE_NAMES)
         self.agents = []
         for a in self.possible_agents:
             self._obs_spaces[a] = obs_space(NUM_FEATURES, NUM_ACTIONS)

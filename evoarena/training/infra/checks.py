@@ -208,6 +208,28 @@ def check_bc(cfg: BCFinetuneConfig, source: str = "<config>") -> None:
         if bad or not bc.clone:
             what = f"unknown role(s) {bad}" if bad else "no role given"
             raise ConfigError(f"{source}: bc.clone = {bc.clone!r}: {what}; roles of {bc.env.id}: {', '.join(known)}")
+    if bc.aux_features:
+        check_aux_features(bc.aux_features, world_feature_names(bc.env), source, bc.env.id)
+
+
+def world_feature_names(env: EnvConfig) -> list[str]:
+    """The names of ``env``'s numeric observation features (empty when the world names none)."""
+    from evoarena.envs import make
+
+    world = make(env.id, **env.kwargs)
+    try:
+        return list(getattr(world, "feature_names", []))
+    finally:
+        world.close()
+
+
+def check_aux_features(names: list[str], known: list[str], source: str, env_id: str) -> None:
+    """Every auxiliary target is one of the world's feature names, each named once."""
+    bad = [n for n in names if n not in known]
+    if bad or len(set(names)) != len(names):
+        what = f"unknown feature(s) {bad}" if bad else "a feature named twice"
+        allowed = ", ".join(known) if known else f"none: {env_id} names no features"
+        raise ConfigError(f"{source}: bc.aux_features = {names!r}: {what}; features of {env_id}: {allowed}")
 
 
 def check_evaluate(cfg: EvaluateConfig, source: str = "<config>") -> None:

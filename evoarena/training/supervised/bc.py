@@ -6,12 +6,15 @@ dataset per cloned role. Identical examples are stored once with a count and the
 count (the same objective as the raw stream, fewer encoder passes); the encoder additionally encodes each
 distinct text once per batch. The policy head and encoder of an ``ActorCritic`` learn the expert's actions
 (masked cross-entropy) and the value head its discounted returns (MSE, per agent decision as PPO counts
-them). Reports held-out action accuracy and the greedy clone's in-game score next to the expert's on the
+them). With ``bc.aux_features`` a linear head also regresses those numeric facts of each observation on the
+heads' input, through the encoder, and is dropped afterwards: the encoder keeps facts the expert ignores. Reports
+held-out action accuracy and the greedy clone's in-game score next to the expert's on the
 same evaluation seeds. One checkpoint per cloned role (``checkpoint/`` with one role, else
 ``checkpoint/<role>/``), usable as ``ckpt:PATH`` and as PPO ``init_from``.
 
 TensorBoard tags (per cloned role): ``finetune/<role>/{loss,policy_loss,value_mse,accuracy,lr}``,
-``perf/<role>/examples_per_s``, ``eval/heldout/<role>/{action_accuracy,value_mse}``, and after training
+``finetune/<role>/aux_mse`` (with ``bc.aux_features``), ``perf/<role>/examples_per_s``,
+``eval/heldout/<role>/{action_accuracy,value_mse}``, and after training
 ``eval/<opponent>/<seat>/{clone_score,expert_score}``, ``eval/all/{clone_score,expert_score}``.
 
 Resume: a training state is written every ``checkpoint_every`` steps (or after every epoch); ``--resume``
@@ -104,14 +107,48 @@ def smoothed_targets(actions: torch.Tensor, mask: torch.Tensor, smoothing: float
     return target + (1.0 - smoothing) * torch.nn.functional.one_hot(actions, mask.shape[-1]).float()
 
 
+class AuxHead(nn.Module):
+    """``bc.aux_features``: a linear head from the policy heads' input to the auxiliary targets, standardised by
+    their count-weighted mean and deviation over the training demonstrations."""
+
+    def __init__(self, width: int, demos: Demos) -> None:
+        super().__init__()
+        aux = torch.as_tensor(demos.aux, dtype=torch.float64)
+        w = torch.as_tensor(demos.counts, dtype=torch.float64)[:, None] / float(demos.counts.sum())
+        mean = (w * aux).sum(0)
+        std = ((w * (aux - mean) ** 2).sum(0)).sqrt().clamp_min(1e-6)
+        self.linear = nn.Linear(width, aux.shape[1])
+        self.register_buffer("mean", mean.float(), persistent=False)
+        self.register_buffer("std", std.float(), persistent=False)
+
+    def mse(self, h: torch.Tensor, demos: Demos, idx: np.ndarray, w: torch.Tensor) -> torch.Tensor:
+        """Count-weighted MSE (mean over the targets) of the standardised targets of examples ``idx``."""
+        target = (torch.as_tensor(demos.aux[idx], device=h.device) - self.mean) / self.std
+        return (w[:, None] * (self.linear(h.float()) - target) ** 2).sum() / target.shape[1]
+
+    def weights(self) -> dict[str, list]:
+        """The head's weights as JSON lists (exact: float32 values), for a training state."""
+        return {k: v.tolist() for k, v in self.linear.state_dict().items()}
+
+    def load_weights(self, saved: dict[str, list]) -> None:
+        self.linear.load_state_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in saved.items()})
+
+
 def bc_losses(policy: Any, demos: Demos, idx: np.ndarray, value_coef: float, return_var: float = 1.0,
-              label_smoothing: float = 0.0, entropy_coef: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+              label_smoothing: float = 0.0, entropy_coef: float = 0.0, aux: AuxHead | None = None,
+              aux_coef: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """Count-weighted masked cross-entropy (against targets smoothed over the legal actions) - ``entropy_coef``
-    x entropy + ``value_coef`` x count-weighted value MSE / ``return_var`` on examples ``idx`` (dividing by the
-    returns' variance, floored at :data:`VAR_FLOOR`, keeps the value term O(1) whatever the reward scale, so
-    it cannot drown the policy's gradient). Smoothing and the entropy bonus keep every legal action at a
-    probability that a later RL stage can sample, while the greedy action stays the expert's."""
-    logits, values = policy.forward_obs(demos.obs(idx))
+    x entropy + ``value_coef`` x count-weighted value MSE / ``return_var`` (+ ``aux_coef`` x the auxiliary
+    targets' MSE) on examples ``idx`` (dividing by the returns' variance, floored at :data:`VAR_FLOOR`, keeps
+    the value term O(1) whatever the reward scale, so it cannot drown the policy's gradient). Smoothing and the
+    entropy bonus keep every legal action at a probability that a later RL stage can sample, while the greedy
+    action stays the expert's."""
+    obs = demos.obs(idx)
+    if aux is None:
+        logits, values = policy.forward_obs(obs)
+    else:  # the same forward pass, keeping the heads' input for the auxiliary head
+        feats, rows, act_rows = policy.encode_obs(obs)
+        logits, values = policy.heads(feats, rows, act_rows, policy.action_masks(obs))
     dev = logits.device
     actions = torch.as_tensor(demos.actions[idx], device=dev)
     mask = torch.as_tensor(np.asarray(demos.masks[idx]), device=dev).bool()
@@ -128,6 +165,10 @@ def bc_losses(policy: Any, demos: Demos, idx: np.ndarray, value_coef: float, ret
         loss = loss - entropy_coef * (w * entropy).sum()
     acc = float((w * (logits.detach().argmax(-1) == actions).float()).sum())
     parts = {"policy_loss": float(pi_loss.detach()), "value_mse": float(v_loss.detach()), "accuracy": acc}
+    if aux is not None:
+        aux_mse = aux.mse(policy._split_standardize(feats, rows), demos, idx, w)
+        loss = loss + aux_coef * aux_mse
+        parts["aux_mse"] = float(aux_mse.detach())
     return loss, parts
 
 
@@ -162,6 +203,7 @@ class _RoleRun:
 
     role: str
     policy: Any
+    aux: AuxHead | None  #: bc.aux_features' head (trained beside the policy, dropped after cloning)
     optimizer: torch.optim.Optimizer
     record: dict[str, Any]
     total: int
@@ -190,14 +232,20 @@ def _start_role(cfg: BCFinetuneConfig, role: str, demos: Demos, state_dir: Path,
             policy.value_head[-1].weight.zero_()
             policy.value_head[-1].bias.fill_(return_stats(demos)[0])
     policy.train()
-    optimizer = adamw(policy, opt.lr, opt.weight_decay)
+    if bc.aux_features and not hasattr(policy, "encode_obs"):
+        raise ValueError(f"bc.aux_features = {bc.aux_features!r}: the auxiliary head reads the pooled features of an "
+                         f"encoder policy (head linear or scoring), not a {type(policy).__name__}")
+    aux = AuxHead(policy.encoder.hidden_size, demos) if bc.aux_features else None
+    if aux is not None and record.get("aux_head"):
+        aux.load_weights(record["aux_head"])
+    optimizer = adamw(policy if aux is None else nn.ModuleList([policy, aux]), opt.lr, opt.weight_decay)
     if record:
         load_state(state_dir, None, optimizer)  # the weights: load_policy above
         if not record.get("done"):
             restore_torch_rng(record)
     steps_per_epoch = math.ceil(len(demos) / opt.batch_size)
-    return _RoleRun(role, policy, optimizer, record, opt.max_steps or steps_per_epoch * opt.epochs, steps_per_epoch,
-                    record.get("scalars", []), writer)
+    return _RoleRun(role, policy, aux, optimizer, record, opt.max_steps or steps_per_epoch * opt.epochs,
+                    steps_per_epoch, record.get("scalars", []), writer)
 
 
 class _Cloning(SupervisedTask):
@@ -212,7 +260,7 @@ class _Cloning(SupervisedTask):
         self.history: list[dict[str, Any]] = run.record.get("history", [])
         self.timer = Timer(float(run.record.get("train_wall_s", 0.0)))
         self.sums = {"loss": 0.0, "policy_loss": 0.0, "value_mse": 0.0, "accuracy": 0.0,
-                     **run.record.get("sums", {})}
+                     **({"aux_mse": 0.0} if run.aux is not None else {}), **run.record.get("sums", {})}
         self.k = int(run.record.get("sums_count", 0))
         self.epoch, self.perm = -1, np.zeros(0, dtype=np.int64)
         if int(run.record.get("step", 0)) == 0:  # the untrained clone: the curve's first point
@@ -230,13 +278,14 @@ class _Cloning(SupervisedTask):
     def loss(self, batch: Any) -> tuple[torch.Tensor, Any]:
         bc = self.cfg.bc
         return bc_losses(self.model, self.demos, batch, bc.value_coef, self.return_var, bc.label_smoothing,
-                         bc.entropy_coef)
+                         bc.entropy_coef, self.run.aux, bc.aux_coef)
 
     def clip_groups(self) -> list[list[nn.Parameter]]:
         """The value head's gradient never scales down the policy's."""
         value = list(self.model.value_head.parameters())
         value_ids = {id(p) for p in value}
-        return [[p for p in self.model.parameters() if id(p) not in value_ids], value]
+        aux = list(self.run.aux.parameters()) if self.run.aux is not None else []
+        return [[p for p in self.model.parameters() if id(p) not in value_ids] + aux, value]
 
     def accumulate(self, loss: torch.Tensor, stats: Any) -> None:
         self.k += 1
@@ -263,8 +312,9 @@ class _Cloning(SupervisedTask):
         return f"held-out accuracy {m['action_accuracy']:.4f}"
 
     def state(self, step: int) -> dict[str, Any]:
+        aux = {"aux_head": self.run.aux.weights()} if self.run.aux is not None else {}
         return {"step": step, "history": self.history, "train_wall_s": self.timer(), "scalars": self.run.logged,
-                "sums": self.sums, "sums_count": self.k}
+                "sums": self.sums, "sums_count": self.k, **aux}
 
 
 def _train_role(cfg: BCFinetuneConfig, role: str, demos: Demos, held: Demos, state_dir: Path, writer: Any,

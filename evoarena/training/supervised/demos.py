@@ -30,6 +30,7 @@ class Demos:
     names: list[list[str]] | None
     decisions: int
     episodes: int
+    aux: np.ndarray | None = None  #: [N, k] the world's features named by ``bc.aux_features``, per example
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -46,9 +47,11 @@ class Demos:
 
 
 class _DemoBuilder:
-    def __init__(self, role: str, need_names: bool) -> None:
+    def __init__(self, role: str, need_names: bool, aux_columns: list[int]) -> None:
         self.role = role
         self.need_names = need_names
+        self.aux_columns = aux_columns
+        self.aux: list[np.ndarray] = []
         self.index: dict[tuple, int] = {}
         self.texts: list[str] = []
         self.masks: list[np.ndarray] = []
@@ -58,12 +61,15 @@ class _DemoBuilder:
         self.ret_sums: list[float] = []
         self.decisions = 0
 
-    def add(self, text: str, mask: np.ndarray, action: int, names: list[str] | None, ret: float) -> None:
+    def add(self, text: str, mask: np.ndarray, action: int, names: list[str] | None, ret: float,
+            features: np.ndarray | None = None) -> None:
         key = (text, action, mask.tobytes(), tuple(names) if names is not None else None)
         i = self.index.get(key)
         if i is None:
             i = self.index[key] = len(self.texts)
             self.texts.append(text)
+            if self.aux_columns:  # the facts of the example's first occurrence (the text shows them)
+                self.aux.append(np.asarray(features, dtype=np.float32)[self.aux_columns])
             self.masks.append(np.asarray(mask, dtype=np.int8).copy())
             self.actions.append(int(action))
             if self.need_names:
@@ -79,7 +85,8 @@ class _DemoBuilder:
         return Demos(self.role, self.texts, np.stack(self.masks) if self.masks else np.zeros((0, 0), np.int8),
                      np.asarray(self.actions, dtype=np.int64), counts.astype(np.float32),
                      (np.asarray(self.ret_sums) / np.maximum(counts, 1)).astype(np.float32),
-                     self.names if self.need_names else None, self.decisions, episodes)
+                     self.names if self.need_names else None, self.decisions, episodes,
+                     np.stack(self.aux) if self.aux else None)
 
 
 def cloned_roles(bc: Any) -> list[str]:
@@ -108,7 +115,8 @@ def generate_demos(bc: Any, episodes: int, seed0: int, roles: list[str], need_na
     role_of = {a: env.role(a) for a in agents}
     expert = make_agent(bc.expert, bc.env.id, seed=seed0 + 1)
     opponents = [make_agent(s, bc.env.id, seed=seed0 + 2 + i) for i, s in enumerate(bc.opponents)]
-    builders = {r: _DemoBuilder(r, need_names) for r in roles}
+    columns = [list(getattr(env, "feature_names", [])).index(n) for n in getattr(bc, "aux_features", [])]
+    builders = {r: _DemoBuilder(r, need_names, columns) for r in roles}
     gamma = bc.gamma
     try:
         for ep in range(episodes):
@@ -116,7 +124,7 @@ def generate_demos(bc: Any, episodes: int, seed0: int, roles: list[str], need_na
             seats = {a: expert if ex_seat is None or a == ex_seat else opponents[oi] for a in agents}
             recorded = {a for a in agents if seats[a] is expert and role_of[a] in builders}
             obs, _ = env.reset(seed=seed0 + ep)
-            traj: dict[str, list[list[Any]]] = {a: [] for a in recorded}  # [text, mask, action, names, r]
+            traj: dict[str, list[list[Any]]] = {a: [] for a in recorded}  # [text, mask, action, names, r, feats]
             while env.agents:
                 actions, choosing = forced_actions(env.agents, obs)
                 for a in choosing:
@@ -125,16 +133,16 @@ def generate_demos(bc: Any, episodes: int, seed0: int, roles: list[str], need_na
                     actions[a] = act
                     if a in recorded:
                         names = env.action_names(a) if need_names else None
-                        traj[a].append([o["text"], o["action_mask"], act, names, 0.0])
+                        traj[a].append([o["text"], o["action_mask"], act, names, 0.0, o.get("features")])
                 obs, rewards, _, _, _ = env.step(actions)
                 for a, r in rewards.items():
                     if a in traj and traj[a]:
                         traj[a][-1][4] += float(r)
             for a, steps in traj.items():
                 g = 0.0
-                for text, mask, act, names, r in reversed(steps):
+                for text, mask, act, names, r, feats in reversed(steps):
                     g = r + gamma * g
-                    builders[role_of[a]].add(text, mask, act, names, g)
+                    builders[role_of[a]].add(text, mask, act, names, g, feats)
             if update is not None:
                 update(1)
     finally:
