@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -293,6 +294,34 @@ def test_a_pipeline_runs_from_python_and_resume_of_a_finished_run_does_nothing(f
     assert json.loads((finished / "pipeline.json").read_text()) == before
     assert results["04_evaluate"]["rows"]["train"]["pool"]["games"] == 2 * 3 * len(POOL)
     assert "done (skipped)" in capsys.readouterr().err
+
+
+def test_a_finished_run_resumed_with_more_updates_trains_on_and_evaluates_the_new_agent(tmp_path, finished):
+    """``run --resume DIR --set stages.train.total_updates=5`` on a run whose 3 updates are done: the train stage
+    continues from its final checkpoint to update 5, writes its final checkpoint there, and the evaluate stage runs
+    again on it, after it on the step axis; earlier stages stay skipped, and a resume after that is a no-op."""
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    before = json.loads((run / "pipeline.json").read_text())["stages"]
+    assert main(["run", "--resume", str(run), "--set", "stages.train.total_updates=5"]) == 0
+    state = json.loads((run / "pipeline.json").read_text())["stages"]
+    for key in ("01_pretrain", "02_finetune"):
+        assert state[key] == before[key]
+    assert state["03_train"]["length"] == 5 and state["03_train"]["finished_at"] > before["03_train"]["finished_at"]
+    assert state["04_evaluate"]["finished_at"] > before["03_train"]["finished_at"]
+    assert state["04_evaluate"]["step_offset"] == state["03_train"]["step_offset"] + 6
+    trainer = json.loads((run / "stages/03_train/checkpoint/trainer_state.json").read_text())
+    assert trainer["update"] == 5 and [e["update"] for e in trainer["evals"]] == [0, 2, 3, 4, 5]
+    assert json.loads((run / "results.json").read_text())["03_train"]["updates"] == 5
+    scalars = read_scalars(run / "tb")
+    train = sorted({s for s, _ in scalars["train/main/policy_loss"]})
+    assert train == [state["03_train"]["step_offset"] + u for u in range(1, 6)]
+    evaluate = {s for t, pts in scalars.items() if t.startswith("evaluate/") for s, _ in pts}
+    assert min(evaluate) > max(train)
+    after = (run / "pipeline.json").read_text(), (run / "stages/03_train/checkpoint/trainer_state.json").read_text()
+    assert main(["run", "--resume", str(run)]) == 0
+    assert ((run / "pipeline.json").read_text(),
+            (run / "stages/03_train/checkpoint/trainer_state.json").read_text()) == after
 
 
 def test_selection_games_may_overlap_the_table_when_the_final_update_is_handed_on(tmp_path, mini):

@@ -294,3 +294,33 @@ def test_a_run_folder_from_before_the_train_name_resumes_in_its_ppo_folder(tmp_p
     assert not (run / "stages/01_train").exists()
     results = json.loads((run / "results.json").read_text())
     assert list(results) == ["ppo"] and results["ppo"]["updates"] == 3
+
+
+def test_a_finished_run_resumed_with_more_updates_rewrites_its_final_checkpoint(tmp_path):
+    """``evoarena train --resume DIR --set total_updates=4`` after a finished 2-update run: updates 3 and 4 run and
+    the final checkpoint, its trainer state and final evaluation are those of update 4; resumed again unchanged it
+    does nothing, and a total_updates below the checkpoint's update is refused."""
+    from safetensors.torch import load_file
+
+    from evoarena.config import ConfigError
+
+    data = {"env": {"id": "dilemma_v0", "kwargs": {"rounds": 5}}, "policies": {"main": {"policy": MLP}},
+            "seats": {"player_0": {"policy": "main"}, "player_1": {"agent": "scripted:tit_for_tat"}},
+            "eval": {"every": 1, "episodes": 2}}
+    run = tmp_path / "run"
+    ckpt = run / "stages/01_train/checkpoint"
+    run_standalone(make_cfg(data, total_updates=2, transcript_every=0), run, progress=False)
+    weights = {p.name: load_file(str(p)) for p in ckpt.rglob("*.safetensors")}
+    run_standalone(make_cfg(data, total_updates=4, transcript_every=0), run, resume=True, progress=False)
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert state["update"] == 4 and [e["update"] for e in state["evals"]] == [0, 1, 2, 3, 4]
+    assert state["final_eval"] == {k: v for k, v in state["evals"][-1].items() if k != "update"}
+    changed = load_file(str(ckpt / "policies/main/model.safetensors"))
+    assert any(not (changed[k] == v).all() for k, v in weights["model.safetensors"].items())
+    files = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file() and "tb" not in p.parts}
+    results = run_standalone(make_cfg(data, total_updates=4, transcript_every=0), run, resume=True, progress=False)
+    assert results["updates"] == 4
+    assert {p: p.read_bytes() for p in files if p.name != "results.json"} == {
+        p: b for p, b in files.items() if p.name != "results.json"}
+    with pytest.raises(ConfigError, match="already at update 4; resume with total_updates >= 4"):
+        run_standalone(make_cfg(data, total_updates=3, transcript_every=0), run, resume=True, progress=False)

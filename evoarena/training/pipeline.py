@@ -10,7 +10,8 @@ stage and the key.
 Stage ``k`` writes ``stages/NN_KIND/`` and the results key ``NN_KIND``; its TensorBoard steps start where
 stage ``k-1``'s ended, so ``tensorboard --logdir runs/NAME`` shows the whole evolution on one axis.
 ``pipeline.json`` records each stage's state; ``--resume`` skips finished stages and resumes the
-interrupted one from its last checkpoint.
+interrupted one from its last checkpoint. A finished stage whose config now asks for more (a train stage
+resumed with a larger ``total_updates``) continues from its last state, and every stage after it runs again.
 
 The pipeline knows no stage kind: each planned stage is a registered
 :class:`~evoarena.training.protocol.StageKind` (:mod:`evoarena.training.stages`) that says which world it plays,
@@ -22,6 +23,7 @@ any command (load and check the config, create or reopen the run folder, run it)
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,6 +268,28 @@ def _agent_source(stage: Stage, planned: list[Stage], run_dir: Path) -> tuple[di
     return {role: str(stage.checkpoint(run_dir, role)) for role in stage.policy_roles()}, None
 
 
+def _restart(stage: Stage, run_dir: Path) -> dict[str, Any]:
+    """Clear the folder of a stage that must start afresh (a stage before it ran again); returns its new state."""
+    shutil.rmtree(stage.folder(run_dir), ignore_errors=True)
+    return {}
+
+
+def _pipeline_config(config: str | Path | PipelineConfig | None, overrides: list[str] | None,
+                     run_dir: str | Path | None, resume: bool) -> tuple[PipelineConfig, str, Path]:
+    """(the pipeline config, where it was read, the run folder); with ``resume``, the run folder's config."""
+    if resume:
+        if run_dir is None:
+            raise ValueError("resume needs the run folder")
+        source = str(Path(run_dir) / runs.CONFIG_FILE)
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"{run_dir}: no {runs.CONFIG_FILE}; not a run folder to resume")
+        return load_pipeline(source, overrides), source, Path(run_dir)
+    assert config is not None
+    pc = config if isinstance(config, PipelineConfig) else load_pipeline(config, overrides)
+    source = str(config) if not isinstance(config, PipelineConfig) else "<pipeline>"
+    return pc, source, Path(run_dir) if run_dir else Path("runs") / pc.name
+
+
 def run_pipeline(config: str | Path | PipelineConfig, overrides: list[str] | None = None,
                  run_dir: str | Path | None = None, resume: bool = False) -> dict[str, Any]:
     """Run (or, with ``resume``, continue) a pipeline; returns ``results.json``.
@@ -276,18 +300,7 @@ def run_pipeline(config: str | Path | PipelineConfig, overrides: list[str] | Non
     from rich.console import Console
 
     console = Console(stderr=True, soft_wrap=True)  # a summary is one line, also in a log file
-    if resume:
-        if run_dir is None:
-            raise ValueError("resume needs the run folder")
-        run_dir = Path(run_dir)
-        source = str(run_dir / runs.CONFIG_FILE)
-        if not Path(source).is_file():
-            raise FileNotFoundError(f"{run_dir}: no {runs.CONFIG_FILE}; not a run folder to resume")
-        pc = load_pipeline(source, overrides)
-    else:
-        pc = config if isinstance(config, PipelineConfig) else load_pipeline(config, overrides)
-        source = str(config) if not isinstance(config, PipelineConfig) else "<pipeline>"
-        run_dir = Path(run_dir) if run_dir else Path("runs") / pc.name
+    pc, source, run_dir = _pipeline_config(config, overrides, run_dir, resume)
     planned = plan(pc, source)
     runs.create_run(run_dir, pc, resume=resume)
     if resume and overrides:  # the folder's config says what the rest of the run does
@@ -295,12 +308,19 @@ def run_pipeline(config: str | Path | PipelineConfig, overrides: list[str] | Non
     state = _read_state(run_dir)
     n = len(planned)
     offset = 0
+    ran = False  # a stage ran in this call: every later one then starts afresh from its new input
     for stage in planned:
         st = state["stages"].get(stage.key, {})
-        if st.get("status") == "done":
-            console.print(f"[dim]stage {stage.index}/{n} {stage.name}: done (skipped)[/dim]")
-            offset = int(st["step_offset"]) + int(st["length"]) + 1
-            continue
+        if st and ran:
+            st = _restart(stage, run_dir)
+        elif st.get("status") == "done":
+            if not stage.kind.has_more(stage.data, runs.read_results(run_dir).get(stage.key, {})):
+                console.print(f"[dim]stage {stage.index}/{n} {stage.name}: done (skipped)[/dim]")
+                offset = int(st["step_offset"]) + int(st["length"]) + 1
+                continue
+            console.print(f"stage {stage.index}/{n} {stage.name}: done, and its config now asks for more: "
+                          f"continuing it, then every later stage afresh")
+        ran = True
         cfg = _validate_stage(stage, source, f"stage {stage.index} ({stage.name})", run_dir)
         started = bool(st)
         state["stages"][stage.key] = {"name": stage.name, "kind": stage.kind.kind, "status": "running",

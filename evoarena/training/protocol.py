@@ -137,6 +137,11 @@ class StageKind:
         """How many steps the finished stage used on the run's step axis."""
         return int(results.get("steps", 0))
 
+    def has_more(self, data: dict[str, Any], results: dict[str, Any]) -> bool:
+        """Whether a finished stage (its ``results``) has more to do under its config ``data`` now (a train stage
+        resumed with a larger ``total_updates``): it then continues from its last state."""
+        return False
+
     def agent_policy(self, data: dict[str, Any]) -> dict[str, Any] | None:
         """The policy config a stage builds on an encoder it starts from (an encoder stage's agent)."""
         return None

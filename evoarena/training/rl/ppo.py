@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from evoarena.config import PPOConfig, TrainConfig
+from evoarena.config import ConfigError, PPOConfig, TrainConfig
 from evoarena.training.infra import runs
 from evoarena.training.infra.progress import progress_bar
 from evoarena.training.protocol import StageContext
@@ -274,10 +274,23 @@ def take_snapshots(t: Trainer, update: int) -> None:
             t.optimizers[name] = torch.optim.Adam(params, lr=pc.lr, eps=pc.adam_eps)
 
 
+def resumed_update(t: Trainer) -> int:
+    """The update the run continues after (0 for a new run). A finished run resumed with a larger ``total_updates``
+    continues from its final checkpoint: its final evaluation belonged to the shorter run and is taken again, with
+    the final checkpoint, at the new last update. A checkpoint beyond ``total_updates`` is an error."""
+    done, total = int(t.state.update), t.cfg.total_updates
+    if done > total:
+        raise ConfigError(f"total_updates = {total}: the checkpoint in {t.ctx.stage_dir / 'checkpoint'} is already at "
+                          f"update {done}; resume with total_updates >= {done}")
+    if done < total:
+        t.state.final_eval = None
+    return done
+
+
 def run_ppo(cfg: TrainConfig, ctx: StageContext) -> dict[str, Any]:
     """Run (or resume) the PPO stage in ``ctx``; returns the results written to results.json."""
     t = start(cfg, ctx)
-    start_update = int(t.state.update)
+    start_update = resumed_update(t)
     t.writer = ctx.writer(purge_step=runs.resume_purge_step(ctx.resume, start_update))
     if not start_update:
         t.writer.add_text("config", f"```\n{json.dumps(cfg.model_dump(mode='json'), indent=1)}\n```", 0)

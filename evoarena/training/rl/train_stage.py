@@ -68,6 +68,12 @@ class TrainStage(StageKind):
     def length(self, results: dict[str, Any]) -> int:
         return int(results.get("updates", 0))
 
+    def has_more(self, data: dict[str, Any], results: dict[str, Any]) -> bool:
+        if data.get("ppo", {}).get("backend", "evoarena") != "evoarena":  # sb3 runs do not resume
+            return False
+        total = data.get("total_updates", TrainConfig.model_fields["total_updates"].default)
+        return int(results.get("updates", 0)) < int(total)
+
     def agent_policy(self, data: dict[str, Any]) -> dict[str, Any] | None:
         for lc in data["policies"].values():
             return dict(lc.get("policy", {}))
