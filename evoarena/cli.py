@@ -258,7 +258,13 @@ def _command_line(name: str, args: argparse.Namespace, positional: str, flags: d
         value = getattr(args, dest, None)
         if value in (None, [], False):
             continue
-        parts += [flag] if value is True else [flag, *map(str, value if isinstance(value, list) else [value])]
+        values = [str(v) for v in (value if isinstance(value, list) else [value])]
+        if value is True:
+            parts += [flag]
+        elif flag == "--set":  # given once per value (argparse appends)
+            parts += [x for v in values for x in (flag, v)]
+        else:
+            parts += [flag, *values]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -311,6 +317,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         except RuntimeError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print(f"interrupted: no further run was started; finished runs are kept and an interrupted run resumes "
+                  f"from its last checkpoint; resume the sweep with:\n  {command}", file=sys.stderr)
+            return 130
     console.print(f"report: {out_dir(cfg, args.out) / 'bench.md'}")
     if args.publish:
         from evoarena.bench.sweep import publish

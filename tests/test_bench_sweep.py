@@ -180,6 +180,34 @@ def test_killed_sweep_finishes_only_the_missing_runs(tmp_path):
     assert steps == [0, 10, 20, 30, 40]  # the evaluation before the first update, then every 10
 
 
+@pytest.mark.e2e
+def test_sigterm_stops_an_in_process_sweep_with_a_resume_command(tmp_path):
+    """``evoarena bench`` (runs in its own process) gets SIGTERM during its first run: the run saves a checkpoint
+    and stops, no other run starts, and it exits 130 naming the command that resumes the sweep, which does."""
+    longer = {**TRAIN, "total_updates": 40, "eval": {**TRAIN["eval"], "every": 10}}
+    path = write_sweep(tmp_path / "cfg", longer, tournament=None)
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "evoarena.cli", "bench", str(path), "--out", str(out), "--set",
+                             "bootstrap=100"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    first = out / "fast" / "seed_0"
+    marker = first / "stages" / "01_train" / "checkpoint" / "trainer_state.json"
+    deadline = time.time() + 180
+    while not marker.is_file():
+        assert proc.poll() is None and time.time() < deadline, "the sweep ended before it could be stopped"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err[-2000:]
+    assert f"resume the sweep with:\n  evoarena bench {path} --set bootstrap=100 --workers 1 --out {out}" in err
+    assert not (first / sw.DONE_FILE).exists() and json.loads(marker.read_text())["update"] < 40
+    assert sorted(p.relative_to(out).as_posix() for p in out.glob("*/seed_*")) == ["fast/seed_0"]
+    result = sw.run_sweep(sw.load_sweep(path, ["bootstrap=100"]), out, echo=lambda s: None)
+    status = {(r["variant"], r["seed"]): r["status"] for r in result["runs"]}
+    assert status == {("fast", 0): "resumed", ("fast", 1): "started", ("slow", 0): "started", ("slow", 1): "started"}
+    assert json.loads((first / "results.json").read_text())["train"]["updates"] == 40
+
+
 def test_config_errors_name_the_problem(tmp_path):
     path = write_sweep(tmp_path / "a", variants={"bad": ["ppo.nope=1"]}, tournament=None)
     with pytest.raises(ConfigError, match=r"variant 'bad'.*nope"):

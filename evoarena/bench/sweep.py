@@ -7,7 +7,9 @@ overrides) and ``seeds``. Run ``(variant, seed)`` is that config with the sweep'
 overrides and ``SEED_KEY=seed``, in its own run folder ``OUT/VARIANT/seed_S/``, run through
 :func:`evoarena.training.pipeline.run_command` as the CLI runs it. A re-run skips finished runs, resumes
 interrupted ones (a folder with ``config.yaml`` but no ``bench_done.json``: the command's own ``--resume``)
-and starts the missing ones. A folder made from another config is an error, never overwritten.
+and starts the missing ones. A folder made from another config is an error, never overwritten. An interrupt
+(Ctrl-C, or SIGTERM, which ``evoarena`` turns into one) stops the sweep: the run in progress saves its state as
+a single run does, no further run starts, and the same command resumes the sweep.
 
 The parts: planning and checks (:mod:`~evoarena.bench.sweep_plan`), running (here), aggregation
 (:mod:`~evoarena.bench.sweep_results`) and ``bench.md`` (:mod:`~evoarena.bench.sweep_report`); their public
@@ -77,6 +79,8 @@ def execute_run(spec: dict[str, Any]) -> dict[str, Any]:
 def _safe_execute(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         return execute_run(spec)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run saved what it could; the sweep starts no other run
+        raise
     except BaseException as exc:  # report, let the other runs go on
         log = Path(spec["run_dir"]) / LOG_FILE
         return {"variant": spec["variant"], "seed": spec["seed"], "run_dir": spec["run_dir"], "status": "failed",
@@ -91,14 +95,23 @@ def _run_local(specs: list[dict[str, Any]], workers: int, report: Callable[[dict
             report(out[-1])
         return out
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     results: dict[int, dict[str, Any]] = {}
+    waiting = list(enumerate(specs))
+    # a run is handed to the pool only when a worker is free, so an interrupt (which ends this loop) leaves no run
+    # queued to start; the runs under way stop on it themselves (Ctrl-C reaches them too) or finish
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_safe_execute, s): i for i, s in enumerate(specs)}
-        for fut in as_completed(futures):
-            results[futures[fut]] = fut.result()
-            report(results[futures[fut]])
+        running: dict[Any, int] = {}
+        while waiting or running:
+            while waiting and len(running) < workers:
+                i, spec = waiting.pop(0)
+                running[pool.submit(_safe_execute, spec)] = i
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                i = running.pop(fut)
+                results[i] = fut.result()
+                report(results[i])
     return [results[i] for i in range(len(specs))]
 
 
