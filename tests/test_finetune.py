@@ -264,7 +264,8 @@ def test_bc_aux_features_are_learned_by_a_head_over_the_encoder(tmp_path, bc_cfg
 
 def test_bc_aux_loss_reaches_the_encoder(bc_cfg):
     # the auxiliary loss must shape the encoder (what a later frozen-encoder stage reads), not only its own head
-    from evoarena.training.supervised.bc import AuxHead, bc_losses, build_clone_policy
+    from evoarena.training.supervised.bc import build_clone_policy
+    from evoarena.training.supervised.bc_loss import AuxHead, bc_losses
 
     cfg = bc_cfg(aux_features=["others_defect_rate"])
     demos = generate_demos(cfg.bc, 20, 0, ["player"], need_names=False)["player"]
