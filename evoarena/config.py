@@ -313,10 +313,16 @@ class EnvConfig(Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict)  #: the world's keyword arguments, e.g. rounds: 20
 
 
-class OpponentConfig(Strict):
-    """One entry of an opponent pool: an agent spec, ``self`` (the learner) or ``snapshot``."""
+#: pool entries that name the learner rather than a fixed agent: ``self`` (the learner as it is now), ``snapshot``
+#: (a frozen past copy) and ``start`` (a frozen copy of how it started: in a pipeline the previous stage's agent,
+#: e.g. the clone, Lewis et al.'s partner; played greedily, as ``ckpt:`` agents are)
+LEARNER_ENTRIES = ("self", "snapshot", "start")
 
-    agent: str  #: random | scripted:NAME | ckpt:PATH | self | snapshot (a frozen past learner)
+
+class OpponentConfig(Strict):
+    """One entry of an opponent pool: an agent spec, ``self`` (the learner), ``snapshot`` or ``start``."""
+
+    agent: str  #: random | scripted:NAME | ckpt:PATH | self | snapshot (a frozen past learner) | start (as it began)
     weight: float = Field(1.0, gt=0)  #: relative chance of being drawn for an episode
 
 
@@ -659,7 +665,7 @@ def _fixed_agent(key: str | None, spec: str) -> str:
     """``spec`` unless it names no fixed agent (``self``, ``snapshot``, ``human``); whether the world knows
     the agent is ``checks.check_finetune``'s to say."""
     where = f"{key} = {spec!r}: " if key else ""
-    if spec in ("self", "snapshot", "human"):
+    if spec in (*LEARNER_ENTRIES, "human"):
         raise ValueError(f"{where}behaviour cloning needs a fixed agent (random | scripted:NAME | ckpt:PATH)")
     return spec
 

@@ -24,8 +24,10 @@ PPO = [str(ROOT / "configs/ppo_dilemma.yaml"), "--set", "policies.main.policy.in
        "--set", "policies.main.policy.encoder.intermediate_size=64", "--set", "total_updates=8",
        "--set", "episodes_per_update=16", "--set", "num_envs=16", "--set", "eval.episodes=4",
        "--set", "eval.every=2", "--set", "transcript_every=0"]
-#: the same run with a league: a pool seat (two anchors), one exploiter reset every 3 updates, members every 2
-LEAGUE = [*PPO, "--set", 'seats.player_1={pool: [{agent: "scripted:tit_for_tat"}, {agent: "scripted:always_defect"}]}',
+#: the same run with a league: a pool seat (three anchors: two strategies and the learner's start), one exploiter
+#: reset every 3 updates, members every 2
+LEAGUE = [*PPO, "--set", 'seats.player_1={pool: [{agent: "scripted:tit_for_tat"}, {agent: "scripted:always_defect"}, '
+          '{agent: start}]}',
           "--set", "league={exploiters: 1, add_every: 2, exploiter_reset_every: 3, exploiter_share: 0.3}",
           "--set", "average_from=0.25", "--set", "hand_on=averaged"]  # and a weight average from update 3
 ENC_KEYS = ("stages.pretrain.encoder", "stages.finetune.bc.policy.encoder", "stages.train.policies.main.policy.encoder")

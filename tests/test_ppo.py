@@ -175,6 +175,43 @@ def test_config_train_mode_applies_to_a_checkpoint_start(tmp_path, tiny_policy):
     assert any(not torch.equal(s0[k], s1[k]) for k in s0 if k.startswith("policy_head."))
 
 
+def test_start_partner_plays_the_learner_as_it_began_and_each_partner_is_logged(tmp_path, tiny_policy):
+    """A ``start`` pool entry: the learner's starting weights (its init_from checkpoint), frozen while the learner
+    trains, kept in the checkpoint; the learner's return against every partner has its own rollout/ curve."""
+    import torch
+
+    from evoarena.policies import load_policy, save_checkpoint
+    from evoarena.policies.actor_critic import build_policy
+
+    pcfg = validate_config({"policy": tiny_policy()}, LearnerConfig).policy
+    start = build_policy(pcfg, "dilemma_v0", agent="player_0")
+    save_checkpoint(tmp_path / "start", start)
+    data = world("dilemma_v0", tiny_policy(init_from=str(tmp_path / "start")))
+    data["seats"]["player_1"] = {"pool": [{"agent": "start"}, {"agent": "scripted:always_defect"},
+                                          {"agent": "snapshot"}]}
+    cfg = make_cfg(data, total_updates=3, episodes_per_update=16, num_envs=16,
+                   ppo={"minibatch_size": 32, "epochs": 1, "lr": 0.01})
+    run_standalone(cfg, tmp_path / "run", progress=False)
+    ck = tmp_path / "run/stages/01_train/checkpoint"
+    kept, end = load_policy(next((ck / "snapshots/league_start").iterdir())), load_policy(ck / "policies/main")
+    s0, s_kept, s_end = start.state_dict(), kept.state_dict(), end.state_dict()
+    assert all(torch.equal(s0[k], s_kept[k]) for k in s0)
+    assert any(not torch.equal(s0[k], s_end[k]) for k in s0 if k.startswith("policy_head."))
+    tags = set(scalars(tmp_path / "run").Tags()["scalars"])
+    for partner in ("start", "scripted_always_defect", "snapshot_main"):
+        assert f"rollout/main/vs/{partner}/episode_return" in tags, sorted(t for t in tags if "/vs/" in t)
+
+
+def test_start_is_no_fixed_agent_for_evaluation(tmp_path, capsys):
+    from evoarena.cli import main
+
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(yaml.safe_dump({**world("dilemma_v0", MLP), "eval": {"opponents": ["start"]}}))
+    assert main(["train", str(cfg), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "eval.opponents[0]" in err and "'start'" in err, err
+
+
 def kl_after_training(tmp_path, kl_coef):
     data = {"env": {"id": "dilemma_v0", "kwargs": {"rounds": 10}}, "policies": {"main": {"policy": MLP}},
             "seats": {"player_0": {"policy": "main"}, "player_1": {"agent": "scripted:always_defect"}},

@@ -109,6 +109,7 @@ def test_sigkill_then_resume_equals_the_uninterrupted_league_run(league_referenc
     tags = scalars(run)
     assert "league/scripted_always_defect/weight" in tags and "league/league_exploiter_main_0@4/return" in tags
     assert "rollout/exploiter_main_0/episode_return" in tags
+    assert "league/start/weight" in tags and "rollout/main/vs/start/episode_return" in tags
     assert "eval_averaged/score" in tags and (run / "stages/01_train/averaged/policies/main/policy.json").is_file()
 
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from evoarena.config import (
+    LEARNER_ENTRIES,
     BCFinetuneConfig,
     ConfigError,
     EnvConfig,
@@ -70,7 +71,7 @@ def check_train(cfg: TrainConfig, source: str = "<config>") -> None:
     for pattern, seat in cfg.seats.items():
         specs = [seat.agent] if seat.agent else [o.agent for o in seat.pool or []]
         for i, spec in enumerate(specs):
-            if spec not in ("self", "snapshot"):
+            if spec not in LEARNER_ENTRIES:
                 key = f"seats.{pattern}.agent" if seat.agent else f"seats.{pattern}.pool[{i}].agent"
                 _check_agent(spec, cfg.env.id, source, key)
     for i, spec in enumerate(cfg.eval.opponents):
@@ -237,7 +238,7 @@ def check_evaluate(cfg: EvaluateConfig, source: str = "<config>") -> None:
     check_env(cfg.env, source)
     for key in ("opponents", "unseen"):
         for i, spec in enumerate(getattr(cfg, key)):
-            if spec in ("self", "snapshot", "human"):
+            if spec in (*LEARNER_ENTRIES, "human"):
                 raise ConfigError(f"{source}: {key}[{i}] = {spec!r}: give a fixed agent (random | scripted:NAME | "
                                   f"ckpt:PATH)")
             _check_agent(spec, cfg.env.id, source, f"{key}[{i}]")

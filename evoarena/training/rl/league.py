@@ -25,8 +25,7 @@ from evoarena.agents.learned import PolicyAgent
 from evoarena.config import LeagueConfig
 from evoarena.training.rl.learners import frozen_copy
 from evoarena.training.rl.rollout import Assignment, EpisodeRecord
-
-START = "league_start"  #: snapshot key of the mains' starting weights (the exploiters' reset point)
+from evoarena.training.rl.seats import START
 
 
 def pfsp_weights(scores: Sequence[float | None], power: float = 1.0, floor: float = 0.2) -> np.ndarray:

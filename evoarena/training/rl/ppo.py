@@ -26,7 +26,7 @@ from evoarena.config import ConfigError, PPOConfig, TrainConfig
 from evoarena.training.infra import runs
 from evoarena.training.infra.progress import progress_bar
 from evoarena.training.protocol import StageContext
-from evoarena.training.rl.league import START, League, exploiter_names
+from evoarena.training.rl.league import League, exploiter_names
 from evoarena.training.rl.learners import (
     blend_into,
     build_learner,
@@ -52,7 +52,7 @@ from evoarena.training.rl.ppo_records import (
     record_eval,
 )
 from evoarena.training.rl.rollout import Rollout, RolloutResult, log_rollout
-from evoarena.training.rl.seats import SeatPlanner
+from evoarena.training.rl.seats import START, SeatPlanner
 from evoarena.training.rl.update import ppo_update
 
 MAX_NAN_UPDATES = 3
@@ -119,6 +119,11 @@ class Trainer:
         return res
 
 
+def uses_start(cfg: TrainConfig) -> bool:
+    """Whether a pool of ``cfg`` has a ``start`` entry (the learner's starting weights as an opponent)."""
+    return any(e.agent == "start" for s in cfg.seats.values() for e in s.pool or [])
+
+
 def start(cfg: TrainConfig, ctx: StageContext) -> Trainer:
     """A new run's learners (built or from ``init_from``), or a resumed run's from its checkpoint, with their
     optimizers, references, seat planner, rollout and random states."""
@@ -137,8 +142,9 @@ def start(cfg: TrainConfig, ctx: StageContext) -> Trainer:
         for name, lc in cfg.policies.items():
             if lc.init_temperature != 1.0:
                 learners[name].soften(lc.init_temperature)
-        if cfg.league is not None:  # the exploiters start as their main does, which is kept to reset them to
+        if cfg.league is not None or uses_start(cfg):  # kept: the exploiters' reset point, the `start` partner
             snapshots[START] = [(i, frozen_copy(learners[m])) for i, m in enumerate(cfg.policies)]
+        if cfg.league is not None:  # the exploiters start as their main does
             for name, main in exploiter_names(list(cfg.policies), cfg.league.exploiters).items():
                 learners[name] = copy.deepcopy(learners[main])
         optim_states, state = {}, TrainerState()
@@ -161,6 +167,7 @@ def start(cfg: TrainConfig, ctx: StageContext) -> Trainer:
     league = None
     if cfg.league is not None:
         anchors = [e.agent for s in cfg.seats.values() for e in (s.pool or []) if e.agent not in ("self", "snapshot")]
+        # (`start` stays an anchor: the planner plays it as the drawing main's own starting weights)
         planner.league = league = League(cfg.league, list(cfg.policies), list(dict.fromkeys(anchors)), snapshots,
                                          cfg.seed)
     rollout = Rollout(cfg.env.id, cfg.env.kwargs, min(cfg.num_envs, cfg.episodes_per_update), learners, planner,

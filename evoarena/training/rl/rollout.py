@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from evoarena.agents import spec_tag
 from evoarena.envs import forced_actions, make
 from evoarena.training.rl.ppo_math import discounted_returns, gae
 
@@ -266,17 +267,30 @@ class Rollout:
         return sum(float(getattr(getattr(p, "encoder", None), "tokenize_seconds", 0.0)) for p in self.learners.values())
 
 
+def partner_label(seat: str) -> str:
+    """The partner a seat label stands for over training: a snapshot's or league member's update dropped
+    (``snapshot:main@40`` -> ``snapshot:main``), any other label as it is."""
+    return seat.rsplit("@", 1)[0] if seat.startswith(("snapshot:", "league:")) else seat
+
+
 def log_rollout(writer: Any, step: int, learners: dict[str, Any], episodes: list[Any]) -> dict[str, float]:
-    """rollout/<policy>/... : mean episode return of the policy's seats, length, the world's metrics."""
+    """rollout/<policy>/... : mean episode return of the policy's seats, length, the world's metrics, and
+    ``rollout/<policy>/vs/<partner>/episode_return`` per partner it met (:func:`partner_label`, spelt by
+    ``spec_tag``)."""
     summary = {}
     for name in learners:
         tag = f"learner:{name}"
-        rets = [np.mean([r.returns[a] for a, s in r.seats.items() if s == tag]) for r in episodes
-                if tag in r.seats.values()]
         eps = [r for r in episodes if tag in r.seats.values()]
+        rets = [float(np.mean([r.returns[a] for a, s in r.seats.items() if s == tag])) for r in eps]
         if not rets:
             continue
         writer.add_scalar(f"rollout/{name}/episode_return", float(np.mean(rets)), step)
+        by_partner: dict[str, list[float]] = {}
+        for r, ret in zip(eps, rets, strict=True):
+            for partner in {partner_label(s) for s in r.seats.values() if s != tag}:
+                by_partner.setdefault(partner, []).append(ret)
+        for partner, vals in sorted(by_partner.items()):
+            writer.add_scalar(f"rollout/{name}/vs/{spec_tag(partner)}/episode_return", float(np.mean(vals)), step)
         writer.add_scalar(f"rollout/{name}/episode_length", float(np.mean([r.length for r in eps])), step)
         summary[name] = float(np.mean(rets))
         for key in sorted({k for r in eps for k in r.metrics}):

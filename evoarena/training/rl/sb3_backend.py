@@ -34,7 +34,7 @@ from pettingzoo import ParallelEnv
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
-from evoarena.config import TrainConfig
+from evoarena.config import LEARNER_ENTRIES, TrainConfig
 from evoarena.envs import forced_actions, make
 from evoarena.training.protocol import StageContext
 from evoarena.training.rl import ppo_records as records
@@ -229,7 +229,7 @@ def check_sb3_config(cfg: TrainConfig, agents: list[str]) -> str:
     for a in agents:
         seat = seat_of(a, cfg.seats)
         for e in seat.pool or []:
-            if e.agent in ("self", "snapshot"):
+            if e.agent in LEARNER_ENTRIES:
                 raise ValueError(f"seats.{a}.pool: {e.agent!r} is not supported with ppo.backend sb3 (the number "
                                  "of learner seats must stay fixed); give the learner the seat (policy: NAME)")
     if not any(seat_of(a, cfg.seats).policy for a in agents):

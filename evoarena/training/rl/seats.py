@@ -2,8 +2,9 @@
 
 Seats map agents (by name or pattern) to learner policies, fixed agents, or weighted opponent pools (scripted
 strategies, ``self``, ``snapshot``: frozen copies of a learner taken every ``snapshot_every`` updates --
-fictitious self-play). :class:`SeatPlanner` draws an assignment per episode; its fixed and snapshot agents'
-random states are part of a training checkpoint. Both PPO backends use it.
+fictitious self-play; ``start``: the learner frozen as it started, e.g. its clone). :class:`SeatPlanner` draws
+an assignment per episode; its fixed and snapshot agents' random states are part of a training checkpoint. Both
+PPO backends use it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from evoarena.agents import make_agent
 from evoarena.agents.learned import PolicyAgent
 from evoarena.config import SeatConfig, TrainConfig
 from evoarena.training.rl.rollout import Assignment
+
+#: snapshot key of the learners' starting weights (the league's exploiters reset to them; the ``start`` partner);
+#: its folder name in checkpoints predates the ``start`` partner
+START = "league_start"
+START_AGENT = "start"  #: the pool entry (and the agent's name in episode records) of a learner's starting weights
 
 
 def seat_of(agent: str, seats: dict[str, SeatConfig]) -> SeatConfig:
@@ -71,9 +77,20 @@ class SeatPlanner:
         return next(s.policy for s in (seat_of(a, self.cfg.seats) for a in self.agents) if s.policy)
 
     def _agent(self, spec: str) -> Any:
+        """The fixed agent of ``spec``; ``start:LEARNER``: that learner's starting weights, played greedily."""
         if spec not in self.fixed:
-            self.fixed[spec] = make_agent(spec, self.cfg.env.id, seed=self.seed + len(self.fixed))
+            seed = self.seed + len(self.fixed)
+            if spec.startswith(f"{START_AGENT}:"):
+                index = list(self.cfg.policies).index(spec.split(":", 1)[1])
+                policy = next(p for u, p in self.snapshots[START] if u == index)
+                self.fixed[spec] = PolicyAgent(policy, greedy=True, seed=seed, name=START_AGENT)
+            else:
+                self.fixed[spec] = make_agent(spec, self.cfg.env.id, seed=seed)
         return self.fixed[spec]
+
+    def _fixed_for(self, home: str):
+        """The fixed agent of a pool spec drawn for learner ``home`` (``start`` is its own start)."""
+        return lambda spec: self._agent(f"{START_AGENT}:{home}" if spec == START_AGENT else spec)
 
     def _snapshot_agent(self, learner: str, rng: np.random.Generator) -> Assignment:
         pool = self.snapshots.get(learner, [])
@@ -109,7 +126,8 @@ class SeatPlanner:
         if seat.agent:
             return ("agent", self._agent(seat.agent))
         if self.league is not None:
-            return self.league.draw(self._home_learner(agent), rng, self._agent)
+            home = self._home_learner(agent)
+            return self.league.draw(home, rng, self._fixed_for(home))
         entries = seat.pool or []
         w = np.array([e.weight for e in entries], dtype=np.float64)
         entry = entries[int(rng.choice(len(entries), p=w / w.sum()))]
@@ -117,7 +135,7 @@ class SeatPlanner:
             return ("learner", self._home_learner(agent))
         if entry.agent == "snapshot":
             return self._snapshot_agent(self._home_learner(agent), rng)
-        return ("agent", self._agent(entry.agent))
+        return ("agent", self._fixed_for(self._home_learner(agent))(entry.agent))
 
     def __call__(self, rng: np.random.Generator) -> dict[str, Assignment]:
         configs = {a: seat_of(a, self.cfg.seats) for a in self.agents}
