@@ -51,7 +51,8 @@ def match(names: list[str], seed: int = 0, **kwargs) -> tuple[list[float], Dilem
     return [totals[a] for a in env.possible_agents], env, moves
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"num_agents": 3, "game": "chicken", "history": 0}])
+@pytest.mark.parametrize("kwargs", [{}, {"num_agents": 3, "game": "chicken", "history": 0},
+                                    {"rounds": 200, "continuation": 0.9}])
 def test_pettingzoo_api(kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -62,6 +63,28 @@ def test_pettingzoo_api(kwargs):
 @pytest.mark.parametrize("game", sorted(GAMES))
 def test_seed(game):
     parallel_seed_test(lambda: DilemmaEnv(num_agents=3, game=game))
+
+
+def test_unknown_horizon_ends_by_chance_unseen_and_the_same_for_a_seed():
+    def length_and_text(seed: int) -> tuple[int, str]:
+        totals, env, moves = match(["tit_for_tat", "tit_for_tat"], seed=seed, rounds=200, continuation=0.9)
+        assert totals == [3.0 * len(moves)] * 2  # tit_for_tat pair: mutual cooperation every round played
+        return len(moves), env._transcript[0]
+
+    lengths = [length_and_text(s)[0] for s in range(2000)]
+    assert lengths[:50] == [length_and_text(s)[0] for s in range(50)]  # a seed fixes the length
+    assert 9.2 < np.mean(lengths) < 10.8 and min(lengths) == 1 and max(lengths) > 40  # geometric: mean 10, SE 0.2
+    assert "up to 200 rounds, each continued with probability 0.9" in length_and_text(0)[1]
+    env = DilemmaEnv(rounds=200, continuation=0.9)
+    obs, _ = env.reset(seed=3)
+    texts = [obs["player_0"]["text"]]
+    while env.agents:
+        obs, *_ = env.step({a: 0 for a in env.agents})
+        texts.append(obs["player_0"]["text"])
+    assert texts[0].startswith("round 1.") and all("/" not in t for t in texts), texts[:3]
+    assert texts[-1].startswith(f"game over after {len(texts) - 1} rounds")
+    # the default horizon is shown and fixed
+    assert match(["tit_for_tat", "tit_for_tat"], seed=5, rounds=7)[1]._t == 7
 
 
 def test_hand_checked_matches():
@@ -166,6 +189,8 @@ def test_text_fits_64_tokens(tokenizer, seed):
     ({"game": "poker"}, r"game='poker'; allowed: 'prisoners', 'stag_hunt', 'chicken'"),
     ({"rounds": 0}, r"rounds=0; allowed: an int >= 1"),
     ({"history": -1}, r"history=-1; allowed: an int >= 0"),
+    ({"continuation": 0.0}, r"continuation=0\.0; allowed: a number in \(0, 1\]"),
+    ({"continuation": 1.5}, r"continuation=1\.5; allowed"),
 ])
 def test_bad_kwargs(kwargs, message):
     with pytest.raises(EnvArgumentError, match=message):

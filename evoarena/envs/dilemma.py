@@ -10,6 +10,13 @@ cooperation, P = punishment for mutual defection, S = sucker's payoff):
 * ``stag_hunt``: R=4 T=3 P=2 S=0 (cooperating = hunting the stag; R > T > P > S),
 * ``chicken``: T=4 R=3 S=1 P=0 (cooperating = swerving; T > R > S > P).
 
+Horizon: with ``continuation`` 1 (the default) every game lasts ``rounds`` rounds and the players see which
+round is the last, so defecting there dominates (the finite-horizon endgame). With ``continuation`` w < 1 a game
+goes on after each round with probability w (drawn from the seed), up to ``rounds``, and the horizon is not
+shown: the text says ``round 4`` instead of ``round 4/20`` (Axelrod's second tournament, w = 0.99654). The
+features keep ``round_frac`` (rounds played / ``rounds``) and ``last_round`` (1 only at the ``rounds`` cap); take
+the cap far beyond 1 / (1 - w), the mean length, e.g. ``rounds: 200, continuation: 0.95``.
+
 Rewards lie in ``[min(T, R, P, S), max(T, R, P, S)]`` of the game ([0, 5] for prisoners).
 Action space ``Discrete(2)``, both actions always legal (no ``wait``).
 
@@ -93,7 +100,7 @@ class DilemmaEnv(TextParallelEnv):
     metadata = {"render_modes": ["ansi", "human"], "name": "dilemma_v0", "is_parallelizable": True}
 
     def __init__(self, num_agents: int = 2, rounds: int = 20, game: str = "prisoners", history: int = 3,
-                 render_mode: str | None = None) -> None:
+                 continuation: float = 1.0, render_mode: str | None = None) -> None:
         super().__init__(render_mode)
         name = self.metadata["name"]
         check_arg(name, "num_agents", num_agents, "an int in {}..{}".format(*PLAYER_RANGE),
@@ -101,6 +108,10 @@ class DilemmaEnv(TextParallelEnv):
         check_arg(name, "rounds", rounds, "an int >= 1", _is_int(rounds) and rounds >= 1)
         check_arg(name, "game", game, ", ".join(repr(g) for g in GAMES), isinstance(game, str) and game in GAMES)
         check_arg(name, "history", history, "an int >= 0", _is_int(history) and history >= 0)
+        check_arg(name, "continuation", continuation, "a number in (0, 1]",
+                  isinstance(continuation, (int, float)) and not isinstance(continuation, bool)
+                  and 0 < continuation <= 1)
+        self.continuation = float(continuation)
         self.n_players = n = int(num_agents)
         self.rounds = int(rounds)
         self.game = game
@@ -127,6 +138,7 @@ class DilemmaEnv(TextParallelEnv):
     def _reset_state(self) -> None:
         n = self.n_players
         self._t = 0
+        self._over = False
         self._totals = [0.0] * n
         self._last_payoff = [0.0] * n
         self._last_actions = [0] * n
@@ -138,10 +150,12 @@ class DilemmaEnv(TextParallelEnv):
     # ------------------------------------------------------------------ episode
     def reset(self, seed: int | None = None, options: dict | None = None):
         if seed is not None:
-            self._rng = np.random.default_rng(seed)  # the world is deterministic; kept for the contract
+            self._rng = np.random.default_rng(seed)  # draws the length of a game when continuation < 1
         self._reset_state()
         self.agents = list(self.possible_agents)
-        self._transcript = [f"{self.n_players} players, {self.rounds} rounds of {self.game}"]
+        length = (f"{self.rounds} rounds" if self.continuation == 1.0
+                  else f"up to {self.rounds} rounds, each continued with probability {self.continuation:g},")
+        self._transcript = [f"{self.n_players} players, {length} of {self.game}"]
         return self._observe(), {a: {} for a in self.agents}
 
     def _observe(self) -> dict[str, dict[str, Any]]:
@@ -150,7 +164,8 @@ class DilemmaEnv(TextParallelEnv):
         defs, last = self._defections, self._last_actions
         total_def = sum(defs)
         any_def = sum(1 for d in defs if d)
-        head = f"round {t + 1}/{rounds}" if t < rounds else f"game over after {rounds} rounds"
+        shown = f"/{rounds}" if self.continuation == 1.0 else ""  # an unknown horizon is not shown
+        head = f"round {t + 1}{shown}" if not self._over else f"game over after {t} rounds"
         round_frac = t / rounds
         first, final = float(t == 0), float(t == rounds - 1)
         last_def = sum(last)
@@ -197,7 +212,8 @@ class DilemmaEnv(TextParallelEnv):
         self._t += 1
         self._transcript.append(f"round {self._t}: {' '.join(LETTERS[x].upper() for x in acts)}; "
                                 f"payoffs {' '.join(_fmt(p) for p in pays)}")
-        done = self._t >= self.rounds
+        done = self._t >= self.rounds or (self.continuation < 1.0 and self._rng.random() >= self.continuation)
+        self._over = done
         obs = self._observe()
         rewards = dict(zip(agents, pays))
         if done:
