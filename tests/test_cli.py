@@ -50,7 +50,9 @@ def test_evaluate_table_and_json(tmp_path, capsys):
      (["evaluate", "dilemma_v0", "--agents", "random", "random", "--kw", "num_agents=9"], ["num_agents", "9"]),
      (["evaluate", "signaling_v0", "--agents", "random", "random", "--kw", "num_candidates=1"],
       ["num_candidates", "1"]),
-     (["evaluate", "dilemma_v0", "--agents", "ckpt:/no/such/folder", "random"], ["/no/such/folder"])],
+     (["evaluate", "dilemma_v0", "--agents", "ckpt:/no/such/folder", "random"], ["/no/such/folder"]),
+     (["exploit", "scripted:tit_for_tat", "--world", "dilemma_v0", "--kw", "prisoners=1"],
+      ["dilemma_v0", "'prisoners'", "rounds", "continuation"])],
 )
 def test_errors_are_one_line_exit_2(args, words, capsys):
     assert main(args) == 2

@@ -4,6 +4,7 @@ world is made of (agents, roles, action and feature counts), probed once per ``(
 from __future__ import annotations
 
 import difflib
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from typing import Any
 
 from pettingzoo.utils.conversions import parallel_to_aec
 
-from evoarena.envs.base import TextParallelEnv
+from evoarena.envs.base import EnvArgumentError, TextParallelEnv
 
 _REGISTRY: dict[str, Callable[..., TextParallelEnv]] = {}
 
@@ -43,8 +44,17 @@ def env_class(env_id: str) -> Callable[..., TextParallelEnv]:
 
 
 def make(env_id: str, **kwargs) -> TextParallelEnv:
-    """A new ParallelEnv of world ``env_id`` built with ``kwargs``."""
-    return env_class(env_id)(**kwargs)
+    """A new ParallelEnv of world ``env_id`` built with ``kwargs``; an argument the world does not take is an
+    :class:`EnvArgumentError` naming it and the world's arguments."""
+    factory = env_class(env_id)
+    params = inspect.signature(factory).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = [k for k in kwargs if k not in params]
+        if unknown:
+            known = ", ".join(k for k in params if k != "render_mode")
+            raise EnvArgumentError(f"{env_id}: unknown argument(s) {', '.join(map(repr, unknown))}; its arguments: "
+                                   f"{known}")
+    return factory(**kwargs)
 
 
 def make_aec(env_id: str, **kwargs):
