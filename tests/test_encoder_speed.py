@@ -151,6 +151,21 @@ def test_frozen_cache_gives_the_same_outputs_and_head_gradients(cheap):
         torch.testing.assert_close(g, h, atol=1e-5, rtol=1e-4, msg=name)
 
 
+def test_a_full_frozen_cache_still_serves_the_batch_that_overflows_it(small, monkeypatch):
+    # a long PPO run in negotiation fills the cache; the batch that overflows it holds texts cached before
+    # (they were dropped with the rest and then looked up: KeyError at update ~120 of three chains)
+    from evoarena.policies import text_encoder
+
+    enc = build_encoder(small(train_mode="frozen"))
+    texts = list(dict.fromkeys(world_texts()))[:6]
+    monkeypatch.setattr(text_encoder, "MAX_CACHE_ENTRIES", 4)
+    enc.encode(texts[:3])
+    out = enc.encode(texts)  # 3 cached + 3 new > 4: the cache starts over
+    with torch.no_grad():
+        torch.testing.assert_close(out, enc.forward_texts(texts))
+    assert len(enc._frozen) <= 4 + 3
+
+
 def test_frozen_cache_never_serves_an_encoding_of_old_weights(small):
     enc = build_encoder(small(train_mode="frozen"))
     texts = world_texts()

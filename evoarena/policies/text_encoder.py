@@ -83,8 +83,10 @@ class TokenCache:
         cache = self._ids
         missing = [t for t in dict.fromkeys(texts) if t not in cache]
         if missing:
-            if len(cache) + len(missing) > MAX_CACHE_ENTRIES:
+            if len(cache) + len(missing) > MAX_CACHE_ENTRIES:  # full: start over, keeping this call's texts
+                kept = {t: cache[t] for t in texts if t in cache}
                 cache.clear()
+                cache.update(kept)
             enc = self.tokenizer(list(missing), truncation=True, max_length=self.max_length,
                                  add_special_tokens=True)["input_ids"]
             for t, ids in zip(missing, enc, strict=True):
@@ -389,16 +391,18 @@ class TextEncoder(nn.Module):
         if self.train_mode != "frozen":
             return self.forward_texts(uniq), inv
         self._drop_stale()
-        missing = [t for t in uniq if t not in self._frozen]
+        found = {t: self._frozen[t] for t in uniq if t in self._frozen}
+        missing = [t for t in uniq if t not in found]
         if missing:
             with torch.no_grad():
-                feats = self.forward_texts(missing)
-            if len(self._frozen) + len(missing) > MAX_CACHE_ENTRIES:
+                fresh = dict(zip(missing, self.forward_texts(missing), strict=True))
+            if len(self._frozen) + len(missing) > MAX_CACHE_ENTRIES:  # full: start over (this batch's kept above)
                 self._frozen.clear()
-            self._frozen.update(zip(missing, feats, strict=True))
+            self._frozen.update(fresh)
+            found.update(fresh)
         if not uniq:
             return torch.zeros(0, self.hidden_size, device=self._device), inv
-        return torch.stack([self._frozen[t] for t in uniq]), inv
+        return torch.stack([found[t] for t in uniq]), inv
 
     def encode(self, texts: Sequence[str], dedupe: bool = True) -> torch.Tensor:
         """Pooled float32 vectors ``[len(texts), hidden_size]``; each distinct text encoded once."""
