@@ -655,6 +655,9 @@ class BCConfig(Strict):
     def _transformer_policy(self) -> BCConfig:
         if self.policy.kind != "transformer":
             raise ValueError("policy.kind: behaviour cloning trains a transformer policy")
+        if self.aux_features and self.policy.head == "lm":
+            raise ValueError("aux_features: the auxiliary head reads an encoder's pooled features (policy.head linear "
+                             "or scoring), not an lm head")
         _existing_folder("policy.init_from", self.policy.init_from)
         _existing_folder("policy.encoder.path", self.policy.encoder.path)
         _existing_folder("tokenizer_from", self.tokenizer_from)

@@ -305,6 +305,8 @@ def test_demonstration_returns_are_discounted_per_decision(bc_cfg):
     (["bc.clone=[speaker]"], ["clone", "speaker", "player"]),
     (["bc.eval_episodes=0"], ["bc.eval_episodes = 0"]),
     (["bc.aux_features=[opp_concession]"], ["bc.aux_features", "'opp_concession'", "others_defect_rate"]),
+    (["bc.aux_features=[round_frac]", "bc.policy.head=lm", "bc.policy.encoder.preset=smollm2"],
+     ["aux_features", "lm head"]),
     (["task=ner"], ["task ner needs a 'ner:' section"]),
 ])
 def test_bad_config_fails_before_any_work(tmp_path, capsys, over, words):

@@ -202,14 +202,21 @@ def test_start_partner_plays_the_learner_as_it_began_and_each_partner_is_logged(
         assert f"rollout/main/vs/{partner}/episode_return" in tags, sorted(t for t in tags if "/vs/" in t)
 
 
-def test_start_is_no_fixed_agent_for_evaluation(tmp_path, capsys):
+@pytest.mark.parametrize("where, key", [("eval", "eval.opponents[0]"), ("seat", "seats.player_1.agent")])
+def test_start_is_no_fixed_agent_outside_a_pool(tmp_path, capsys, where, key):
     from evoarena.cli import main
 
+    data = world("dilemma_v0", MLP)
+    if where == "eval":
+        data["eval"] = {"opponents": ["start"]}
+    else:
+        data["seats"]["player_1"] = {"agent": "start"}
     cfg = tmp_path / "t.yaml"
-    cfg.write_text(yaml.safe_dump({**world("dilemma_v0", MLP), "eval": {"opponents": ["start"]}}))
+    cfg.write_text(yaml.safe_dump(data))
     assert main(["train", str(cfg), "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
-    assert "eval.opponents[0]" in err and "'start'" in err, err
+    assert key in err and "'start'" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()  # refused before any work
 
 
 def kl_after_training(tmp_path, kl_coef):

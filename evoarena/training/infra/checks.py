@@ -71,7 +71,7 @@ def check_train(cfg: TrainConfig, source: str = "<config>") -> None:
     for pattern, seat in cfg.seats.items():
         specs = [seat.agent] if seat.agent else [o.agent for o in seat.pool or []]
         for i, spec in enumerate(specs):
-            if spec not in LEARNER_ENTRIES:
+            if seat.agent or spec not in LEARNER_ENTRIES:  # self / snapshot / start name a learner in a pool only
                 key = f"seats.{pattern}.agent" if seat.agent else f"seats.{pattern}.pool[{i}].agent"
                 _check_agent(spec, cfg.env.id, source, key)
     for i, spec in enumerate(cfg.eval.opponents):

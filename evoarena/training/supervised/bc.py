@@ -134,9 +134,6 @@ def _start_role(cfg: BCFinetuneConfig, role: str, demos: Demos, state_dir: Path,
             policy.value_head[-1].weight.zero_()
             policy.value_head[-1].bias.fill_(return_stats(demos)[0])
     policy.train()
-    if bc.aux_features and not hasattr(policy, "encode_obs"):
-        raise ValueError(f"bc.aux_features = {bc.aux_features!r}: the auxiliary head reads the pooled features of an "
-                         f"encoder policy (head linear or scoring), not a {type(policy).__name__}")
     aux = AuxHead(policy.encoder.hidden_size, demos) if bc.aux_features else None
     if aux is not None and record.get("aux_head"):
         aux.load_weights(record["aux_head"])
