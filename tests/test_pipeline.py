@@ -324,6 +324,31 @@ def test_a_finished_run_resumed_with_more_updates_trains_on_and_evaluates_the_ne
             (run / "stages/03_train/checkpoint/trainer_state.json").read_text()) == after
 
 
+def test_a_stage_opened_in_the_same_second_as_a_resumed_one_keeps_its_scalars(tmp_path, monkeypatch):
+    """TensorBoard reads a folder's event files in name order, and a name holds the second it was opened and a
+    per-process counter: a resumed stage (its file starts with a purge at its checkpoint) and the next stage,
+    opened in the same second with counters 9 and 10, sorted the new stage's file first, so the purge dropped the
+    new stage's scalars (the resume test above failed this way now and then). Each file must sort after the
+    older ones, whatever the counter."""
+    from tensorboard.summary.writer import event_file_writer
+
+    from evoarena.training.infra.runs import tb_writer
+
+    monkeypatch.setattr(event_file_writer, "_global_uid", event_file_writer.AtomicCounter(9))
+    first = tb_writer(tmp_path)
+    first.add_scalar("train/loss", 1.0, 5)  # the first run of the stage, past its last checkpoint (step 3)
+    first.close()
+    resumed = tb_writer(tmp_path, purge_step=4)
+    resumed.add_scalar("train/loss", 0.5, 4)
+    resumed.close()
+    after = tb_writer(tmp_path, offset=6)
+    after.add_scalar("evaluate/score", 2.0, 0)
+    after.close()
+    names = sorted(p.name for p in tmp_path.joinpath("tb").iterdir())
+    assert [n.rsplit(".", 1)[-1] for n in names] == ["9", "10", "11"]
+    assert read_scalars(tmp_path / "tb") == {"train/loss": [(4, 0.5)], "evaluate/score": [(6, 2.0)]}
+
+
 def test_selection_games_may_overlap_the_table_when_the_final_update_is_handed_on(tmp_path, mini):
     cfg = mini()
     cfg["stages"][2]["hand_on"] = "final"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,21 @@ def resume_purge_step(resume: bool, saved_step: int) -> int | None:
     return saved_step + 1 if saved_step > 0 else 0
 
 
+def _wait_for_a_later_second(tb_dir: Path, limit_s: float = 2.0) -> None:
+    """Wait until the clock's second is later than every event file's in ``tb_dir``. TensorBoard reads a folder's
+    files in name order; a name holds the second it was opened, then the host, the process id and a per-process
+    counter, compared as text. Two files of one second can sort against their write order (counter 10 before 9,
+    another process's id), and a resumed stage's purge then drops what a later stage wrote. Files from more than
+    ``limit_s`` in the future (a clock that moved back) are not waited for."""
+    stamps = [int(p.name.split(".")[3]) for p in tb_dir.glob("events.out.tfevents.*")
+              if p.name.split(".")[3:4] and p.name.split(".")[3].isdigit()]
+    if not stamps:
+        return
+    wait = max(stamps) + 1 - time.time()
+    if 0 < wait <= limit_s:
+        time.sleep(wait)
+
+
 def tb_writer(run_dir: str | Path, purge_step: int | None = None, offset: int = 0):
     """The run's TensorBoard writer (``runs/NAME/tb``). ``purge_step`` drops events at or after that
     step, so a resumed run continues one step axis instead of duplicating it. A pipeline stage's steps (and
@@ -150,6 +166,7 @@ def tb_writer(run_dir: str | Path, purge_step: int | None = None, offset: int = 
     from torch.utils.tensorboard import SummaryWriter
 
     purge = None if purge_step is None else purge_step + offset
+    _wait_for_a_later_second(Path(run_dir) / "tb")
     writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"), purge_step=purge)
     return OffsetWriter(writer, offset) if offset else writer
 
