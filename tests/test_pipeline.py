@@ -324,6 +324,27 @@ def test_a_finished_run_resumed_with_more_updates_trains_on_and_evaluates_the_ne
             (run / "stages/03_train/checkpoint/trainer_state.json").read_text()) == after
 
 
+@pytest.mark.parametrize(("override", "stage", "keys"), [
+    ("stages.finetune.optim.epochs=3", "stage 2 (finetune)", "optim"),
+    ("stages.train.total_updates=2", "stage 3 (train)", "total_updates"),
+    ("stages.train.ppo.lr=0.01", "stage 3 (train)", "ppo"),
+])
+def test_a_resume_that_changes_a_finished_stage_it_would_not_rerun_is_refused(tmp_path, finished, capsys,
+                                                                               override, stage, keys):
+    """Before, these resumed as a no-op and the change was ignored without a word (the standalone ``train``
+    refuses fewer updates); now the command fails naming the stage and the key, and the run folder is untouched.
+    A change that takes effect (more updates, a later stage re-run by them) or changes no result is accepted."""
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    config, state = (run / "config.yaml").read_text(), (run / "pipeline.json").read_text()
+    assert main(["run", "--resume", str(run), "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert f"{stage} is finished; --set changes its {keys}," in " ".join(err.split())
+    assert (run / "config.yaml").read_text() == config and (run / "pipeline.json").read_text() == state
+    assert main(["run", "--resume", str(run), "--set", "threads=2"]) == 0
+    assert (run / "pipeline.json").read_text() == state
+
+
 def test_a_stage_opened_in_the_same_second_as_a_resumed_one_keeps_its_scalars(tmp_path, monkeypatch):
     """TensorBoard reads a folder's event files in name order, and a name holds the second it was opened and a
     per-process counter: a resumed stage (its file starts with a purge at its checkpoint) and the next stage,

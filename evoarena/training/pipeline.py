@@ -11,7 +11,8 @@ Stage ``k`` writes ``stages/NN_KIND/`` and the results key ``NN_KIND``; its Tens
 stage ``k-1``'s ended, so ``tensorboard --logdir runs/NAME`` shows the whole evolution on one axis.
 ``pipeline.json`` records each stage's state; ``--resume`` skips finished stages and resumes the
 interrupted one from its last checkpoint. A finished stage whose config now asks for more (a train stage
-resumed with a larger ``total_updates``) continues from its last state, and every stage after it runs again.
+resumed with a larger ``total_updates``) continues from its last state, and every stage after it runs again;
+any other ``--set`` change to a finished stage is refused, as it would be ignored.
 
 The pipeline knows no stage kind: each planned stage is a registered
 :class:`~evoarena.training.protocol.StageKind` (:mod:`evoarena.training.stages`) that says which world it plays,
@@ -274,6 +275,28 @@ def _restart(stage: Stage, run_dir: Path) -> dict[str, Any]:
     return {}
 
 
+def _check_finished_unchanged(old: PipelineConfig, new: PipelineConfig, planned: list[Stage],
+                              state: dict[str, Any], results: dict[str, Any]) -> None:
+    """A resume's ``--set`` may change a finished stage only where the change takes effect: the stage continues
+    (a train stage's larger ``total_updates``) or an earlier stage runs again (every later one then starts
+    afresh). Any other change to a finished stage would be ignored without a word: refuse it, naming the stage
+    and the keys, before the run folder's config is touched. ``threads`` and ``name`` change no result and are free."""
+    for i, stage in enumerate(planned):
+        if state["stages"].get(stage.key, {}).get("status") != "done" or i >= len(old.stages):
+            return  # this stage runs, and every later one starts afresh
+        if stage.kind.has_more(stage.data, results.get(stage.key, {})):
+            return
+        (before, init_before), (now, init_now) = _stage_data(old.stages[i]), _stage_data(new.stages[i])
+        changed = sorted(k for k in set(before) | set(now)
+                         if k not in ("threads", "name") and before.get(k) != now.get(k))
+        changed += ["init_from"] if init_before != init_now else []
+        if changed:
+            raise ConfigError(f"stage {stage.index} ({stage.name}) is finished; --set changes its "
+                              f"{', '.join(changed)}, which it would ignore (a finished stage continues only to a "
+                              f"larger total_updates of a train stage); resume without that change, or run the "
+                              f"changed config in a new run folder")
+
+
 def _pipeline_config(config: str | Path | PipelineConfig | None, overrides: list[str] | None,
                      run_dir: str | Path | None, resume: bool) -> tuple[PipelineConfig, str, Path]:
     """(the pipeline config, where it was read, the run folder); with ``resume``, the run folder's config."""
@@ -302,6 +325,9 @@ def run_pipeline(config: str | Path | PipelineConfig, overrides: list[str] | Non
     console = Console(stderr=True, soft_wrap=True)  # a summary is one line, also in a log file
     pc, source, run_dir = _pipeline_config(config, overrides, run_dir, resume)
     planned = plan(pc, source)
+    if resume and overrides:
+        _check_finished_unchanged(load_pipeline(source), pc, planned, _read_state(Path(run_dir)),
+                                  runs.read_results(Path(run_dir)))
     runs.create_run(run_dir, pc, resume=resume)
     if resume and overrides:  # the folder's config says what the rest of the run does
         atomic_write_text(run_dir / runs.CONFIG_FILE, dump_config(pc))
