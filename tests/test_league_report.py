@@ -23,6 +23,22 @@ def test_members_are_the_final_main_the_frozen_and_the_anchors():
     assert members({**TRAIN, "hand_on": "best"})[0]["spec"] == "ckpt:/run/stages/03_train/best/policies/main"
 
 
+def test_the_start_anchor_is_each_mains_starting_weights():
+    """A pool's ``start`` entry is no agent spec outside training: the round-robin plays the main's start
+    snapshot (before, ``evoarena report`` on such a run stopped with "bad agent spec 'start'")."""
+    from evoarena.agents.specs import parse_spec
+
+    league = {**TRAIN["league"], "anchors": ["scripted:tit_for_tat", "start"]}
+    got = [(m["name"], m["spec"]) for m in members({**TRAIN, "league": league}) if m["lineage"] == "anchor"]
+    assert got == [("scripted:tit_for_tat", "scripted:tit_for_tat"),
+                   ("start", "ckpt:/run/stages/03_train/checkpoint/snapshots/league_start/000000")]
+    for _, spec in got:
+        parse_spec(spec)
+    two = {**league, "mains": ["a", "b"], "frozen": []}
+    assert [(m["name"], m["spec"].rsplit("/", 1)[1]) for m in members({**TRAIN, "league": two})
+            if m["name"].startswith("start")] == [("start (a)", "000000"), ("start (b)", "000001")]
+
+
 def test_every_stage_agent_is_exploited():
     assert stage_agents(RESULTS) == [("02_finetune", "ckpt:/run/stages/02_finetune/checkpoint"),
                                      ("03_train", "ckpt:/run/stages/03_train/checkpoint/policies/main")]

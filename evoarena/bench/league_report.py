@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from evoarena.storage import atomic_write_text
+from evoarena.training.rl.seats import START, START_AGENT
 
 CACHE = Path("league") / "league.json"
 EPISODES = 10  #: games per pair and seat order in the ratings round-robin
@@ -37,14 +38,22 @@ def _handed_on(stage: dict[str, Any], main: str) -> Path:
 
 
 def members(stage: dict[str, Any]) -> list[dict[str, Any]]:
-    """Entrants of the ratings round-robin: name, spec, generation (None for anchors) and lineage."""
+    """Entrants of the ratings round-robin: name, spec, generation (None for anchors) and lineage; the ``start``
+    anchor (a main frozen as it started) is its starting-weights snapshot."""
     league = stage["league"]
     snaps = Path(stage["checkpoint"]) / "snapshots"
     out = [{"name": f"{m} (final)", "spec": f"ckpt:{_handed_on(stage, m)}", "generation": stage["updates"],
             "lineage": m} for m in league["mains"]]
     out += [{"name": f"{n}@{u}", "spec": f"ckpt:{snaps / f'league_{n}' / f'{u:06d}'}", "generation": u,
              "lineage": "exploiter" if n in league["exploiters"] else n} for n, u in league["frozen"]]
-    out += [{"name": a, "spec": a, "generation": None, "lineage": "anchor"} for a in league["anchors"]]
+    for a in league["anchors"]:
+        if a != START_AGENT:
+            out.append({"name": a, "spec": a, "generation": None, "lineage": "anchor"})
+            continue
+        for i, m in enumerate(league["mains"]):  # each main's own start (snapshot index: its place among the mains)
+            name = START_AGENT if len(league["mains"]) == 1 else f"{START_AGENT} ({m})"
+            out.append({"name": name, "spec": f"ckpt:{snaps / START / f'{i:06d}'}", "generation": None,
+                        "lineage": "anchor"})
     return out
 
 
