@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
@@ -107,6 +108,9 @@ def add_bench_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--restarts", type=int, default=3, help="exploiters trained per agent; the strongest on "
                                                            "selection games is reported (default 3)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=1, help="repeat with exploiter seeds SEED, SEED+1, ...; the last "
+                                                       "line is then the mean over seeds with its 95%% interval, "
+                                                       "the worst seed and the paired difference (default 1)")
     p.add_argument("--episodes", type=int, default=200, help="fresh games for selection and for the report")
     p.add_argument("--reference", metavar="SPEC", help="the agent to compare with (default: tit_for_tat in "
                                                        "dilemma_v0, conceder in negotiation_v0)")
@@ -144,11 +148,22 @@ def cmd_exploit(args: argparse.Namespace) -> int:
     from evoarena.envs import describe
 
     describe(args.world)  # an unknown world fails here, naming the known ones
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     budget = args.budget if args.budget is not None else ex.DEFAULT_BUDGET
-    results = ex.compare(args.agent, args.reference or ex.default_reference(args.world), args.world, budget,
-                         args.seed, args.episodes, env_kwargs(args.kw), args.run_dir, args.restarts)
-    console.print(ex.table(results, args.world))
+    runs = []
+    for seed in range(args.seed, args.seed + args.seeds):
+        run_dir = None if args.run_dir is None else (Path(args.run_dir) / f"seed_{seed}" if args.seeds > 1
+                                                     else args.run_dir)
+        results = ex.compare(args.agent, args.reference or ex.default_reference(args.world), args.world, budget,
+                             seed, args.episodes, env_kwargs(args.kw), run_dir, args.restarts)
+        console.print(ex.table(results, args.world))
+        print(("" if args.seeds == 1 else f"seed {seed}: ") + ex.summary_line(results["agent"], results["reference"]))
+        runs.append(results)
+    data: dict[str, Any] = {k: ex.as_dict(v) for k, v in runs[0].items()}
+    if args.seeds > 1:
+        data = {"seeds": [{k: ex.as_dict(v) for k, v in r.items()} for r in runs], "summary": ex.over_seeds(runs)}
+        print(ex.seeds_line(data["summary"]))
     if args.json:
-        Path(args.json).write_text(json.dumps({k: ex.as_dict(v) for k, v in results.items()}, indent=1))
-    print(ex.summary_line(results["agent"], results["reference"]))
+        Path(args.json).write_text(json.dumps(data, indent=1))
     return 0
