@@ -409,12 +409,25 @@ class LeagueConfig(Strict):
 
     exploiters: int = Field(1, ge=0)  #: live exploiters per main learner (they play only against their main)
     exploiter_share: float = Field(0.25, ge=0, lt=1)  #: fraction of a main's pool-seat episodes against them
-    exploiter_reset_every: int = Field(20, ge=1)  #: updates between resets of the exploiters to the main's start
+    exploiter_reset_every: int = Field(20, ge=1)  #: updates between resets of the exploiters to their start
     add_every: int = Field(10, ge=1)  #: updates between frozen copies of every main and exploiter joining
     max_frozen: int = Field(12, ge=1)  #: frozen members kept (the oldest leave first)
     pfsp_power: float = Field(1.0, ge=0)  #: PFSP weight (1 - normalised result) ** power (0: uniform)
     pfsp_floor: float = Field(0.2, ge=0, le=1)  #: share of the draws spread uniformly over all candidates
     window: int = Field(200, ge=1)  #: recent episodes per opponent behind its result
+    #: the exploiters' own learner (its ``policy`` and ``ppo`` overrides), built fresh and reset to those fresh
+    #: weights, e.g. ``{policy: {kind: mlp, mlp_hidden: [64, 64]}, ppo: {lr: 0.01, ent_coef: 0.03}}`` (the cheap
+    #: learner ``evoarena exploit`` trains); None: a copy of their main, reset to the main's start
+    exploiter: LearnerConfig | None = None
+
+    @model_validator(mode="after")
+    def _fresh_exploiter(self) -> LeagueConfig:
+        ex = self.exploiter
+        if ex is not None and (ex.policy.init_from or ex.reference or ex.init_temperature != 1.0):
+            raise ValueError("league.exploiter: an exploiter of its own starts fresh and is reset to its fresh "
+                             "weights; give only its policy (no init_from) and ppo, not reference or "
+                             "init_temperature")
+        return self
 
 
 class TrainConfig(Strict):

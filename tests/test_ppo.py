@@ -202,6 +202,41 @@ def test_start_partner_plays_the_learner_as_it_began_and_each_partner_is_logged(
         assert f"rollout/main/vs/{partner}/episode_return" in tags, sorted(t for t in tags if "/vs/" in t)
 
 
+def test_league_exploiters_of_their_own_kind_start_fresh_and_are_reset_to_it(tmp_path, tiny_policy):
+    """``league.exploiter``: the live exploiters are learners of their own (here the cheap MLP over features that
+    ``evoarena exploit`` trains, with their own PPO settings) beside a text main. They start fresh, learn against
+    their main, join the league as frozen members, and are reset to their fresh weights (kept in the checkpoint)."""
+    import torch
+
+    from evoarena.policies import load_policy
+
+    data = world("dilemma_v0", tiny_policy())
+    data["seats"]["player_1"] = {"pool": [{"agent": "scripted:always_defect"}, {"agent": "start"}]}
+    data["league"] = {"exploiters": 1, "exploiter_share": 0.5, "exploiter_reset_every": 2, "add_every": 1,
+                      "exploiter": {"policy": MLP, "ppo": {"lr": 0.05}}}
+    cfg = make_cfg(data, total_updates=2, episodes_per_update=16, num_envs=16,
+                   ppo={"minibatch_size": 32, "epochs": 1, "lr": 0.01})
+    run_standalone(cfg, tmp_path / "run", progress=False)
+    ck = tmp_path / "run/stages/01_train/checkpoint"
+    fresh = load_policy(ck / "snapshots/exploiter_start/000000").state_dict()
+    final = load_policy(ck / "policies/exploiter_main_0")
+    assert final.cfg.kind == "mlp" and load_policy(ck / "policies/main").cfg.kind != "mlp"
+    assert all(torch.equal(fresh[k], v) for k, v in final.state_dict().items())  # reset after update 2
+    learned = load_policy(ck / "snapshots/league_exploiter_main_0/000001").state_dict()  # frozen after update 1
+    assert any(not torch.equal(fresh[k], v) for k, v in learned.items())
+    tags = set(scalars(tmp_path / "run").Tags()["scalars"])
+    assert "rollout/main/vs/learner_exploiter_main_0/episode_return" in tags, sorted(t for t in tags if "/vs/" in t)
+    cut = tmp_path / "cut"  # stopped after update 1 and resumed: the same run
+    run_standalone(cfg.model_copy(update={"total_updates": 1}), cut, progress=False)
+    run_standalone(cfg, cut, resume=True, progress=False)
+    for name in ("main", "exploiter_main_0"):
+        a = load_policy(ck / "policies" / name).state_dict()
+        b = load_policy(cut / "stages/01_train/checkpoint/policies" / name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    with pytest.raises(ValueError, match="league.exploiter: an exploiter of its own starts fresh"):
+        make_cfg({**data, "league": {"exploiter": {"policy": {**MLP, "init_from": str(ck / "policies/main")}}}})
+
+
 @pytest.mark.parametrize("where, key", [("eval", "eval.opponents[0]"), ("seat", "seats.player_1.agent")])
 def test_start_is_no_fixed_agent_outside_a_pool(tmp_path, capsys, where, key):
     from evoarena.cli import main

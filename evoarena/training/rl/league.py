@@ -25,7 +25,7 @@ from evoarena.agents.learned import PolicyAgent
 from evoarena.config import LeagueConfig
 from evoarena.training.rl.learners import frozen_copy
 from evoarena.training.rl.rollout import Assignment, EpisodeRecord
-from evoarena.training.rl.seats import START
+from evoarena.training.rl.seats import EXPLOITER_START, START
 
 
 def pfsp_weights(scores: Sequence[float | None], power: float = 1.0, floor: float = 0.2) -> np.ndarray:
@@ -94,6 +94,13 @@ class League:
 
     def start_weights(self, main: str) -> Any:
         return next(p for u, p in self.snapshots[START] if u == self.mains.index(main))
+
+    def reset_weights(self, exploiter: str) -> Any:
+        """What a live exploiter is reset to: its own fresh weights (``league.exploiter``) or its main's start."""
+        if EXPLOITER_START in self.snapshots:
+            index = list(self.exploiters).index(exploiter)
+            return next(p for u, p in self.snapshots[EXPLOITER_START] if u == index)
+        return self.start_weights(self.exploiters[exploiter])
 
     # ------------------------------------------------------------------ drawing opponents
     def candidates(self) -> list[str]:

@@ -66,6 +66,14 @@ def build_learner(cfg: TrainConfig, name: str, agents: list[str]) -> Any:
     return build_policy(lc.policy, cfg.env.id, agent=agent, env_kwargs=cfg.env.kwargs)
 
 
+def build_exploiter(cfg: TrainConfig, main: str, learners: dict[str, Any], agents: list[str]) -> Any:
+    """A league exploiter of ``main``: a copy of the main, or, with ``league.exploiter``, its own fresh policy."""
+    ex = cfg.league.exploiter if cfg.league is not None else None
+    if ex is None:
+        return copy.deepcopy(learners[main])
+    return build_policy(ex.policy, cfg.env.id, agent=first_agent_of(cfg, agents, main), env_kwargs=cfg.env.kwargs)
+
+
 def prepare_for_rl(policy: Any) -> Any:
     """Dropout off (rollout and update must see the same function of the weights)."""
     enc = getattr(policy, "encoder", None)

@@ -13,7 +13,6 @@ runs sb3-contrib's MaskablePPO instead (:mod:`evoarena.training.rl.sb3_backend`)
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from evoarena.training.protocol import StageContext
 from evoarena.training.rl.league import League, exploiter_names
 from evoarena.training.rl.learners import (
     blend_into,
+    build_exploiter,
     build_learner,
     check_devices,
     drop_cached_outputs,
@@ -52,7 +52,7 @@ from evoarena.training.rl.ppo_records import (
     record_eval,
 )
 from evoarena.training.rl.rollout import Rollout, RolloutResult, log_rollout
-from evoarena.training.rl.seats import START, SeatPlanner
+from evoarena.training.rl.seats import EXPLOITER_START, START, SeatPlanner
 from evoarena.training.rl.update import ppo_update
 
 MAX_NAN_UPDATES = 3
@@ -144,15 +144,19 @@ def start(cfg: TrainConfig, ctx: StageContext) -> Trainer:
                 learners[name].soften(lc.init_temperature)
         if cfg.league is not None or uses_start(cfg):  # kept: the exploiters' reset point, the `start` partner
             snapshots[START] = [(i, frozen_copy(learners[m])) for i, m in enumerate(cfg.policies)]
-        if cfg.league is not None:  # the exploiters start as their main does
-            for name, main in exploiter_names(list(cfg.policies), cfg.league.exploiters).items():
-                learners[name] = copy.deepcopy(learners[main])
+        if cfg.league is not None:  # the exploiters start as their main does, or fresh as their own learner
+            exploiters = exploiter_names(list(cfg.policies), cfg.league.exploiters)
+            for name, main in exploiters.items():
+                learners[name] = build_exploiter(cfg, main, learners, agents)
+            if cfg.league.exploiter is not None:  # their reset point
+                snapshots[EXPLOITER_START] = [(i, frozen_copy(learners[n])) for i, n in enumerate(exploiters)]
         optim_states, state = {}, TrainerState()
     for policy in learners.values():
         prepare_for_rl(policy)
     pcs = {name: learner_ppo(cfg, lc) for name, lc in cfg.policies.items()}
     if cfg.league is not None:
-        pcs.update({e: pcs[m] for e, m in exploiter_names(list(cfg.policies), cfg.league.exploiters).items()})
+        own = learner_ppo(cfg, cfg.league.exploiter) if cfg.league.exploiter is not None else None
+        pcs.update({e: own or pcs[m] for e, m in exploiter_names(list(cfg.policies), cfg.league.exploiters).items()})
     references = reference_policies(cfg, stage, learners, pcs)
     check_devices(learners, references, snapshots)
     stored_stats = {name: policy.standardizes and (pcs[name].standardize_stats == "stored" or (
@@ -274,8 +278,8 @@ def take_snapshots(t: Trainer, update: int) -> None:
     if update % league.lc.add_every == 0:
         league.add_frozen(update, t.learners)
     if update % league.lc.exploiter_reset_every == 0:
-        for name, main in league.exploiters.items():
-            t.learners[name].load_state_dict(league.start_weights(main).state_dict())
+        for name in league.exploiters:
+            t.learners[name].load_state_dict(league.reset_weights(name).state_dict())
             pc = t.pcs[name]
             params = [p for p in t.learners[name].parameters() if p.requires_grad]
             t.optimizers[name] = torch.optim.Adam(params, lr=pc.lr, eps=pc.adam_eps)

@@ -24,6 +24,8 @@ from evoarena.training.rl.rollout import Assignment
 #: snapshot key of the learners' starting weights (the league's exploiters reset to them; the ``start`` partner);
 #: its folder name in checkpoints predates the ``start`` partner
 START = "league_start"
+#: snapshot key of the league exploiters' fresh weights when they are learners of their own (``league.exploiter``)
+EXPLOITER_START = "exploiter_start"
 START_AGENT = "start"  #: the pool entry (and the agent's name in episode records) of a learner's starting weights
 
 
