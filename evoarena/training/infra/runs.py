@@ -150,8 +150,8 @@ def _wait_for_a_later_second(tb_dir: Path, limit_s: float = 2.0) -> None:
     counter, compared as text. Two files of one second can sort against their write order (counter 10 before 9,
     another process's id), and a resumed stage's purge then drops what a later stage wrote. Files from more than
     ``limit_s`` in the future (a clock that moved back) are not waited for."""
-    stamps = [int(p.name.split(".")[3]) for p in tb_dir.glob("events.out.tfevents.*")
-              if p.name.split(".")[3:4] and p.name.split(".")[3].isdigit()]
+    fields = (p.name.split(".") for p in tb_dir.glob("events.out.tfevents.*"))
+    stamps = [int(f[3]) for f in fields if len(f) > 3 and f[3].isdigit()]
     if not stamps:
         return
     wait = max(stamps) + 1 - time.time()

@@ -156,7 +156,8 @@ def start(cfg: TrainConfig, ctx: StageContext) -> Trainer:
     pcs = {name: learner_ppo(cfg, lc) for name, lc in cfg.policies.items()}
     if cfg.league is not None:
         own = learner_ppo(cfg, cfg.league.exploiter) if cfg.league.exploiter is not None else None
-        pcs.update({e: own or pcs[m] for e, m in exploiter_names(list(cfg.policies), cfg.league.exploiters).items()})
+        pcs.update({e: pcs[m] if own is None else own
+                    for e, m in exploiter_names(list(cfg.policies), cfg.league.exploiters).items()})
     references = reference_policies(cfg, stage, learners, pcs)
     check_devices(learners, references, snapshots)
     stored_stats = {name: policy.standardizes and (pcs[name].standardize_stats == "stored" or (
